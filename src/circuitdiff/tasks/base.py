@@ -1,0 +1,45 @@
+"""Task data: plain prompts with an answer and a distractor, tokeniser-agnostic.
+
+Each model tokenises the text itself (see ``encode.py``), so teacher and student may
+use different tokenisers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MASK = "{mask}"
+"""Placeholder for the answer slot in masked-LM prompts; replaced by the tokenizer's mask token."""
+
+
+@dataclass(frozen=True)
+class TaskPrompt:
+    """One item: the model should prefer ``answer`` over ``distractor`` after ``prompt``.
+
+    Answers carry their leading space (" Mary") as they would follow the prompt in text.
+    In a masked task the prompt contains ``MASK`` where the answer goes.
+    """
+
+    prompt: str
+    answer: str
+    distractor: str
+    corrupted_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named, fixed list of prompts (built-in tasks are generated from a seed)."""
+
+    name: str
+    prompts: tuple[TaskPrompt, ...]
+    masked: bool = False
+    description: str = ""
+    source_lines: tuple[int, ...] | None = field(default=None, compare=False)
+    """For tasks read from a file: the 1-based line number of each prompt, for error messages."""
+
+    @property
+    def has_corrupted(self) -> bool:
+        return all(p.corrupted_prompt is not None for p in self.prompts)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
