@@ -1,0 +1,118 @@
+"""Ablation types and the replacement values each one puts in place of a component.
+
+Every intervention here is "replace component c's activation on prompt i by R_c[i]":
+zero, mean and resample ablation and both directions of activation patching differ
+only in which run is the base and where R comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+from circuitdiff.interventions.hooks import Recording
+from circuitdiff.models.components import Component
+
+
+class Ablation(str, Enum):
+    """What replaces a component's activation."""
+
+    ZERO = "zero"
+    """Zeros: the component writes nothing (for a head, its slice of the o-proj input is 0)."""
+    MEAN = "mean"
+    """Per-position mean over the reference prompts (the task's corrupted prompts by default)."""
+    RESAMPLE = "resample"
+    """The activation from a randomly chosen reference prompt, at the same positions."""
+    NOISING = "noising"
+    """Activation patching, corrupted into clean: the paired corrupted prompt's activation."""
+    DENOISING = "denoising"
+    """Activation patching, clean into corrupted: the base run is the corrupted prompt and the
+    clean prompt's activation is patched in; effects measure how much a component restores."""
+
+    @property
+    def base_is_corrupted(self) -> bool:
+        return self is Ablation.DENOISING
+
+    @property
+    def needs_corrupted(self) -> bool:
+        return self in (Ablation.NOISING, Ablation.DENOISING)
+
+
+@dataclass(frozen=True)
+class ActivationCache:
+    """Every component's activation on a set of prompts, padded to a common width.
+
+    heads: (n_layers, n, seq, n_heads, d_head); mlps: (n_layers, n, seq, d_model);
+    mask: (n, seq), 1 on real tokens.
+    """
+
+    heads: torch.Tensor
+    mlps: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def from_recordings(cls, recordings: list[Recording], mask: torch.Tensor) -> ActivationCache:
+        n_layers = len(recordings[0].heads)
+        heads = torch.stack([torch.cat([r.heads[l] for r in recordings]) for l in range(n_layers)])
+        mlps = torch.stack([torch.cat([r.mlps[l] for r in recordings]) for l in range(n_layers)])
+        return cls(heads, mlps, mask)
+
+    def of(self, component: Component) -> torch.Tensor:
+        """(n, seq, d) activations of one component."""
+        if component.head is None:
+            return self.mlps[component.layer]
+        return self.heads[component.layer, :, :, component.head]
+
+
+def _masked_position_mean(acts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over prompts at each position, counting real tokens only; (L, n, s, ...) -> (L, s, ...).
+
+    A position that no reference prompt reaches gets the mean over all real tokens.
+    """
+    shape = (1, mask.shape[0], mask.shape[1]) + (1,) * (acts.dim() - 3)
+    m = mask.to(acts.dtype).view(shape)
+    total = (acts * m).sum(1)
+    count = m.sum(1)
+    overall = (acts * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1)
+    per_pos = total / count.clamp_min(1)
+    return torch.where(count > 0, per_pos, overall.unsqueeze(1).expand_as(per_pos))
+
+
+class Replacement:
+    """R_c[i] for every component c and base prompt i, for one ablation type."""
+
+    def __init__(self, ablation: Ablation, reference: ActivationCache | None, n_base: int, seed: int = 0) -> None:
+        self.ablation = ablation
+        self.reference = reference
+        if ablation is not Ablation.ZERO and reference is None:
+            raise ValueError(f"{ablation.value} ablation needs reference activations")
+        if ablation in (Ablation.MEAN, Ablation.RESAMPLE):
+            assert reference is not None
+            self._mean_heads = _masked_position_mean(reference.heads, reference.mask)
+            self._mean_mlps = _masked_position_mean(reference.mlps, reference.mask)
+        if ablation is Ablation.RESAMPLE:
+            assert reference is not None
+            gen = torch.Generator().manual_seed(seed)
+            self._source = torch.randint(0, reference.mask.shape[0], (n_base,), generator=gen)
+
+    def values(self, component: Component, prompts: torch.Tensor) -> torch.Tensor | None:
+        """(len(prompts), seq, d) replacement for ``component`` on base prompts ``prompts``; None = zeros."""
+        if self.ablation is Ablation.ZERO:
+            return None
+        assert self.reference is not None
+        if self.ablation is Ablation.MEAN:
+            mean = self._mean_of(component)
+            return mean.unsqueeze(0).expand(len(prompts), *mean.shape)
+        if self.ablation is Ablation.RESAMPLE:
+            src = self._source[prompts]
+            acts = self.reference.of(component)[src]
+            real = self.reference.mask[src].bool().view(*src.shape, -1, *([1] * (acts.dim() - 2)))
+            return torch.where(real, acts, self._mean_of(component).unsqueeze(0))
+        return self.reference.of(component)[prompts]  # paired patching
+
+    def _mean_of(self, component: Component) -> torch.Tensor:
+        if component.head is None:
+            return self._mean_mlps[component.layer]
+        return self._mean_heads[component.layer, :, component.head]

@@ -1,0 +1,79 @@
+"""One hooked forward pass read out at the metric position only.
+
+The LM head is applied to one position per prompt, and for the logit difference only
+to the answer and distractor rows of the unembedding: exact, and it avoids a
+(batch, seq, vocab) tensor that would dominate memory in a sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from circuitdiff.interventions.hooks import Patch, Recording, hooked
+from circuitdiff.models.adapters.base import Adapter
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Token inputs and what the metric reads: one row per prompt (or per prompt copy)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    read_pos: torch.Tensor
+    answer_ids: torch.Tensor
+    distractor_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def select(self, rows: torch.Tensor) -> Batch:
+        return Batch(*(t[rows] for t in self._tensors()))
+
+    def repeat(self, k: int) -> Batch:
+        """k stacked copies along the batch dimension (variant-major)."""
+        return Batch(*(t.repeat(k, *([1] * (t.dim() - 1))) for t in self._tensors()))
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device) for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.input_ids, self.attention_mask, self.read_pos, self.answer_ids, self.distractor_ids)
+
+
+def read_hidden(adapter: Adapter, batch: Batch) -> torch.Tensor:
+    """Final hidden state at each row's read position, (rows, d_model)."""
+    hidden = adapter.final_hidden(batch.input_ids, batch.attention_mask)
+    return hidden[torch.arange(len(batch), device=hidden.device), batch.read_pos]
+
+
+@torch.no_grad()
+def logit_difference(adapter: Adapter, batch: Batch, patches: Sequence[Patch] = ()) -> torch.Tensor:
+    """Per-row logit difference (answer - distractor) under the given patches."""
+    with hooked(adapter, patches):
+        h = read_hidden(adapter, batch)
+    return adapter.logit_difference(h, batch.answer_ids, batch.distractor_ids).float()
+
+
+@dataclass(frozen=True)
+class CleanReadout:
+    """Everything the clean run reports per prompt, plus the activations it recorded."""
+
+    logit_diff: torch.Tensor
+    answer_prob: torch.Tensor
+    recording: Recording
+    final_hidden: torch.Tensor
+
+
+@torch.no_grad()
+def clean_run(adapter: Adapter, batch: Batch) -> CleanReadout:
+    """Unpatched run that records every component and reads full logits at the metric position."""
+    with hooked(adapter, record=True) as rec:
+        h = read_hidden(adapter, batch)
+    logits = adapter.logits_at(h).float()
+    rows = torch.arange(len(batch), device=logits.device)
+    diff = logits[rows, batch.answer_ids] - logits[rows, batch.distractor_ids]
+    prob = logits.softmax(-1)[rows, batch.answer_ids]
+    return CleanReadout(diff, prob, rec, h)

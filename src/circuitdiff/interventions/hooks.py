@@ -1,0 +1,125 @@
+"""Forward hooks on the real Hugging Face modules: record and replace component activations.
+
+A head's activation is its slice of the input to the attention output projection,
+shape (batch, seq, d_head); an MLP's is its output, (batch, seq, d_model). Patches
+name batch *rows*, so one forward pass can carry many different interventions, one
+variant per group of rows; all patches of a layer are applied by a single indexed write.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from circuitdiff.models.adapters.base import Adapter
+from circuitdiff.models.components import Component
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Replace ``component`` on batch ``rows`` by ``values`` (rows, seq, d); None means zero."""
+
+    component: Component
+    rows: torch.Tensor
+    values: torch.Tensor | None = None
+
+
+@dataclass
+class Recording:
+    """Activations seen during a hooked forward pass, by layer.
+
+    ``heads[l]`` is (batch, seq, n_heads, d_head) and ``mlps[l]`` is (batch, seq, d_model),
+    taken after any patch was applied (so they are what the model actually used).
+    """
+
+    heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    mlps: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def get(self, component: Component) -> torch.Tensor:
+        if component.head is None:
+            return self.mlps[component.layer]
+        return self.heads[component.layer][:, :, component.head]
+
+
+def _stack_values(patches: list[Patch], shape: tuple[int, ...], ref: torch.Tensor) -> torch.Tensor:
+    parts = [
+        torch.zeros((len(p.rows), *shape), dtype=ref.dtype, device=ref.device)
+        if p.values is None
+        else p.values.to(dtype=ref.dtype, device=ref.device).expand(len(p.rows), *shape)
+        for p in patches
+    ]
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+@contextmanager
+def hooked(
+    adapter: Adapter,
+    patches: Sequence[Patch] = (),
+    *,
+    record: bool = False,
+    keep_grad: bool = False,
+) -> Iterator[Recording]:
+    """Install the hooks for the duration of a ``with`` block.
+
+    ``record`` keeps every layer's head and MLP activations; with ``keep_grad`` they stay
+    in the autograd graph with ``retain_grad`` (for attribution patching).
+    """
+    recording = Recording()
+    head_patches: dict[int, list[Patch]] = defaultdict(list)
+    mlp_patches: dict[int, list[Patch]] = defaultdict(list)
+    for p in patches:
+        (mlp_patches if p.component.head is None else head_patches)[p.component.layer].append(p)
+    n_heads, d_head = adapter.n_heads, adapter.d_head
+
+    def head_hook(layer: int):
+        def hook(module: torch.nn.Module, args: tuple) -> tuple | None:
+            x = args[0]
+            todo = head_patches.get(layer)
+            if todo:
+                b, s, _ = x.shape
+                rows = torch.cat([p.rows for p in todo]).to(x.device)
+                heads = torch.cat([torch.full_like(p.rows, p.component.head) for p in todo]).to(x.device)
+                values = _stack_values(todo, (s, d_head), x)
+                x = x.clone()
+                x.view(b, s, n_heads, d_head).permute(0, 2, 1, 3)[rows, heads] = values
+            if record:
+                if keep_grad and x.requires_grad:
+                    x.retain_grad()
+                recording.heads[layer] = x.unflatten(-1, (n_heads, d_head)) if keep_grad else x.detach().unflatten(-1, (n_heads, d_head))
+            return (x, *args[1:]) if todo else None
+
+        return hook
+
+    def mlp_hook(layer: int):
+        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple | None:
+            y = output[0] if isinstance(output, tuple) else output
+            todo = mlp_patches.get(layer)
+            if todo:
+                rows = torch.cat([p.rows for p in todo]).to(y.device)
+                y = y.clone()
+                y[rows] = _stack_values(todo, tuple(y.shape[1:]), y)
+            if record:
+                if keep_grad and y.requires_grad:
+                    y.retain_grad()
+                recording.mlps[layer] = y if keep_grad else y.detach()
+            if not todo:
+                return None
+            return (y, *output[1:]) if isinstance(output, tuple) else y
+
+        return hook
+
+    handles = []
+    try:
+        for layer in range(adapter.n_layers):
+            if record or layer in head_patches:
+                handles.append(adapter.attn_out(layer).register_forward_pre_hook(head_hook(layer)))
+            if record or layer in mlp_patches:
+                handles.append(adapter.mlp_out(layer).register_forward_hook(mlp_hook(layer)))
+        yield recording
+    finally:
+        for h in handles:
+            h.remove()

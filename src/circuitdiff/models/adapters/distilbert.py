@@ -1,0 +1,23 @@
+"""DistilBERT (masked LM): post-LayerNorm, separate q/k/v, ``ffn`` is the whole MLP."""
+
+from __future__ import annotations
+
+import torch
+
+from circuitdiff.models.adapters.base import Adapter
+
+
+class DistilBertAdapter(Adapter):
+    family = "distilbert"
+    model_types = ("distilbert",)
+    masked_lm = True
+    post_layernorm = True
+    layers_path = "distilbert.transformer.layer"
+    attn_out_path = "attention.out_lin"
+    mlp_out_path = "ffn"
+    unembed_path = "vocab_projector"
+    base_kwargs = {}  # encoders take no KV-cache flag
+
+    def head_transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return m.vocab_layer_norm(m.activation(m.vocab_transform(hidden)))

@@ -1,0 +1,151 @@
+"""Load a model and its tokenizer from a built-in pair name, a local folder or the Hub.
+
+Safe by default: weights only from safetensors (``allow_pickle`` opts into pickle
+checkpoints) and never remote code unless ``trust_remote_code`` is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+from circuitdiff.errors import CircuitDiffError, ModelLoadError
+from circuitdiff.models.adapters import Adapter, adapter_class_for
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PAIRS_DIR = Path(__file__).resolve().parent.parent / "pairs"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Plain description of a loaded model, as written to results.json."""
+
+    name: str
+    architecture: str
+    family: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    masked_lm: bool
+    n_parameters: int
+    quirks: dict[str, bool]
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode, its tokenizer and the adapter that names its components."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: Any
+    adapter: Adapter
+
+    @property
+    def info(self) -> ModelInfo:
+        a = self.adapter
+        return ModelInfo(
+            name=self.name,
+            architecture=type(self.model).__name__,
+            family=a.family,
+            n_layers=a.n_layers,
+            n_heads=a.n_heads,
+            n_kv_heads=a.n_kv_heads,
+            d_model=a.d_model,
+            d_head=a.d_head,
+            masked_lm=a.masked_lm,
+            n_parameters=sum(p.numel() for p in self.model.parameters()),
+            quirks=a.quirks(),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def builtin_model_dir(name: str) -> Path | None:
+    """Folder of a model shipped with circuitdiff (e.g. ``tiny-gpt2``), if there is one."""
+    path = PAIRS_DIR / name
+    return path if (path / "config.json").is_file() else None
+
+
+def resolve(spec: str) -> tuple[str, bool]:
+    """(path or hub id, is_local) for a model argument."""
+    builtin = builtin_model_dir(spec)
+    if builtin is not None:
+        return str(builtin), True
+    path = Path(spec).expanduser()
+    if path.exists():
+        return str(path), True
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(".gguf")
+    if looks_like_path:  # a Hub id is "name" or "org/name"
+        raise ModelLoadError(f"model folder not found: {spec}")
+    return spec, False
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
+
+
+def _check_local_folder(folder: Path, allow_pickle: bool) -> None:
+    """Refuse a folder without a tokenizer, without weights, or with pickle weights only."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"not a model folder: {folder}")
+    files = [p.name for p in folder.iterdir()]
+    if not any(f in TOKENIZER_FILES for f in files):
+        raise ModelLoadError(f"no tokenizer files in {folder} (save the tokenizer with the model)")
+    if any(f.endswith(".safetensors") for f in files):
+        return
+    if any(f.endswith(PICKLE_SUFFIXES) for f in files):
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"{folder} holds only pickle checkpoints (unsafe to load); convert to safetensors or pass --allow-pickle"
+            )
+        return
+    raise ModelLoadError(f"no model weights (*.safetensors) in {folder}")
+
+
+def load_model(
+    spec: str,
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    device_map: str | None = None,
+) -> LoadedModel:
+    """Load ``spec`` (built-in name, folder, ``folder/file.gguf`` or Hub id) ready for hooking."""
+    location, local = resolve(spec)
+    gguf_file: str | None = None
+    if local and location.endswith(".gguf"):
+        gguf_file, location = Path(location).name, str(Path(location).parent)
+    elif local:
+        _check_local_folder(Path(location), allow_pickle)
+    common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf_file:
+        common["gguf_file"] = gguf_file
+    try:
+        config = AutoConfig.from_pretrained(location, **common)
+        adapter_cls = adapter_class_for(config.model_type)
+        auto = AutoModelForMaskedLM if adapter_cls.masked_lm else AutoModelForCausalLM
+        kwargs: dict[str, Any] = dict(common, dtype=dtype, attn_implementation="eager")
+        if not gguf_file:
+            kwargs["use_safetensors"] = None if allow_pickle else True
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+        model = auto.from_pretrained(location, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(location, **common)
+    except CircuitDiffError:
+        raise
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model '{spec}': {first}") from exc
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(spec, model, tokenizer, adapter_cls(model))

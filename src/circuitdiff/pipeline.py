@@ -1,0 +1,173 @@
+"""Run one task on one model: clean pass, reference activations, exact sweep, effects.
+
+The output is plain arrays (``ModelTaskRun``); everything downstream (analysis,
+report) reads only these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from circuitdiff.analysis.influence import ComponentEffect, component_effects
+from circuitdiff.errors import NumericalError, TaskEncodingError
+from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.hooks import hooked
+from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep, rows_per_forward
+from circuitdiff.models.components import Component
+from circuitdiff.models.loading import LoadedModel, ModelInfo
+from circuitdiff.tasks.base import Task
+from circuitdiff.tasks.encode import EncodedTask, encode_task
+
+
+@dataclass
+class CleanPass:
+    """What the unablated model does on a prompt set, per prompt."""
+
+    logit_diff: np.ndarray
+    answer_prob: np.ndarray
+    cache: ActivationCache
+    residual_read: np.ndarray
+    """(n_layers + 1, n, d_model): residual stream at the read position, embeddings first."""
+    attention_read: np.ndarray
+    """(n_layers, n, n_heads, seq): each head's attention from the read position."""
+
+    def component_at_read(self, component: Component, read_pos: torch.Tensor) -> np.ndarray:
+        acts = self.cache.of(component)
+        return acts[torch.arange(acts.shape[0]), read_pos].double().numpy()
+
+
+@dataclass
+class ModelTaskRun:
+    """One model on one task: the inputs to every analysis."""
+
+    info: ModelInfo
+    task: str
+    n_prompts: int
+    ablation: str
+    components: list[Component]
+    clean: np.ndarray
+    base: np.ndarray
+    ablated: np.ndarray
+    answer_prob: np.ndarray
+    effects: list[ComponentEffect]
+    read_acts: dict[str, np.ndarray] = field(repr=False)
+    residual_read: np.ndarray = field(repr=False)
+    attention_read: np.ndarray = field(repr=False)
+    seq_len: int = 0
+
+    @property
+    def per_prompt_effects(self) -> np.ndarray:
+        """(n_components, n_prompts): ablated - base metric, per prompt."""
+        return self.ablated - self.base[None, :]
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.clean > 0))
+
+
+def batches(enc: EncodedTask, device: torch.device) -> tuple[Batch, Batch | None]:
+    clean = Batch(enc.input_ids, enc.attention_mask, enc.read_pos, enc.answer_ids, enc.distractor_ids).to(device)
+    if enc.corrupted_input_ids is None:
+        return clean, None
+    corrupted = Batch(
+        enc.corrupted_input_ids, enc.corrupted_attention_mask, enc.corrupted_read_pos, enc.answer_ids, enc.distractor_ids
+    ).to(device)
+    return clean, corrupted
+
+
+@torch.no_grad()
+def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> CleanPass:
+    """Unpatched run in micro-batches recording components, residuals and attention at the read position."""
+    adapter = lm.adapter
+    step = rows_per_forward(adapter, batch.input_ids.shape[1], memory_budget)
+    recs, diffs, probs, resid, attn = [], [], [], [], []
+    for start in range(0, len(batch), step):
+        part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
+        rows = torch.arange(len(part), device=part.input_ids.device)
+        with hooked(adapter, record=True) as rec:
+            out = adapter.base_forward(part.input_ids, part.attention_mask, output_hidden_states=True, output_attentions=True)
+        logits = adapter.logits_at(out.last_hidden_state[rows, part.read_pos]).float()
+        diffs.append(logits[rows, part.answer_ids] - logits[rows, part.distractor_ids])
+        probs.append(logits.softmax(-1)[rows, part.answer_ids])
+        resid.append(torch.stack([h[rows, part.read_pos] for h in out.hidden_states]).float().cpu())
+        attn.append(torch.stack([a[rows, :, part.read_pos] for a in out.attentions]).float().cpu())
+        recs.append(rec)
+    cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu())
+    return CleanPass(
+        logit_diff=torch.cat(diffs).cpu().double().numpy(),
+        answer_prob=torch.cat(probs).cpu().double().numpy(),
+        cache=_to_cpu(cache),
+        residual_read=torch.cat(resid, dim=1).double().numpy(),
+        attention_read=torch.cat(attn, dim=1).double().numpy(),
+    )
+
+
+def _to_cpu(cache: ActivationCache) -> ActivationCache:
+    return ActivationCache(cache.heads.cpu(), cache.mlps.cpu(), cache.mask.cpu())
+
+
+def check_finite(values: np.ndarray, what: str, model: str, task: str, components: list[Component] | None = None) -> None:
+    """Stop with a clear message naming the component and task when a metric is NaN or infinite."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    where = ""
+    if components is not None and values.ndim == 2:
+        where = f" (component {components[int(np.argwhere(bad)[0][0])].name})"
+    raise NumericalError(f"non-finite {what} for model '{model}' on task '{task}'{where}")
+
+
+def run_model_on_task(
+    lm: LoadedModel,
+    task: Task,
+    ablation: Ablation,
+    *,
+    seed: int = 0,
+    first_token: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: Callable[[float], None] | None = None,
+    encoded: EncodedTask | None = None,
+) -> ModelTaskRun:
+    """Measure every component's effect on ``task`` under ``ablation``."""
+    enc = encoded if encoded is not None else encode_task(task, lm.tokenizer, first_token=first_token)
+    clean_batch, corrupted_batch = batches(enc, lm.device)
+    if ablation.needs_corrupted and corrupted_batch is None:
+        raise TaskEncodingError(f"{ablation.value} patching needs corrupted prompts; task '{task.name}' has none")
+    name, adapter = lm.name, lm.adapter
+    clean = clean_pass(lm, clean_batch, memory_budget)
+    check_finite(clean.logit_diff, "clean logit difference", name, task.name)
+    corrupted = clean_pass(lm, corrupted_batch, memory_budget) if corrupted_batch is not None else None
+
+    reference: ActivationCache | None
+    if ablation is Ablation.DENOISING:
+        reference, base_batch, base = clean.cache, corrupted_batch, corrupted.logit_diff  # type: ignore[union-attr]
+    else:
+        reference = corrupted.cache if corrupted is not None else clean.cache
+        base_batch, base = clean_batch, clean.logit_diff
+    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed)
+
+    components = adapter.components()
+    ablated = exact_sweep(adapter, base_batch, replacement, components, memory_budget=memory_budget, progress=progress)
+    ablated_np = ablated.double().numpy()
+    check_finite(ablated_np, "ablated logit difference", name, task.name, components)
+    return ModelTaskRun(
+        info=lm.info,
+        task=task.name,
+        n_prompts=len(task),
+        ablation=ablation.value,
+        components=components,
+        clean=clean.logit_diff,
+        base=base,
+        ablated=ablated_np,
+        answer_prob=clean.answer_prob,
+        effects=component_effects(components, ablated_np, base, clean.logit_diff),
+        read_acts={c.name: clean.component_at_read(c, clean_batch.read_pos.cpu()) for c in components},
+        residual_read=clean.residual_read,
+        attention_read=clean.attention_read,
+        seq_len=int(clean_batch.input_ids.shape[1]),
+    )
