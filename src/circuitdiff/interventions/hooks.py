@@ -33,16 +33,28 @@ class Recording:
     """Activations seen during a hooked forward pass, by layer.
 
     ``heads[l]`` is (batch, seq, n_heads, d_head) and ``mlps[l]`` is (batch, seq, d_model),
-    taken after any patch was applied (so they are what the model actually used).
+    taken after any patch was applied (so they are what the model actually used). With
+    ``keep_grad`` the tensors stay in the graph and ``grad_of`` reads their gradients.
     """
 
-    heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    n_heads: int
+    heads_flat: dict[int, torch.Tensor] = field(default_factory=dict)
     mlps: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def heads(self) -> dict[int, torch.Tensor]:
+        return {l: x.unflatten(-1, (self.n_heads, -1)) for l, x in self.heads_flat.items()}
 
     def get(self, component: Component) -> torch.Tensor:
         if component.head is None:
             return self.mlps[component.layer]
-        return self.heads[component.layer][:, :, component.head]
+        return self.heads_flat[component.layer].unflatten(-1, (self.n_heads, -1))[:, :, component.head]
+
+    def grad_of(self, component: Component) -> torch.Tensor:
+        """d(objective)/d(activation) after ``backward``, same shape as ``get``."""
+        if component.head is None:
+            return self.mlps[component.layer].grad
+        return self.heads_flat[component.layer].grad.unflatten(-1, (self.n_heads, -1))[:, :, component.head]
 
 
 def _stack_values(patches: list[Patch], shape: tuple[int, ...], ref: torch.Tensor) -> torch.Tensor:
@@ -68,7 +80,7 @@ def hooked(
     ``record`` keeps every layer's head and MLP activations; with ``keep_grad`` they stay
     in the autograd graph with ``retain_grad`` (for attribution patching).
     """
-    recording = Recording()
+    recording = Recording(adapter.n_heads)
     head_patches: dict[int, list[Patch]] = defaultdict(list)
     mlp_patches: dict[int, list[Patch]] = defaultdict(list)
     for p in patches:
@@ -89,7 +101,7 @@ def hooked(
             if record:
                 if keep_grad and x.requires_grad:
                     x.retain_grad()
-                recording.heads[layer] = x.unflatten(-1, (n_heads, d_head)) if keep_grad else x.detach().unflatten(-1, (n_heads, d_head))
+                recording.heads_flat[layer] = x if keep_grad else x.detach()
             return (x, *args[1:]) if todo else None
 
         return hook

@@ -1,0 +1,5 @@
+"""circuitdiff: what did distillation do to a model's insides?"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,97 @@
+"""The ``circuitdiff`` command line: compare, tasks, lab.
+
+User errors print one line and exit 2; an interrupt exits 130 after the files already
+written (each written atomically) stay in place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+
+from circuitdiff.cli.display import print_summary, rich_progress, tasks_table
+from circuitdiff.errors import CircuitDiffError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="What did distillation do to a model's insides?")
+console = Console(stderr=True)
+
+
+@app.command()
+def compare(
+    teacher: Optional[str] = typer.Option(None, help="Teacher: built-in name, local folder or Hugging Face id."),
+    student: Optional[str] = typer.Option(None, help="Student: built-in name, local folder or Hugging Face id."),
+    pair: Optional[str] = typer.Option(None, help="A built-in pair (default tiny-gpt2 when no models are given)."),
+    task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Built-in task name or JSONL file; repeatable."),
+    ablation: str = typer.Option("mean", help="zero | mean | resample | noising | denoising."),
+    n_prompts: int = typer.Option(64, min=2, help="Prompts per built-in task."),
+    seed: int = typer.Option(0, help="Seed for task generation, resampling and bootstrap."),
+    out: Path = typer.Option(Path("circuitdiff-out"), help="Output folder."),
+    first_token: bool = typer.Option(False, help="Use the first token of multi-token answers instead of failing."),
+    n_boot: int = typer.Option(1000, min=10, help="Bootstrap resamples for intervals."),
+    circuits: bool = typer.Option(True, help="Discover circuits (iterative pruning)."),
+    null_model: bool = typer.Option(True, "--null/--no-null", help="Score a random student as a chance baseline."),
+    report: bool = typer.Option(True, help="Write report.html and figures."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda or cuda:1."),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle checkpoints (unsafe: runs code from the file)."),
+    trust_remote_code: bool = typer.Option(False, help="Allow model code from the checkpoint's repository."),
+) -> None:
+    """Measure every head and MLP in both models, match them and score the alignment."""
+    from circuitdiff.compare import CompareOptions, compare as run_compare
+    from circuitdiff.interventions.ablation import Ablation
+    from circuitdiff.pairs_index import resolve_pair
+
+    try:
+        ablation_kind = Ablation(ablation)
+    except ValueError:
+        raise CircuitDiffError(f"unknown ablation '{ablation}'; choose one of {', '.join(a.value for a in Ablation)}") from None
+    teacher, student, default_tasks = resolve_pair(pair, teacher, student)
+    options = CompareOptions(ablation=ablation_kind, n_prompts=n_prompts, seed=seed, first_token=first_token,
+                             n_boot=n_boot, circuits=circuits, null_model=null_model)
+    with rich_progress(console) as progress:
+        results = run_compare(teacher, student, task or default_tasks, options, out, allow_pickle=allow_pickle,
+                              trust_remote_code=trust_remote_code, device=device, progress=progress)
+    if report:
+        from circuitdiff.report import write_report
+
+        write_report(results, out)
+    print_summary(Console(), results, out)
+
+
+@app.command("tasks")
+def list_tasks() -> None:
+    """List the built-in tasks with one example each."""
+    Console().print(tasks_table())
+
+
+def _mount_lab() -> None:
+    from circuitdiff.lab.cli import app as lab_app
+
+    app.add_typer(lab_app, name="lab", help="Train teachers and distil students (the distillation lab).")
+
+
+def main() -> None:
+    """Entry point: one-line errors for user mistakes, tracebacks only for bugs."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _mount_lab()
+    try:
+        code = app(standalone_mode=False)
+    except CircuitDiffError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        console.print("interrupted: files already written are complete and kept")
+        sys.exit(130)
+    except click.ClickException as exc:  # usage errors, in click's own one-line format
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

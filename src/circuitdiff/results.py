@@ -1,0 +1,78 @@
+"""Results as plain data: ``results.json`` plus Parquet tables for pandas.
+
+Every file is written atomically (temporary file, then rename), so an interrupted run
+never leaves a half-written result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RESULTS_JSON = "results.json"
+COMPONENTS_TABLE = "components.parquet"
+PER_PROMPT_TABLE = "effects_per_prompt.parquet"
+SIMILARITY_TABLE = "similarity.parquet"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types; NaN/inf become null so the file stays valid JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write`` on a temporary sibling of ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(_jsonable(data), indent=2, allow_nan=False)
+    atomic_write(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+
+
+def read_results(folder: str | Path) -> dict[str, Any]:
+    return json.loads((Path(folder) / RESULTS_JSON).read_text(encoding="utf-8"))
+
+
+def components_frame(results: dict[str, Any]) -> pd.DataFrame:
+    """One row per model, task and component, from a results dict."""
+    rows = []
+    for task, tr in results["tasks"].items():
+        for role in ("teacher", "student"):
+            model_name = results[role]["name"]
+            for comp in tr[role]["components"]:
+                rows.append({"model": role, "model_name": model_name, "task": task, **comp})
+    return pd.DataFrame(rows)

@@ -1,0 +1,280 @@
+"""Tokenise a task for one model: padded ids, where to read logits, answer/distractor ids.
+
+Teacher and student may use different tokenizers, so each encodes the same ``Task``
+itself. Single-token answers are checked the robust way, by tokenising the prompt with
+and without the answer and comparing, instead of tokenising the answer alone (which gets
+leading spaces, merges and special tokens wrong for many tokenizers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from circuitdiff.errors import TaskEncodingError
+from circuitdiff.tasks.base import MASK, Task
+
+if TYPE_CHECKING:  # transformers is heavy to import; any tokenizer-like object works
+    from transformers import PreTrainedTokenizerBase
+
+MAX_REPORTED = 5
+
+
+@dataclass(frozen=True)
+class EncodedTask:
+    """A task as tensors for one tokenizer; rows are prompts, right-padded to one width.
+
+    Clean and corrupted inputs share the width ``s`` so activations line up position by
+    position. ``read_pos`` is where the metric reads logits: the last real token of a
+    causal prompt, or the mask token of a masked one.
+    """
+
+    input_ids: Tensor  # (n, s) long
+    attention_mask: Tensor  # (n, s) long, 1 = real token
+    read_pos: Tensor  # (n,) long
+    answer_ids: Tensor  # (n,) long
+    distractor_ids: Tensor  # (n,) long
+    corrupted_input_ids: Tensor | None = None  # (n, s) or None
+    corrupted_attention_mask: Tensor | None = None
+    corrupted_read_pos: Tensor | None = None  # (n,)
+    prompt_index: Tensor | None = None  # (n,) row -> index into task.prompts (kept by subset)
+    task_name: str = ""
+    masked: bool = False
+
+    @property
+    def n(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def has_corrupted(self) -> bool:
+        return self.corrupted_input_ids is not None
+
+    @property
+    def aligned(self) -> bool:
+        """Clean and corrupted prompts have equal token counts and read positions, row by row
+        (what position-wise patching and per-position mean ablation need)."""
+        if self.corrupted_attention_mask is None or self.corrupted_read_pos is None:
+            return False
+        same_len = torch.equal(self.attention_mask.sum(1), self.corrupted_attention_mask.sum(1))
+        return same_len and torch.equal(self.read_pos, self.corrupted_read_pos)
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> EncodedTask:
+        """Apply ``fn`` to every tensor field (None fields stay None)."""
+        changes: dict[str, Any] = {f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), Tensor)}
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str) -> EncodedTask:
+        """A copy with every tensor on ``device``."""
+        return self._map(lambda t: t.to(device))
+
+    def subset(self, idx: Tensor | Sequence[int] | slice) -> EncodedTask:
+        """Rows ``idx`` (for bootstrap resamples and micro-batches); the width is kept."""
+        if not isinstance(idx, slice):
+            idx = torch.as_tensor(idx, dtype=torch.long, device=self.input_ids.device)
+        return self._map(lambda t: t[idx])
+
+
+def tokenizer_label(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Short name for messages: the checkpoint folder or hub id, else the class name."""
+    name = str(getattr(tokenizer, "name_or_path", "") or "")
+    return Path(name).name if name else type(tokenizer).__name__
+
+
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The pad id: pad token, else eos (GPT-2 has no pad token), else 0; masked out anyway."""
+    for tid in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(tid, int):
+            return tid
+    return 0
+
+
+def _fill_mask(prompt: str, text: str) -> str:
+    """Put ``text`` in the MASK slot; an answer's leading space is dropped after a space."""
+    i = prompt.index(MASK)
+    if i == 0 or prompt[i - 1].isspace():
+        text = text.lstrip()
+    return prompt[:i] + text + prompt[i + len(MASK):]
+
+
+class _Problems:
+    """Problems grouped by kind, then by offending text, each with the prompts it hits.
+
+    Raised as one line, e.g. ``task 'my.jsonl': answer is not a single token for tokenizer
+    'gpt2': ' Marybeth' (lines 3, 7), ' Xavier' (line 9)``.
+    """
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.groups: dict[str, dict[str | None, list[int]]] = {}
+
+    def add(self, kind: str, index: int, detail: str | None = None) -> None:
+        self.groups.setdefault(kind, {}).setdefault(detail, []).append(index)
+
+    def _where(self, idx: list[int]) -> str:
+        lines = self.task.source_lines
+        nums = [str(lines[i]) for i in idx] if lines else [f"#{i}" for i in idx]
+        word = ("line" if lines else "prompt") + ("s" if len(nums) > 1 else "")
+        return f"{word} {_first(nums)}"
+
+    def _render(self, kind: str, details: dict[str | None, list[int]]) -> str:
+        if list(details) == [None]:
+            return f"{kind} ({self._where(details[None])})"
+        items = [f"{d!r} ({self._where(idx)})" for d, idx in details.items()]
+        return f"{kind}: {_first(items)}"
+
+    def raise_if_any(self) -> None:
+        if self.groups:
+            parts = [self._render(kind, details) for kind, details in self.groups.items()]
+            raise TaskEncodingError(f"task '{self.task.name}': " + "; ".join(parts))
+
+
+def _first(items: list[str]) -> str:
+    """The first few items, comma-separated, with a count of the rest."""
+    more = f" and {len(items) - MAX_REPORTED} more" if len(items) > MAX_REPORTED else ""
+    return ", ".join(items[:MAX_REPORTED]) + more
+
+
+def _ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Token ids with the tokenizer's default special tokens ([CLS]/[SEP], BOS, ...)."""
+    return [list(ids) for ids in tokenizer(texts)["input_ids"]] if texts else []
+
+
+def _slot(ids: list[int], masked: bool, mask_id: int | None,
+          special: set[int]) -> tuple[list[int], list[int]] | str:
+    """Split prompt ids around the answer slot: (before, after), or why there is no slot.
+
+    Causal: the slot follows the last real token (trailing specials like [SEP] stay after).
+    Masked: the slot is the single mask token, which is dropped.
+    """
+    if masked:
+        assert mask_id is not None
+        count = ids.count(mask_id)
+        if count != 1:
+            return f"prompt has {count} mask tokens after tokenisation, expected 1"
+        p = ids.index(mask_id)
+        return ids[:p], ids[p + 1:]
+    p = len(ids)
+    while p > 0 and ids[p - 1] in special:
+        p -= 1
+    if p == 0:
+        return "prompt has no tokens"
+    return ids[:p], ids[p:]
+
+
+def _answer_tokens(filled: list[int], before: list[int], after: list[int]) -> list[int] | None:
+    """The ids the answer added between ``before`` and ``after``; None if it merged with them."""
+    k = len(filled) - len(before) - len(after)
+    if k < 1 or filled[:len(before)] != before or filled[len(filled) - len(after):] != after:
+        return None
+    return filled[len(before):len(before) + k]
+
+
+def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: bool = False,
+                require_aligned: bool = False) -> EncodedTask:
+    """Encode ``task`` for ``tokenizer`` or raise ``TaskEncodingError`` naming the bad items.
+
+    ``first_token``: score multi-token answers by their first token instead of refusing them.
+    ``require_aligned``: also refuse corrupted prompts whose token count differs from the clean one.
+    """
+    label = tokenizer_label(tokenizer)
+    problems = _Problems(task)
+    if not task.prompts:
+        raise TaskEncodingError(f"task '{task.name}' has no prompts")
+    mask_id = None
+    if task.masked:
+        mask_token = getattr(tokenizer, "mask_token", None)
+        mask_id = getattr(tokenizer, "mask_token_id", None)
+        if not mask_token or mask_id is None:
+            raise TaskEncodingError(
+                f"task '{task.name}' is masked ({MASK} prompts) but tokenizer '{label}' has no mask "
+                "token; use a masked LM or a causal task")
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    prompts = task.prompts
+    for i, p in enumerate(prompts):
+        texts = [p.prompt] + ([p.corrupted_prompt] if p.corrupted_prompt is not None else [])
+        if task.masked and any(t.count(MASK) != 1 for t in texts):
+            problems.add(f"masked prompt needs exactly one {MASK}", i)
+    problems.raise_if_any()
+
+    def as_input(text: str) -> str:
+        return text.replace(MASK, tokenizer.mask_token) if task.masked else text
+
+    def filled(prompt: str, text: str) -> str:
+        return _fill_mask(prompt, text) if task.masked else prompt + text
+
+    def read_at(before: list[int]) -> int:
+        return len(before) if task.masked else len(before) - 1
+
+    clean = _ids(tokenizer, [as_input(p.prompt) for p in prompts])
+    slots = [_slot(ids, task.masked, mask_id, special) for ids in clean]
+    for i, sl in enumerate(slots):
+        if isinstance(sl, str):
+            problems.add(sl, i)
+    targets: dict[str, list[int]] = {"answer": [], "distractor": []}
+    for role, ids_list in targets.items():
+        texts = [getattr(p, role) for p in prompts]
+        with_answer = _ids(tokenizer, [filled(p.prompt, t) for p, t in zip(prompts, texts, strict=True)])
+        for i, (text, ids, sl) in enumerate(zip(texts, with_answer, slots, strict=True)):
+            if isinstance(sl, str):
+                continue
+            toks = _answer_tokens(ids, *sl)
+            if toks is None:
+                problems.add(f"{role} merges with the end of the prompt for tokenizer '{label}'", i, text)
+            elif len(toks) != 1 and not first_token:
+                problems.add(f"{role} is not a single token for tokenizer '{label}'", i, text)
+            else:
+                ids_list.append(toks[0])
+
+    corrupted: list[list[int]] | None = None
+    c_read: list[int] = []
+    if task.has_corrupted:
+        corrupted = _ids(tokenizer, [as_input(p.corrupted_prompt or "") for p in prompts])
+        for i, (ids, sl) in enumerate(zip(corrupted, slots, strict=True)):
+            csl = _slot(ids, task.masked, mask_id, special)
+            if isinstance(csl, str):
+                problems.add("corrupted " + csl, i)
+                continue
+            c_read.append(read_at(csl[0]))
+            if require_aligned and not isinstance(sl, str) and (
+                    len(ids) != len(clean[i]) or len(csl[0]) != len(sl[0])):
+                problems.add(f"corrupted prompt is not token-aligned with the clean one for "
+                             f"tokenizer '{label}'", i)
+    problems.raise_if_any()
+    read = [read_at(sl[0]) for sl in slots if not isinstance(sl, str)]
+
+    width = max(len(ids) for ids in clean + (corrupted or []))
+    pad = pad_id(tokenizer)
+
+    def batch(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        att = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+            att[r, :len(row)] = 1
+        return ids, att
+
+    input_ids, attention_mask = batch(clean)
+    c_ids = c_att = c_pos = None
+    if corrupted is not None:
+        c_ids, c_att = batch(corrupted)
+        c_pos = torch.tensor(c_read, dtype=torch.long)
+    return EncodedTask(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        read_pos=torch.tensor(read, dtype=torch.long),
+        answer_ids=torch.tensor(targets["answer"], dtype=torch.long),
+        distractor_ids=torch.tensor(targets["distractor"], dtype=torch.long),
+        corrupted_input_ids=c_ids,
+        corrupted_attention_mask=c_att,
+        corrupted_read_pos=c_pos,
+        prompt_index=torch.arange(len(prompts), dtype=torch.long),
+        task_name=task.name,
+        masked=task.masked,
+    )
