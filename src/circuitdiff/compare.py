@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
-from circuitdiff.analysis.pair import PairAnalysis, analyse_pair
+from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
+from circuitdiff.analysis.pair import PairAnalysis, analyse_runs
 from circuitdiff.errors import TaskFileError
 from circuitdiff.interventions.ablation import Ablation
+from circuitdiff.interventions.methods import Method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
@@ -42,8 +45,11 @@ class CompareOptions:
     n_prompts: int = 64
     seed: int = 0
     first_token: bool = False
+    method: Method = Method.EXACT
+    exact_top: int = 20
     n_boot: int = 1000
     circuits: bool = True
+    circuit_thresholds: tuple[float, ...] = SWEEP_THRESHOLDS
     null_model: bool = True
     memory_budget: int = DEFAULT_MEMORY_BUDGET
 
@@ -100,20 +106,38 @@ def run_comparison(
 ) -> Comparison:
     prepared = prepare_tasks(teacher, student, tasks, options)
     result = Comparison(teacher, student, options)
+    null_student = random_like(student, options.seed) if options.null_model else None
+    thresholds = options.circuit_thresholds if options.circuits else ()
     for item in prepared:
-        runs = []
-        for role, lm, (task, enc) in (("teacher", teacher, item.teacher), ("student", student, item.student)):
-            advance = progress(f"{item.name}: {role} sweep", len(lm.adapter.components())) if progress else None
-            runs.append(
-                run_model_on_task(lm, task, options.ablation, seed=options.seed, memory_budget=options.memory_budget,
-                                  progress=advance, encoded=enc)
-            )
-        t_run, s_run = runs
+        def run(role: str, lm: LoadedModel, side: tuple[Task, EncodedTask], circuits: Sequence[float]) -> ModelTaskRun:
+            task, enc = side
+            advance = progress(f"{item.name}: {role}", len(lm.adapter.components())) if progress else None
+            return run_model_on_task(lm, task, options.ablation, seed=options.seed, method=options.method,
+                                     exact_top=options.exact_top, circuit_thresholds=circuits,
+                                     memory_budget=options.memory_budget, progress=advance, encoded=enc)
+
+        t_run = run("teacher", teacher, item.teacher, thresholds)
+        s_run = run("student", student, item.student, thresholds)
+        null_run = run("null student", null_student, item.student, ()) if null_student is not None else None
+        same_tokens = same_tokenisation(item.teacher[1], item.student[1])
         result.runs[item.name] = (t_run, s_run)
-        result.analyses[item.name] = analyse_pair(teacher, student, item.name, (t_run, s_run),
-                                                  (item.teacher, item.student), options, progress)
-        result.warnings.extend(result.analyses[item.name].warnings)
+        analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_run=null_run, n_boot=options.n_boot,
+                                seed=options.seed)
+        result.analyses[item.name] = analysis
+        result.warnings.extend(analysis.warnings)
     return result
+
+
+def same_tokenisation(a: EncodedTask, b: EncodedTask) -> bool:
+    return a.input_ids.shape == b.input_ids.shape and bool(torch.equal(a.input_ids, b.input_ids))
+
+
+def random_like(lm: LoadedModel, seed: int) -> LoadedModel:
+    """A freshly initialised model of ``lm``'s architecture: the chance baseline for alignment."""
+    torch.manual_seed(seed)
+    model = type(lm.model)(lm.model.config).to(lm.device).eval()
+    model.requires_grad_(False)
+    return LoadedModel(f"random-init {lm.name}", model, lm.tokenizer, type(lm.adapter)(model))
 
 
 def compare(
@@ -155,6 +179,7 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
 
     options = asdict(comparison.options)
     options["ablation"] = comparison.options.ablation.value
+    options["method"] = comparison.options.method.value
     tasks: dict[str, Any] = {}
     for name, (t_run, s_run) in comparison.runs.items():
         tasks[name] = {

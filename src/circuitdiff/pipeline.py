@@ -6,18 +6,20 @@ report) reads only these.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from circuitdiff.analysis.influence import ComponentEffect, component_effects
+from circuitdiff.analysis.circuits import Circuit, discover
+from circuitdiff.analysis.influence import ComponentEffect, clean_is_meaningful, component_effects
 from circuitdiff.errors import NumericalError, TaskEncodingError
 from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep, rows_per_forward
+from circuitdiff.interventions.methods import Method, ablated_metrics
+from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel, ModelInfo
 from circuitdiff.tasks.base import Task
@@ -49,6 +51,7 @@ class ModelTaskRun:
     task: str
     n_prompts: int
     ablation: str
+    method: str
     components: list[Component]
     clean: np.ndarray
     base: np.ndarray
@@ -59,6 +62,7 @@ class ModelTaskRun:
     residual_read: np.ndarray = field(repr=False)
     attention_read: np.ndarray = field(repr=False)
     seq_len: int = 0
+    circuits: list[Circuit] = field(default_factory=list)
 
     @property
     def per_prompt_effects(self) -> np.ndarray:
@@ -129,6 +133,9 @@ def run_model_on_task(
     *,
     seed: int = 0,
     first_token: bool = False,
+    method: Method = Method.EXACT,
+    exact_top: int = 20,
+    circuit_thresholds: Sequence[float] = (),
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: Callable[[float], None] | None = None,
     encoded: EncodedTask | None = None,
@@ -152,22 +159,31 @@ def run_model_on_task(
     replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed)
 
     components = adapter.components()
-    ablated = exact_sweep(adapter, base_batch, replacement, components, memory_budget=memory_budget, progress=progress)
+    ablated = ablated_metrics(adapter, base_batch, replacement, components, method, exact_top=exact_top,
+                              memory_budget=memory_budget, progress=progress)
     ablated_np = ablated.double().numpy()
     check_finite(ablated_np, "ablated logit difference", name, task.name, components)
+    effects = component_effects(components, ablated_np, base, clean.logit_diff)
+    circuits = (
+        discover(adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()), circuit_thresholds)
+        if circuit_thresholds and clean_is_meaningful(base)
+        else []  # pruning against a threshold of a near-zero metric would keep or drop everything by noise
+    )
     return ModelTaskRun(
         info=lm.info,
         task=task.name,
         n_prompts=len(task),
         ablation=ablation.value,
+        method=method.value,
         components=components,
         clean=clean.logit_diff,
         base=base,
         ablated=ablated_np,
         answer_prob=clean.answer_prob,
-        effects=component_effects(components, ablated_np, base, clean.logit_diff),
+        effects=effects,
         read_acts={c.name: clean.component_at_read(c, clean_batch.read_pos.cpu()) for c in components},
         residual_read=clean.residual_read,
         attention_read=clean.attention_read,
         seq_len=int(clean_batch.input_ids.shape[1]),
+        circuits=circuits,
     )

@@ -78,19 +78,22 @@ def _mount_lab() -> None:
 def main() -> None:
     """Entry point: one-line errors for user mistakes, tracebacks only for bugs."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars say what is happening
     _mount_lab()
     try:
         code = app(standalone_mode=False)
     except CircuitDiffError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
     except (KeyboardInterrupt, click.exceptions.Abort):
         console.print("interrupted: files already written are complete and kept")
         sys.exit(130)
     except click.ClickException as exc:  # usage errors, in click's own one-line format
         exc.show()
         sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

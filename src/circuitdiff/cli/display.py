@@ -1,0 +1,85 @@
+"""Terminal output: progress bars and the end-of-run summary (rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+@contextmanager
+def rich_progress(console: Console) -> Iterator[Callable[[str, float], Callable[[float], None]]]:
+    """A progress factory for ``compare``: each call starts one bar and returns its advance function."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+
+        def start(description: str, total: float) -> Callable[[float], None]:
+            task_id = progress.add_task(description, total=total)
+            return lambda amount: progress.advance(task_id, amount)
+
+        yield start
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _interval(stat: dict[str, Any] | None, spec: str = ".2f") -> str:
+    if not stat:
+        return "—"
+    return f"{stat['point']:{spec}} [{stat['lo']:{spec}}, {stat['hi']:{spec}}]"
+
+
+def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
+    """One table per task: influence, alignment with interval and null, concentration, preserved components."""
+    t_name, s_name = results["teacher"]["name"], results["student"]["name"]
+    console.print(f"\n[bold]circuitdiff[/]: teacher [cyan]{t_name}[/] vs student [magenta]{s_name}[/]")
+    for task, tr in results["tasks"].items():
+        al = tr["alignment"]
+        lo, hi = al["ci"]
+        console.print(
+            f"\n[bold]{task}[/] ({tr['n_prompts']} prompts, {tr['ablation']} ablation): "
+            f"alignment [bold]{_fmt(al['score'])}[/] [{_fmt(lo)}, {_fmt(hi)}], null {_fmt(al['null'])}, "
+            f"paper A {_fmt(al['paper'])}"
+        )
+        table = Table(show_header=True, header_style="bold")
+        for col in ("", "teacher", "student"):
+            table.add_column(col, justify="right" if col else "left")
+        t, s = tr["teacher"], tr["student"]
+        table.add_row("clean logit diff", _fmt(t["clean_metric"]), _fmt(s["clean_metric"]))
+        table.add_row("accuracy", _fmt(t["accuracy"], ".1%"), _fmt(s["accuracy"], ".1%"))
+        ct, cs = tr["concentration"]["teacher"], tr["concentration"]["student"]
+        for key, label in (("effective_number", "effective # components"), ("gini", "Gini of |effect|"),
+                           ("top_1_share", "top-1 share"), ("n_for_0.8", "components for 80%"),
+                           ("worst_drop", "worst single drop (%)"), ("severity_tail", "severity tail")):
+            table.add_row(label, _interval(ct.get(key)), _interval(cs.get(key)))
+        circuit = tr.get("circuit", {})
+        if "teacher" in circuit:
+            table.add_row(f"circuit size (T={circuit['threshold']})", str(len(circuit["teacher"])), str(len(circuit["student"])))
+        console.print(table)
+        preserved = tr.get("preserved", [])
+        if preserved:
+            best = ", ".join(f"{p['teacher']}→{p['student']} ({p['similarity']:.2f})" for p in preserved[:3])
+            worst = ", ".join(f"{p['teacher']}→{p['student']} ({p['similarity']:.2f})" for p in preserved[-3:][::-1])
+            console.print(f"most preserved: {best}\nleast preserved: {worst}")
+    for warning in results.get("warnings", []):
+        console.print(f"[yellow]note:[/] {warning}", highlight=False)
+    console.print(f"\nresults: {out / 'results.json'} (tables: components.parquet, similarity.parquet)")
+
+
+def tasks_table() -> Table:
+    from circuitdiff.tasks import BUILTIN_TASKS
+
+    table = Table(title="built-in tasks", show_lines=True)
+    for col in ("name", "masked", "example prompt", "answer", "distractor", "description"):
+        table.add_column(col, overflow="fold")
+    for name, spec in BUILTIN_TASKS.items():
+        item = spec.generate(1, 0, False).prompts[0]
+        table.add_row(name, "yes" if spec.supports_masked else "no", item.prompt, repr(item.answer), repr(item.distractor),
+                      spec.description)
+    return table

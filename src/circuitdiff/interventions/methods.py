@@ -1,0 +1,58 @@
+"""How a sweep's effects are obtained: exact ablation, attribution patching, or both.
+
+``hybrid`` ranks every component by attribution and ablates the top K exactly, so a
+large model gets exact numbers where they matter and linear estimates elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from enum import Enum
+
+import torch
+
+from circuitdiff.interventions.ablation import Replacement
+from circuitdiff.interventions.attribution import attribution_effects
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, base_metric, exact_sweep
+from circuitdiff.models.adapters.base import Adapter
+from circuitdiff.models.components import Component
+
+
+class Method(str, Enum):
+    """How component effects are computed."""
+
+    EXACT = "exact"
+    """One ablated forward per component (batched): the ground truth."""
+    ATTRIBUTION = "attribution"
+    """Gradient x activation difference: one forward and one backward for all components."""
+    HYBRID = "hybrid"
+    """Attribution for all, then exact ablation for the top ``exact_top`` by |estimate|."""
+
+
+def ablated_metrics(
+    adapter: Adapter,
+    base: Batch,
+    replacement: Replacement,
+    components: Sequence[Component],
+    method: Method = Method.EXACT,
+    *,
+    exact_top: int = 20,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: Callable[[float], None] | None = None,
+) -> torch.Tensor:
+    """Metric per prompt with each component replaced, (len(components), n_prompts)."""
+    if method is Method.EXACT:
+        return exact_sweep(adapter, base, replacement, components, memory_budget=memory_budget, progress=progress)
+    baseline = base_metric(adapter, base, memory_budget)
+    estimated = attribution_effects(adapter, base, replacement, components) + baseline[None, :]
+    if method is Method.ATTRIBUTION:
+        if progress is not None:
+            progress(len(components))
+        return estimated
+    top = torch.argsort((estimated - baseline).mean(1).abs(), descending=True)[:exact_top]
+    if progress is not None:
+        progress(len(components) - len(top))
+    chosen = [components[i] for i in top.tolist()]
+    estimated[top] = exact_sweep(adapter, base, replacement, chosen, memory_budget=memory_budget, progress=progress)
+    return estimated
