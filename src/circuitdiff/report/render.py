@@ -1,0 +1,308 @@
+"""``write_report``: results dict + Parquet tables -> one self-contained ``report.html`` and SVG figures.
+
+Only plain data is read (never a model), so a report can be rebuilt from a results
+folder at any time. Missing parts are shown as "not available" with the run's own reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from circuitdiff.analysis.influence import MIN_CLEAN_METRIC
+from circuitdiff.report import figures
+from circuitdiff.report.data import (
+    Tables,
+    components,
+    concentration_stat,
+    finite,
+    fmt,
+    null_reason,
+    reason,
+    slug,
+    task_notes,
+)
+from circuitdiff.report.svg import RenderedFigure, render_figure
+from circuitdiff.report.text import GLOSSARY, Verdict, alignment_sentences, concentration_verdict, overall_finding
+from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, atomic_write, read_results
+
+REPORT_HTML = "report.html"
+FIGURES_DIR = "figures"
+
+_STATS = [
+    ("effective_number", "effective number of components", ".1f"),
+    ("gini", "Gini of reliance", ".2f"),
+    ("top_1_share", "top-1 share", ".2f"),
+    ("top_5_share", "top-5 share", ".2f"),
+    ("n_for_0.8", "components for 80%", ".0f"),
+    ("n_for_0.9", "components for 90%", ".0f"),
+    ("worst_drop", "worst single drop (% of clean)", ".0f"),
+    ("mean_drop", "mean drop (% of clean)", ".1f"),
+    ("severity_tail", "severity tail", ".2f"),
+]
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("circuitdiff.report", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = fmt
+    return env
+
+
+FIGURE_KINDS = ("influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits")
+
+
+class _Figures:
+    """Renders the figures of one report and remembers which files it wrote."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.written: set[str] = set()
+
+    def add(self, build: Callable[[], Figure | None], key: str, caption: str, missing: str) -> dict[str, Any]:
+        fig: RenderedFigure | None = render_figure(build, self.out, key, caption)
+        if fig is None:
+            return {"figure": None, "missing": missing, "caption": caption}
+        self.written.add(Path(fig.file).name)
+        return {"figure": fig, "missing": None, "caption": caption}
+
+    def remove_stale(self) -> None:
+        """Delete report figures left by an earlier render that this one did not draw (e.g. a circuit now gone)."""
+        for path in (self.out / FIGURES_DIR).glob("*.svg"):
+            if path.name not in self.written and path.stem.endswith(FIGURE_KINDS):
+                path.unlink(missing_ok=True)
+
+
+def _numbers(task: dict[str, Any]) -> list[dict[str, str]]:
+    """Teacher-vs-student rows of the key-numbers table."""
+    t, s = task.get("teacher") or {}, task.get("student") or {}
+    rows = [
+        {"label": "clean logit difference", "teacher": fmt(t.get("clean_metric"), ".3f"), "student": fmt(s.get("clean_metric"), ".3f")},
+        {"label": "accuracy", "teacher": fmt(t.get("accuracy"), ".0%"), "student": fmt(s.get("accuracy"), ".0%")},
+        {"label": "components", "teacher": str(len(t.get("components") or [])), "student": str(len(s.get("components") or []))},
+    ]
+    for key, label, spec in _STATS:
+        cells = {role: concentration_stat(task, role, key) for role in ("teacher", "student")}
+        rows.append({"label": label, **{role: (stat.text(spec) if stat else "n/a") for role, stat in cells.items()}})
+    circuit = task.get("circuit") or {}
+    if "teacher" in circuit:
+        rows.append({"label": f"circuit size (threshold {fmt(circuit.get('threshold'))})",
+                     "teacher": str(len(circuit["teacher"])), "student": str(len(circuit["student"]))})
+    return rows
+
+
+def _drops_note(task: dict[str, Any]) -> str | None:
+    missing = [role for role in ("teacher", "student") if concentration_stat(task, role, "worst_drop") is None]
+    if not missing:
+        return None
+    values = ", ".join(f"{role} {fmt((task.get(role) or {}).get('clean_metric'), '.3f')}" for role in missing)
+    return (f"n/a: drops in percent of the clean metric are reported only when the clean logit difference is "
+            f"clearly away from 0: at least {MIN_CLEAN_METRIC:g} and two standard errors (clean: {values}).")
+
+
+def _alignment_rows(results: dict[str, Any], name: str, task: dict[str, Any]) -> list[dict[str, str]]:
+    al = task.get("alignment") or {}
+    ci = al.get("ci") or [None, None]
+    paper = finite(al.get("paper"))
+    lo, hi = finite(ci[0]), finite(ci[1] if len(ci) > 1 else None)
+    interval = (f"{fmt(lo, '.3f')}–{fmt(hi, '.3f')} ({fmt(al.get('level') or 0.95, '.0%')} CI)"
+                if lo is not None and hi is not None else "no interval")
+    return [
+        {"label": f"alignment score ({al.get('measure', 'linear_cka')})", "value": fmt(al.get("score"), ".3f"),
+         "note": interval},
+        {"label": "null (random student)", "value": fmt(al.get("null"), ".3f"),
+         "note": "" if finite(al.get("null")) is not None else f"not available: {null_reason(results, name)}"},
+        {"label": "paper A (reference study)", "value": fmt(paper, ".3f"),
+         "note": "" if paper is not None else "not available: " + reason(results, name, "paper", default="not computed")},
+    ]
+
+
+def _top_components(frame: pd.DataFrame, k: int = 8) -> list[dict[str, str]]:
+    if frame.empty:
+        return []
+    top = frame.sort_values("share", ascending=False).head(k)
+    return [{"name": r.name_, "share": fmt(r.share, ".1%"), "effect": fmt(r.effect, "+.3f"),
+             "percent": fmt(r.percent_of_clean, "+.0f") + ("%" if finite(r.percent_of_clean) is not None else "")}
+            for r in top.rename(columns={"name": "name_"}).itertuples()]
+
+
+def _circuit(results: dict[str, Any], name: str, task: dict[str, Any]) -> dict[str, Any]:
+    circuit = task.get("circuit") or {}
+    entries = circuit.get("thresholds") or []
+    if not entries:
+        if not results.get("options", {}).get("circuits", True):
+            return {"rows": [], "missing": "circuit discovery was switched off for this run"}
+        return {"rows": [], "missing": reason(results, name, "circuit", default="no circuit was found")}
+    rows = [{"threshold": fmt(e["threshold"]),
+             "teacher": f"{e['teacher']['size']} (faithful {fmt(e['teacher']['faithfulness'])}, "
+                        f"complete {fmt(e['teacher']['completeness'])})",
+             "student": f"{e['student']['size']} (faithful {fmt(e['student']['faithfulness'])}, "
+                        f"complete {fmt(e['student']['completeness'])})",
+             "jaccard": fmt(e.get("overlap_jaccard")), "recall": fmt(e.get("teacher_recall"), ".0%"),
+             "default": finite(e["threshold"]) == finite(circuit.get("threshold"))} for e in entries]
+    return {"rows": rows, "missing": None}
+
+
+def _per_prompt(tables: Tables, name: str, frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray | None]:
+    """components x prompts effects in the order of the results' component lists, when the table has them."""
+    out: dict[str, np.ndarray | None] = {}
+    for role, frame in frames.items():
+        pp = tables.effects(name, role)
+        same = pp is not None and set(pp.index) == set(frame["name"])
+        out[role] = pp.reindex(frame["name"]).to_numpy(dtype=float) if same else None
+    return out
+
+
+def _task_figures(results: dict[str, Any], name: str, key: str, tables: Tables, figs: _Figures,
+                  frames: dict[str, pd.DataFrame], circuit_missing: str | None) -> dict[str, dict[str, Any]]:
+    task = results["tasks"][name]
+    t, s = frames["teacher"], frames["student"]
+    seed = int((results.get("options") or {}).get("seed", 0) or 0)
+    shares = {r: f["share"].to_numpy(dtype=float) for r, f in frames.items()}
+    effective = {r: (st.point if (st := concentration_stat(task, r, "effective_number")) else None) for r in frames}
+    per_prompt = _per_prompt(tables, name, frames)
+    layer = tables.matrix(name, "layer_cka")
+    circuit = task.get("circuit") or {}
+    no_layer_cka = tables.missing.get(SIMILARITY_TABLE, "the similarity table has no layer_cka rows for this task")
+    out = {
+        "heads": figs.add(lambda: figures.influence_heads(t, s), f"{key}_influence_heads",
+                          "Influence of every attention head, teacher and student on one colour scale.",
+                          "no attention heads in the results"),
+        "mlp": figs.add(lambda: figures.influence_mlp(t, s), f"{key}_influence_mlp",
+                        "Influence of each MLP layer (same scale for both models).", "no MLPs in the results"),
+        "concentration": figs.add(
+            lambda: figures.concentration_curves(shares, per_prompt, effective, seed), f"{key}_concentration",
+            "Concentration curves: cumulative share of reliance as components are added, most influential first "
+            "(shaded: 95% bootstrap band over prompts; dotted: effective number).", "no influence shares in the results"),
+        "layer_cka": figs.add(lambda: figures.layer_cka(layer), f"{key}_layer_cka",
+                              "Layer-by-layer CKA of the residual streams.", no_layer_cka),
+        "matching": figs.add(
+            lambda: figures.matching_diagram(t, s, task.get("matching") or [], task.get("transport") or []),
+            f"{key}_matching", "Teacher-to-student matching (thin lines, darker for higher CKA) and the optimal "
+            "transport of reliance behind the alignment score (orange bands, width by mass).", "no matching in the results"),
+        "circuits": {"figure": None, "missing": circuit_missing, "caption": ""},
+    }
+    if circuit_missing is None:
+        out["circuits"] = figs.add(
+            lambda: figures.circuits(t, s, circuit.get("teacher") or [], circuit.get("student") or [], _default_mapped(circuit)),
+            f"{key}_circuits", f"Circuits at threshold {fmt(circuit.get('threshold'))}: filled cells are kept components.",
+            "no components in the results")
+    return out
+
+
+def _summary_row(task: dict[str, Any], verdict: Verdict, sizes: dict[str, int]) -> dict[str, str]:
+    """One line of the summary table; ``sizes``: each model's number of components."""
+    al = task.get("alignment") or {}
+    ci = list(al.get("ci") or []) + [None, None]
+    has_ci = finite(ci[0]) is not None and finite(ci[1]) is not None
+    eff = {role: concentration_stat(task, role, "effective_number") for role in ("teacher", "student")}
+    return {"alignment": fmt(al.get("score"), ".3f") + (f" ({fmt(ci[0])}–{fmt(ci[1])})" if has_ci else ""),
+            "null": fmt(al.get("null"), ".3f"), "paper": fmt(al.get("paper"), ".3f"), "chance": _versus_chance(al),
+            "verdict": _VERDICT_LABEL[verdict.direction],
+            "relative": " / ".join(f"{stat.point / sizes[role]:.0%}" if stat and stat.point and sizes[role] else "n/a"
+                                   for role, stat in eff.items()),
+            **{role: (stat.text(".1f") if stat else "n/a") for role, stat in eff.items()}}
+
+
+def _task_context(results: dict[str, Any], name: str, key: str, tables: Tables, figs: _Figures) -> dict[str, Any]:
+    task = results["tasks"][name]
+    frames = {role: components(task, role) for role in ("teacher", "student")}
+    verdict = concentration_verdict(task, len(frames["teacher"]), len(frames["student"]))
+    circuit = _circuit(results, name, task)
+    sim = tables.matrix(name, "linear_cka")
+    transport = sorted(task.get("transport") or [], key=lambda f: -f.get("mass", 0))[:10]
+    return {
+        "name": name, "key": key, "n_prompts": task.get("n_prompts"), "ablation": task.get("ablation"),
+        "summary": _summary_row(task, verdict, {role: len(frame) for role, frame in frames.items()}), "verdict": verdict,
+        "alignment_text": alignment_sentences(results, name, task), "alignment_rows": _alignment_rows(results, name, task),
+        "numbers": _numbers(task), "drops_note": _drops_note(task), "circuit": circuit,
+        "fig": _task_figures(results, name, key, tables, figs, frames, circuit["missing"]),
+        "top": {role: _top_components(frame) for role, frame in frames.items()},
+        "preserved": [{**p, "share": fmt(p.get("share"), ".1%"), "similarity": fmt(p.get("similarity"))}
+                      for p in task.get("preserved") or []],
+        "flows": [{"teacher": f["teacher"], "student": f["student"], "mass": fmt(f["mass"], ".1%"),
+                   "similarity": _cell(sim, f["teacher"], f["student"])} for f in transport],
+        "notes": task_notes(results, name),
+    }
+
+
+_VERDICT_LABEL = {"fewer": "fewer components", "more": "more components", "no clear difference": "no clear difference",
+                  "not available": "not available"}
+
+
+def _versus_chance(al: dict[str, Any]) -> str:
+    """Where the alignment interval stands against the random-student null."""
+    ci = list(al.get("ci") or []) + [None, None]
+    lo, hi, null = finite(ci[0]), finite(ci[1]), finite(al.get("null"))
+    if null is None or lo is None or hi is None:
+        return "n/a"
+    return "above" if lo > null else ("below" if hi < null else "not distinguishable")
+
+
+def _default_mapped(circuit: dict[str, Any]) -> list[str]:
+    for entry in circuit.get("thresholds") or []:
+        if finite(entry.get("threshold")) == finite(circuit.get("threshold")):
+            return list(entry.get("student_mapped_to_teacher") or [])
+    return []
+
+
+def _cell(frame: pd.DataFrame | None, row: str, col: str) -> str:
+    """Similarity of a transported pair; across kinds the score counts it as 0."""
+    if str(row).endswith(".MLP") != str(col).endswith(".MLP"):
+        return "0 (head↔MLP)"
+    if frame is None or row not in frame.index or col not in frame.columns:
+        return "—"
+    return fmt(frame.loc[row, col])
+
+
+def _model_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    fields = [("name", "name"), ("architecture", "architecture"), ("n_layers", "layers"), ("n_heads", "heads per layer"),
+              ("d_model", "width (d_model)"), ("n_parameters", "parameters")]
+    t, s = results.get("teacher") or {}, results.get("student") or {}
+
+    def cell(v: Any) -> str:
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else ("—" if v is None else str(v))
+    return [{"label": label, "teacher": cell(t.get(k)), "student": cell(s.get(k))} for k, label in fields]
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    """Write ``out/report.html`` and ``out/figures/*.svg`` from a results dict and the tables in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = Tables.read(out)
+    figs = _Figures(out)
+    keys: dict[str, str] = {}
+    for name in results.get("tasks") or {}:
+        key = slug(name)
+        while key in keys.values():
+            key += "-x"
+        keys[name] = key
+    tasks = [_task_context(results, name, key, tables, figs) for name, key in keys.items()]
+    figs.remove_stale()
+    verdicts = {t["name"]: t["verdict"] for t in tasks}
+    options = results.get("options") or {}
+    names = {role: str((results.get(role) or {}).get("name", role)) for role in ("teacher", "student")}
+    html = _environment().get_template("report.html.j2").render(
+        names=names, tasks=tasks, overall=overall_finding(verdicts), glossary=GLOSSARY,
+        models=_model_rows(results), options=options, warnings=results.get("warnings") or [],
+        missing_tables=tables.missing, version=results.get("circuitdiff_version", "?"),
+    )
+    path = out / REPORT_HTML
+    atomic_write(path, lambda p: p.write_text(html, encoding="utf-8"))
+    return path
+
+
+def render_from_folder(out: Path) -> Path:
+    """Rebuild the report of a finished run from ``out/results.json`` (``circuitdiff report OUT``)."""
+    out = Path(out)
+    if not (out / RESULTS_JSON).is_file():
+        from circuitdiff.errors import CircuitDiffError
+
+        raise CircuitDiffError(f"{out / RESULTS_JSON} not found: is {out} the --out folder of a compare run?")
+    return write_report(read_results(out), out)

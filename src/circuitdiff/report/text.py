@@ -1,0 +1,145 @@
+"""The report's sentences: computed from the numbers, so the words cannot disagree with them.
+
+A direction ("fewer", "more") is claimed only when the two bootstrap intervals do not
+overlap; otherwise the sentence says there is no clear difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason
+
+GLOSSARY: list[tuple[str, str]] = [
+    ("Influence (share of reliance)",
+     "How much the task metric (logit of the right answer minus the wrong one) moves when one component is "
+     "ablated, as a share of the total over all of the model's components; the shares of one model add up to 1."),
+    ("Alignment score",
+     "Optimal transport of the teacher's influence onto the student's, valued by CKA similarity: the teacher's "
+     "reliance is moved onto the student's as well as possible, and the score is the average similarity of the "
+     "component pairs it lands on (1: every unit lands on a component computing the same thing; 0: nothing similar)."),
+    ("Null",
+     "The same alignment score for a randomly initialised student of the same architecture: the level a student "
+     "reaches by chance. A real student should score clearly above it."),
+    ("Paper A",
+     "The reference study's alignment score, reproduced for comparison; with many components it is close to the "
+     "mean best similarity and hardly responds to influence."),
+    ("Effective number of components",
+     "exp(entropy of the influence shares): how many equally important components the model's reliance is worth. "
+     "Fewer means the task is carried by fewer components."),
+    ("Gini of reliance",
+     "0 when every component carries the same share, close to 1 when one component carries everything."),
+    ("Top-k share / components for 80%",
+     "Share carried by the k most influential components; fewest components that together carry 80% of the reliance."),
+    ("Worst single drop",
+     "The largest fall of the task metric caused by ablating one component, in percent of the clean metric "
+     "(only when the clean metric is clearly away from 0)."),
+    ("Linear CKA",
+     "Similarity (0 to 1) of two components' outputs across the prompts, insensitive to rotation and scale: "
+     "1 means one output is a rotated, rescaled copy of the other."),
+    ("Layer CKA",
+     "The same similarity for the whole residual stream after each layer: which student layer holds what a "
+     "teacher layer holds."),
+    ("Matching",
+     "Each student component paired with one teacher component of the same kind (head or MLP) so that the total "
+     "CKA is as high as possible."),
+    ("Circuit",
+     "The components left after pruning, from the least to the most influential, every component whose removal "
+     "moves the metric by less than a threshold share of the clean value. Faithfulness: metric with only the "
+     "circuit kept, over clean (1 is best). Completeness: how much of the behaviour disappears when the circuit "
+     "is removed (1 is best)."),
+    ("Intervals",
+     "95% percentile bootstrap intervals over prompts: the range the number would take on other prompts of the "
+     "same task."),
+]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the student concentrates its reliance on fewer components than its teacher."""
+
+    direction: str
+    """'fewer', 'more', 'no clear difference', or 'not available'."""
+    sentence: str
+    detail: str
+
+
+def _range(stat: Stat, spec: str = ".1f") -> str:
+    return f"{fmt(stat.lo, spec)}–{fmt(stat.hi, spec)}" if stat.has_interval else "no interval"
+
+
+def concentration_verdict(task: dict[str, Any], n_teacher: int, n_student: int) -> Verdict:
+    """The headline: effective numbers with intervals, direction decided by interval overlap."""
+    t, s = concentration_stat(task, "teacher", "effective_number"), concentration_stat(task, "student", "effective_number")
+    if t is None or s is None:
+        return Verdict("not available", "The effective number of components is not available for this task.", "")
+    level = (task.get("concentration", {}).get("student", {}).get("effective_number") or {}).get("level") or 0.95
+    if t.has_interval and s.has_interval:
+        if s.hi < t.lo:
+            direction, tail = "fewer", "it concentrates on fewer components."
+        elif s.lo > t.hi:
+            direction, tail = "more", "it spreads over more components."
+        else:
+            direction, tail = "no clear difference", "no clear difference (the intervals overlap)."
+    else:
+        direction, tail = "no clear difference", "no clear difference can be claimed without intervals."
+    s_range = f"{level:.0%} CI {_range(s)}" if s.has_interval else "no interval"
+    sentence = (f"The student spreads its reliance over {fmt(s.point, '.1f')} effective components "
+                f"({s_range}) against the teacher's {fmt(t.point, '.1f')} ({_range(t)}): {tail}")
+    detail = ""
+    if n_teacher and n_student and t.point and s.point:
+        detail = (f"Relative to size, that is {s.point / n_student:.0%} of the student's {n_student} components "
+                  f"against {t.point / n_teacher:.0%} of the teacher's {n_teacher}.")
+        gt, gs = concentration_stat(task, "teacher", "gini"), concentration_stat(task, "student", "gini")
+        if gt is not None and gs is not None:
+            detail += f" Gini of reliance: student {gs.text()}, teacher {gt.text()} (higher is more unequal)."
+    return Verdict(direction, sentence, detail)
+
+
+def alignment_sentences(results: dict[str, Any], name: str, task: dict[str, Any]) -> list[str]:
+    """The alignment score, its interval and where it stands against the random-student null."""
+    al = task.get("alignment") or {}
+    score = finite(al.get("score"))
+    if score is None:
+        return ["The alignment score is not available: "
+                + reason(results, name, "alignment", "influence", default="it was not computed for this task.")]
+    ci = al.get("ci") or [None, None]
+    lo, hi = finite(ci[0]), (finite(ci[1]) if len(ci) > 1 else None)
+    level = finite(al.get("level")) or 0.95
+    interval = f" ({level:.0%} CI {fmt(lo)}–{fmt(hi)})" if lo is not None and hi is not None else " (no interval)"
+    out = [f"Alignment {fmt(score)}{interval}: on average, the teacher's reliance lands on student components "
+           f"whose outputs have CKA similarity {fmt(score)} with the teacher components they replace."]
+    null = finite(al.get("null"))
+    if null is None:
+        out.append(f"The random-student null is not available: {null_reason(results, name)}.")
+    elif lo is not None and hi is not None:
+        if lo > null:
+            verdict = "the student is clearly above chance (its whole interval lies above the null)"
+        elif hi < null:
+            verdict = "the student scores below the random baseline"
+        else:
+            verdict = "the student is not distinguishable from chance (the null lies inside its interval)"
+        out.append(f"A randomly initialised student of the same architecture scores {fmt(null)}: {verdict}.")
+    else:
+        out.append(f"A randomly initialised student of the same architecture scores {fmt(null)}.")
+    return out
+
+
+def overall_finding(verdicts: dict[str, Verdict]) -> str:
+    """One sentence over all tasks answering the reference study's main question."""
+    counts: dict[str, list[str]] = {}
+    for task, v in verdicts.items():
+        counts.setdefault(v.direction, []).append(task)
+    if not verdicts:
+        return "No task results were found."
+    parts = []
+    for direction, label in (("fewer", "concentrates its reliance on fewer components than the teacher"),
+                             ("more", "spreads its reliance over more components than the teacher"),
+                             ("no clear difference", "shows no clear difference in concentration"),
+                             ("not available", "has no concentration statistics")):
+        tasks = counts.get(direction, [])
+        if tasks:
+            parts.append(f"{label} on {len(tasks)} of {len(verdicts)} task{'s' if len(verdicts) > 1 else ''} "
+                         f"({', '.join(tasks)})")
+    return "The student " + "; it ".join(parts) + "."
