@@ -68,7 +68,7 @@ def test_head_permuted_copy_scores_one_and_is_matched_back(teacher, gpt2_tokeniz
     perms = [[2, 0, 3, 1], [1, 2, 3, 0], [3, 2, 1, 0]]
     twin = loaded(permute_heads(lm.model, perms), gpt2_tokenizer, "permuted")
     analysis = analyse_runs(t_run, run(twin), same_tokens=True, n_boot=20)
-    assert analysis.alignment["score"] == pytest.approx(1.0, abs=1e-6)
+    assert analysis.alignment["score"] == pytest.approx(1.0, abs=1e-5)  # float32 noise only
     matched = {m.student: m.teacher for m in analysis.matching}
     for layer, perm in enumerate(perms):
         for new, old in enumerate(perm):

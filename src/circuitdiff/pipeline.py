@@ -35,8 +35,8 @@ class CleanPass:
     cache: ActivationCache
     residual_read: np.ndarray
     """(n_layers + 1, n, d_model): residual stream at the read position, embeddings first."""
-    attention_read: np.ndarray
-    """(n_layers, n, n_heads, seq): each head's attention from the read position."""
+    attention_read: np.ndarray | None
+    """(n_layers, n, n_heads, seq): each head's attention from the read position (eager attention only)."""
 
     def component_at_read(self, component: Component, read_pos: torch.Tensor) -> np.ndarray:
         acts = self.cache.of(component)
@@ -60,7 +60,7 @@ class ModelTaskRun:
     effects: list[ComponentEffect]
     read_acts: dict[str, np.ndarray] = field(repr=False)
     residual_read: np.ndarray = field(repr=False)
-    attention_read: np.ndarray = field(repr=False)
+    attention_read: np.ndarray | None = field(repr=False)
     seq_len: int = 0
     circuits: list[Circuit] = field(default_factory=list)
 
@@ -99,7 +99,8 @@ def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMOR
         diffs.append(logits[rows, part.answer_ids] - logits[rows, part.distractor_ids])
         probs.append(logits.softmax(-1)[rows, part.answer_ids])
         resid.append(torch.stack([h[rows, part.read_pos] for h in out.hidden_states]).float().cpu())
-        attn.append(torch.stack([a[rows, :, part.read_pos] for a in out.attentions]).float().cpu())
+        if out.attentions:  # None when the model was not loaded with eager attention
+            attn.append(torch.stack([a[rows, :, part.read_pos] for a in out.attentions]).float().cpu())
         recs.append(rec)
     cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu())
     return CleanPass(
@@ -107,7 +108,7 @@ def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMOR
         answer_prob=torch.cat(probs).cpu().double().numpy(),
         cache=_to_cpu(cache),
         residual_read=torch.cat(resid, dim=1).double().numpy(),
-        attention_read=torch.cat(attn, dim=1).double().numpy(),
+        attention_read=torch.cat(attn, dim=1).double().numpy() if attn else None,
     )
 
 

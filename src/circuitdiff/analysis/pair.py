@@ -32,6 +32,8 @@ from circuitdiff.analysis.similarity import (
 from circuitdiff.pipeline import ModelTaskRun
 
 MATCH_MEASURE = SimilarityMeasure.LINEAR_CKA
+MIN_PROMPTS = 4
+"""Debiased CKA needs at least four distinct prompts."""
 N_BOOT_ALIGNMENT = 200
 
 
@@ -132,8 +134,11 @@ def alignment_interval(t: ModelTaskRun, s: ModelTaskRun, n_boot: int, seed: int,
     n = len(t.clean)
     scores = []
     for idx in bootstrap_indices(n, n_boot, seed):
+        distinct = np.unique(idx)
+        if len(distinct) < MIN_PROMPTS:
+            continue
         weights = np.bincount(idx, minlength=n) / n
-        sim = component_similarity(t, s, np.unique(idx))
+        sim = component_similarity(t, s, distinct)
         try:
             scores.append(alignment_score(_mean_effects(t, weights), _mean_effects(s, weights), sim))
         except ValueError:
@@ -218,7 +223,8 @@ def analyse_runs(
     if dead:
         notes.append(f"{t.task}: {len(dead)} component(s) with constant output get similarity 0: {', '.join(dead[:8])}")
     matrices = {MATCH_MEASURE.value: sim, "functional": functional_matrix(t, s), "layer_cka": layer_cka(t, s)}
-    if same_tokens:
+    has_attention = t.attention_read is not None and s.attention_read is not None
+    if same_tokens and has_attention:
         matrices["attention"] = attention_matrix(t, s)
     t_eff, s_eff = _mean_effects(t), _mean_effects(s)
     transport = alignment_transport(t_eff, s_eff, sim)
@@ -232,7 +238,7 @@ def analyse_runs(
     for run, role in ((t, "teacher"), (s, "student")):
         if not run.circuits:
             notes.append(f"{t.task}: no {role} circuit (clean logit difference too close to 0, or circuits off)")
-    paper, why = paper_score(t, s, same_tokens)
+    paper, why = paper_score(t, s, same_tokens) if has_attention else (None, "paper A needs attention patterns (eager attention)")
     if why:
         notes.append(f"{t.task}: {why}")
     matching = match_one_to_one(sim)

@@ -7,6 +7,7 @@ written (each written atomically) stay in place.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,6 +15,7 @@ from typing import Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from circuitdiff.cli.display import print_summary, rich_progress, tasks_table
 from circuitdiff.errors import CircuitDiffError
@@ -38,29 +40,47 @@ def compare(
     null_model: bool = typer.Option(True, "--null/--no-null", help="Score a random student as a chance baseline."),
     report: bool = typer.Option(True, help="Write report.html and figures."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda or cuda:1."),
+    dtype: str = typer.Option("float32", help="Weights dtype: float32 | bfloat16 | float16."),
+    device_map: Optional[str] = typer.Option(None, help="'auto': shard models over all devices (needs accelerate)."),
+    max_memory: Optional[str] = typer.Option(None, help="Activation memory per forward pass, e.g. 4GB or auto (default 1GiB)."),
+    resume: bool = typer.Option(True, help="Reuse tasks an interrupted run with the same options finished in OUT."),
     allow_pickle: bool = typer.Option(False, help="Allow pickle checkpoints (unsafe: runs code from the file)."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the checkpoint's repository."),
 ) -> None:
     """Measure every head and MLP in both models, match them and score the alignment."""
     from circuitdiff.compare import CompareOptions, compare as run_compare
     from circuitdiff.interventions.ablation import Ablation
+    from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
     from circuitdiff.pairs_index import resolve_pair
+    from circuitdiff.sweep.resources import check_device, parse_dtype, parse_memory
 
     try:
         ablation_kind = Ablation(ablation)
     except ValueError:
         raise CircuitDiffError(f"unknown ablation '{ablation}'; choose one of {', '.join(a.value for a in Ablation)}") from None
     teacher, student, default_tasks = resolve_pair(pair, teacher, student)
+    parse_dtype(dtype)
+    check_device(device, device_map)
+    budget = DEFAULT_MEMORY_BUDGET if max_memory is None else parse_memory(max_memory) or 0  # 0: auto
     options = CompareOptions(ablation=ablation_kind, n_prompts=n_prompts, seed=seed, first_token=first_token,
-                             n_boot=n_boot, circuits=circuits, null_model=null_model)
+                             n_boot=n_boot, circuits=circuits, null_model=null_model, memory_budget=budget)
     with rich_progress(console) as progress:
         results = run_compare(teacher, student, task or default_tasks, options, out, allow_pickle=allow_pickle,
-                              trust_remote_code=trust_remote_code, device=device, progress=progress)
+                              trust_remote_code=trust_remote_code, device=device, progress=progress, dtype=dtype,
+                              device_map=device_map, resume=resume)
     if report:
         from circuitdiff.report import write_report
 
         write_report(results, out)
     print_summary(Console(), results, out)
+
+
+@app.command("report")
+def report_cmd(out: Path = typer.Argument(Path("circuitdiff-out"), help="Folder holding results.json.")) -> None:
+    """(Re)write report.html and its figures from a results folder."""
+    from circuitdiff.report import render_from_folder
+
+    Console().print(f"report: {render_from_folder(out)}")
 
 
 @app.command("tasks")
@@ -75,17 +95,35 @@ def _mount_lab() -> None:
     app.add_typer(lab_app, name="lab", help="Train teachers and distil students (the distillation lab).")
 
 
+def _mount_sweep() -> None:
+    from circuitdiff.sweep.cli import sweep
+
+    if not any(c.name == "sweep" for c in app.registered_commands):
+        app.command("sweep")(sweep)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler, ``kill``) stops a run like Ctrl-C: exit 130, complete files only."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
     """Entry point: one-line errors for user mistakes, tracebacks only for bugs."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _interrupt_on_sigterm()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bars say what is happening
     _mount_lab()
+    _mount_sweep()
     try:
         code = app(standalone_mode=False)
     except CircuitDiffError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # escaped: messages quote user input, which must not be read as markup; never wrapped
+        console.print(f"[bold red]error:[/] {escape(' '.join(str(exc).splitlines()))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (KeyboardInterrupt, click.exceptions.Abort):
         console.print("interrupted: files already written are complete and kept")
@@ -93,6 +131,8 @@ def main() -> None:
     except click.ClickException as exc:  # usage errors, in click's own one-line format
         exc.show()
         sys.exit(exc.exit_code)
+    if code == 130:  # typer turns KeyboardInterrupt (and so SIGTERM) into exit code 130
+        console.print("interrupted: files already written are complete and kept")
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -76,12 +76,15 @@ def builtin_model_dir(name: str) -> Path | None:
 
 def resolve(spec: str) -> tuple[str, bool]:
     """(path or hub id, is_local) for a model argument."""
-    builtin = builtin_model_dir(spec)
-    if builtin is not None:
-        return str(builtin), True
-    path = Path(spec).expanduser()
-    if path.exists():
-        return str(path), True
+    try:
+        builtin = builtin_model_dir(spec)
+        if builtin is not None:
+            return str(builtin), True
+        path = Path(spec).expanduser()
+        if path.exists():
+            return str(path), True
+    except (OSError, RuntimeError, ValueError) as exc:  # too long, NUL byte, unknown ~user
+        raise ModelLoadError(f"unusable model path {spec[:80]!r} ({type(exc).__name__})") from None
     looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(".gguf")
     if looks_like_path:  # a Hub id is "name" or "org/name"
         raise ModelLoadError(f"model folder not found: {spec}")

@@ -37,6 +37,8 @@ def _check_record(obj: Any) -> str | None:
             continue
         if not isinstance(value, str):
             return f"{key!r} must be a string, got {type(value).__name__}"
+        if any("\ud800" <= ch <= "\udfff" for ch in value):  # a lone surrogate from a \u escape: not text
+            return f"{key!r} contains an invalid character (a lone UTF-16 surrogate)"
     if not obj["prompt"].strip():
         return "'prompt' is empty"
     if not obj["answer"].strip() or not obj["distractor"].strip():
@@ -99,6 +101,10 @@ def load_jsonl_task(path: str | Path, n_prompts: int | None = None) -> Task:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append((line_no, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        except (ValueError, RecursionError) as exc:  # a huge integer, or nesting deeper than the parser's stack
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            problems.append((line_no, f"invalid JSON ({why})"))
             continue
         why = _check_record(obj)
         if why:
