@@ -1,0 +1,47 @@
+"""The distillation lab: train tiny teachers from scratch and distil students from them.
+
+    from circuitdiff.lab import TeacherRecipe, DistillRecipe, train_teacher, distil
+    train_teacher(TeacherRecipe(kind="causal"), "out/teacher")
+    distil("out/teacher", DistillRecipe(layers=(0, 2, 4), alpha_cos=0.0), "out/student")
+
+Students start from a subset of the teacher's layers and learn from a weighted sum of a
+soft-target KL loss, the LM loss and a hidden-state cosine loss, as DistilGPT2 and
+DistilBERT did. ``build_pairs`` rebuilds the pairs shipped in ``circuitdiff/pairs``.
+"""
+
+from __future__ import annotations
+
+from circuitdiff.lab.build import BuildResult, distil, train_teacher
+from circuitdiff.lab.corpus import load_corpus
+from circuitdiff.lab.errors import CheckpointError, CorpusError, LabError
+from circuitdiff.lab.evaluate import evaluate_tasks, logit_diffs
+from circuitdiff.lab.losses import distillation_loss, hidden_cosine, soft_target_kl
+from circuitdiff.lab.pairs import PAIRS_DIR, build_pairs, load_index
+from circuitdiff.lab.recipe import ALL_TASKS, DataRecipe, DistillRecipe, OptimRecipe, TeacherRecipe
+from circuitdiff.lab.student_init import bert_with_layers, default_layers, init_student
+
+__all__ = [
+    "ALL_TASKS",
+    "PAIRS_DIR",
+    "BuildResult",
+    "CheckpointError",
+    "CorpusError",
+    "DataRecipe",
+    "DistillRecipe",
+    "LabError",
+    "OptimRecipe",
+    "TeacherRecipe",
+    "bert_with_layers",
+    "build_pairs",
+    "default_layers",
+    "distil",
+    "distillation_loss",
+    "evaluate_tasks",
+    "hidden_cosine",
+    "init_student",
+    "load_corpus",
+    "load_index",
+    "logit_diffs",
+    "soft_target_kl",
+    "train_teacher",
+]

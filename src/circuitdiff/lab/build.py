@@ -1,0 +1,257 @@
+"""``train_teacher`` and ``distil``: recipe in, Hugging Face model folder with a model card out.
+
+Both resume from ``<out_dir>/checkpoint`` when it exists (same recipe required), and the
+final folder keeps float16 weights whose config says float32, so loaders upcast them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+)
+from transformers.utils import logging as hf_logging
+
+from circuitdiff.lab.card import read_report, write_card
+from circuitdiff.lab.data import answer_strings, build_pool, required_tokens, tokenizer_texts
+from circuitdiff.lab.errors import CheckpointError, LabError
+from circuitdiff.lab.evaluate import evaluate_tasks
+from circuitdiff.lab.losses import answer_weights, distillation_loss, lm_loss
+from circuitdiff.lab.recipe import ALL_TASKS, DistillRecipe, Kind, TeacherRecipe, to_dict
+from circuitdiff.lab.student_init import check_layers, default_layers, init_student
+from circuitdiff.lab.tokenizer import single_token_failures, train_bpe, train_wordpiece
+from circuitdiff.lab.train import CHECKPOINT_DIR, LoopResult, resume_state, run_loop, torch_threads
+
+EVAL_SEED = 0
+
+
+@dataclass
+class BuildResult:
+    """A finished (or deliberately stopped) run: where it is and what it measured."""
+
+    out_dir: Path
+    completed: bool
+    report: dict[str, Any]
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-save/load bars and config warnings while we run; restore after."""
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def make_tokenizer(recipe: TeacherRecipe) -> Any:
+    """Train the pair's tokenizer and check every built-in answer is one token."""
+    required = required_tokens(recipe.kind)
+    texts = tokenizer_texts(recipe.kind, recipe.data, recipe.seed)
+    train = train_bpe if recipe.kind == "causal" else train_wordpiece
+    tok = train(texts, recipe.vocab_size, required, recipe.context)
+    bad = single_token_failures(tok, answer_strings(recipe.kind))
+    if bad:
+        raise LabError(f"tokenizer keeps {len(bad)} task answers multi-token, e.g. {bad[:3]}")
+    return tok
+
+
+def make_teacher(recipe: TeacherRecipe, tokenizer: Any) -> PreTrainedModel:
+    """A freshly initialised GPT-2 or BERT (seeded) sized by ``recipe``."""
+    torch.manual_seed(recipe.seed)
+    common = dict(vocab_size=len(tokenizer))
+    if recipe.kind == "causal":
+        eos = tokenizer.eos_token_id
+        cfg = GPT2Config(**common, n_positions=recipe.context, n_embd=recipe.d_model, n_layer=recipe.n_layers,
+                         n_head=recipe.n_heads, n_inner=recipe.d_mlp, resid_pdrop=recipe.dropout,
+                         embd_pdrop=recipe.dropout, attn_pdrop=recipe.dropout,
+                         bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+        return GPT2LMHeadModel(cfg)
+    cfg = BertConfig(**common, hidden_size=recipe.d_model, num_hidden_layers=recipe.n_layers,
+                     num_attention_heads=recipe.n_heads, intermediate_size=recipe.d_mlp,
+                     max_position_embeddings=recipe.context, hidden_dropout_prob=recipe.dropout,
+                     attention_probs_dropout_prob=recipe.dropout, pad_token_id=tokenizer.pad_token_id,
+                     layer_norm_eps=1e-12)
+    return BertForMaskedLM(cfg)
+
+
+def load_lab_model(folder: Path, kind: Kind) -> PreTrainedModel:
+    """A lab model folder (or checkpoint) as float32."""
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
+    return auto.from_pretrained(folder, dtype=torch.float32)
+
+
+def context_of(model: PreTrainedModel) -> int:
+    """Number of learned positions (GPT-2 ``n_positions``, BERT/DistilBERT ``max_position_embeddings``)."""
+    return int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
+
+
+def architecture(model: PreTrainedModel) -> dict[str, Any]:
+    """Sizes for the model card, read from the config."""
+    c = model.config
+    if c.model_type == "gpt2":
+        dims = (c.n_layer, c.n_head, c.n_embd, c.n_inner or 4 * c.n_embd, c.n_positions)
+    elif c.model_type == "bert":
+        dims = (c.num_hidden_layers, c.num_attention_heads, c.hidden_size, c.intermediate_size, c.max_position_embeddings)
+    else:
+        dims = (c.n_layers, c.n_heads, c.dim, c.hidden_dim, c.max_position_embeddings)
+    keys = ("n_layers", "n_heads", "d_model", "d_mlp", "context")
+    return {"model_type": c.model_type, "architecture": type(model).__name__, **dict(zip(keys, dims)),
+            "vocab_size": c.vocab_size, "n_parameters": sum(p.numel() for p in model.parameters())}
+
+
+def save_final(model: PreTrainedModel, tokenizer: Any, out_dir: Path) -> None:
+    """float16 safetensors + tokenizer; config keeps dtype float32 so loading upcasts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    half = copy.deepcopy(model).to(torch.float16)
+    half.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    cfg_path = out_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = "float32"
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    for f in out_dir.iterdir():
+        if f.is_file():
+            os.chmod(f, 0o644)
+
+
+def _prepare(out_dir: Path, overwrite: bool) -> None:
+    if (out_dir / "config.json").is_file() and not (out_dir / CHECKPOINT_DIR).exists():
+        if not overwrite:
+            raise LabError(f"{out_dir} already holds a finished model; pass overwrite to replace it")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _finish(out_dir: Path, model: PreTrainedModel, tokenizer: Any, kind: Kind, loop: LoopResult, report: dict[str, Any],
+            eval_prompts: int, keep_checkpoint: bool) -> BuildResult:
+    """Save the final folder, evaluate the saved (float16-rounded) model, write the card."""
+    if not loop.completed:
+        return BuildResult(out_dir, False, {**report, "steps": loop.steps})
+    save_final(model, tokenizer, out_dir)
+    saved = load_lab_model(out_dir, kind)
+    report.update(steps=loop.steps, tokens=loop.tokens, wall_time_s=round(loop.wall_time_s, 1),
+                  cpu_time_s=round(loop.cpu_time_s, 1), threads=torch.get_num_threads(),
+                  last_losses=loop.last_losses, architecture=architecture(saved), eval_seed=EVAL_SEED,
+                  evaluation=evaluate_tasks(saved, tokenizer, kind, ALL_TASKS, eval_prompts, EVAL_SEED))
+    write_card(out_dir, report)
+    if not keep_checkpoint:
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return BuildResult(out_dir, True, report)
+
+
+def train_teacher(recipe: TeacherRecipe, out_dir: str | Path, *, overwrite: bool = False, stop_at: int | None = None,
+                  progress: bool = True, eval_prompts: int = 256, keep_checkpoint: bool = False,
+                  name: str | None = None, threads: int | None = 1) -> BuildResult:
+    """Train a tokenizer and a teacher from scratch (resuming a matching checkpoint in ``out_dir``).
+
+    ``threads``: torch intra-op threads while training (None = leave as is); see ``torch_threads``.
+    """
+    with torch_threads(threads), quiet_transformers():
+        return _train_teacher(recipe, Path(out_dir), overwrite, stop_at, progress, eval_prompts, keep_checkpoint, name)
+
+
+def _train_teacher(recipe: TeacherRecipe, out: Path, overwrite: bool, stop_at: int | None, progress: bool,
+                   eval_prompts: int, keep_checkpoint: bool, name: str | None) -> BuildResult:
+    _prepare(out, overwrite)
+    rdict = {"role": "teacher", **to_dict(recipe)}
+    resumed = resume_state(out, rdict, discard_other=overwrite)
+    if resumed is not None:
+        folder, state, opt = resumed
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = load_lab_model(folder, recipe.kind)
+    else:
+        tokenizer = make_tokenizer(recipe)
+        model = make_teacher(recipe, tokenizer)
+    pool = build_pool(recipe.kind, tokenizer, recipe.data, recipe.seed, recipe.context)
+    causal = recipe.kind == "causal"
+
+    def loss_fn(m: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = lm_loss(logits, batch["labels"], causal, answer_weights(batch, recipe.data.answer_weight))
+        return loss, {"lm": float(loss.detach())}
+
+    loop = run_loop(model, tokenizer, pool, recipe.kind, recipe.data, recipe.optim, recipe.seed, out, rdict, loss_fn,
+                    resumed=None if resumed is None else resumed[1:], stop_at=stop_at, progress=progress,
+                    description=f"teacher {name or out.name}")
+    report = {"name": name or out.name, "role": "teacher", "kind": recipe.kind, "recipe": to_dict(recipe),
+              "data": pool.summary}
+    return _finish(out, model, tokenizer, recipe.kind, loop, report, eval_prompts, keep_checkpoint)
+
+
+def teacher_kind(teacher_dir: Path) -> Kind:
+    """"causal" or "masked" from a teacher folder's config."""
+    cfg_path = teacher_dir / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"no teacher model in {teacher_dir} (config.json missing)")
+    model_type = json.loads(cfg_path.read_text()).get("model_type")
+    if model_type == "gpt2":
+        return "causal"
+    if model_type == "bert":
+        return "masked"
+    raise LabError(f"teacher in {teacher_dir} is a {model_type}; the lab distils GPT-2 and BERT teachers")
+
+
+def distil(teacher_dir: str | Path, recipe: DistillRecipe, out_dir: str | Path, *, overwrite: bool = False,
+           stop_at: int | None = None, progress: bool = True, eval_prompts: int = 256, keep_checkpoint: bool = False,
+           name: str | None = None, threads: int | None = 1) -> BuildResult:
+    """Distil a student (GPT-2 -> smaller GPT-2, BERT -> DistilBERT) from the teacher folder."""
+    with torch_threads(threads), quiet_transformers():
+        return _distil(Path(teacher_dir), recipe, Path(out_dir), overwrite, stop_at, progress, eval_prompts,
+                       keep_checkpoint, name)
+
+
+def _distil(tdir: Path, recipe: DistillRecipe, out: Path, overwrite: bool, stop_at: int | None, progress: bool,
+            eval_prompts: int, keep_checkpoint: bool, name: str | None) -> BuildResult:
+    kind = teacher_kind(tdir)
+    teacher = load_lab_model(tdir, kind).eval().requires_grad_(False)
+    n_layers = teacher.config.num_hidden_layers
+    layers = tuple(check_layers(recipe.layers if recipe.layers is not None else default_layers(n_layers), n_layers))
+    _prepare(out, overwrite)
+    rdict = {"role": "student", "teacher": str(tdir.resolve()), **to_dict(recipe)}
+    resumed = resume_state(out, rdict, discard_other=overwrite)
+    tokenizer = AutoTokenizer.from_pretrained(tdir)
+    student = load_lab_model(resumed[0], kind) if resumed else init_student(teacher, layers)
+    pool = build_pool(kind, tokenizer, recipe.data, recipe.seed, context_of(teacher))
+    causal = kind == "causal"
+    want_hidden = recipe.alpha_cos > 0
+
+    def loss_fn(m: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        with torch.no_grad():
+            t_out = teacher(**inputs, output_hidden_states=want_hidden)
+        s_out = m(**inputs, output_hidden_states=want_hidden)
+        return distillation_loss(s_out, t_out, batch, causal=causal, alpha_kl=recipe.alpha_kl,
+                                 alpha_lm=recipe.alpha_lm, alpha_cos=recipe.alpha_cos,
+                                 temperature=recipe.temperature, kl_on_masked_only=recipe.kl_on_masked_only,
+                                 answer_weight=recipe.data.answer_weight)
+
+    loop = run_loop(student, tokenizer, pool, kind, recipe.data, recipe.optim, recipe.seed, out, rdict, loss_fn,
+                    resumed=None if resumed is None else resumed[1:], stop_at=stop_at, progress=progress,
+                    description=f"student {name or out.name}")
+    teacher_name = read_report(tdir)["name"] if (tdir / "lab_report.json").is_file() else tdir.name
+    recipe_dict = {**to_dict(recipe), "layers": list(layers)}
+    report = {"name": name or out.name, "role": "student", "kind": kind, "teacher": teacher_name,
+              "recipe": recipe_dict, "data": pool.summary}
+    return _finish(out, student, tokenizer, kind, loop, report, eval_prompts, keep_checkpoint)

@@ -1,0 +1,55 @@
+"""Task accuracy and mean logit difference, measured the way circuitdiff measures them.
+
+Accuracy is the share of prompts whose answer logit beats the distractor logit at the
+read position (last prompt token, or the mask). Used for the model cards and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from circuitdiff.errors import TaskEncodingError
+from circuitdiff.lab.recipe import ALL_TASKS, Kind
+from circuitdiff.tasks import encode_task, get_task
+
+
+@torch.no_grad()
+def logit_diffs(model: Any, tokenizer: Any, task_name: str, n_prompts: int, seed: int, masked: bool,
+                batch_size: int = 128) -> torch.Tensor:
+    """Answer-minus-distractor logit per prompt (float32, shape (n_prompts,))."""
+    enc = encode_task(get_task(task_name, n_prompts, seed, masked), tokenizer)
+    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if context is not None and enc.input_ids.shape[1] > context:
+        raise TaskEncodingError(f"task '{task_name}' prompts are longer than the model context ({context} tokens)")
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, enc.n, batch_size):
+        sl = slice(start, start + batch_size)
+        logits = model(input_ids=enc.input_ids[sl], attention_mask=enc.attention_mask[sl]).logits
+        rows = torch.arange(logits.shape[0])
+        at = logits[rows, enc.read_pos[sl]].float()
+        out.append(at[rows, enc.answer_ids[sl]] - at[rows, enc.distractor_ids[sl]])
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate_tasks(model: Any, tokenizer: Any, kind: Kind, tasks: Sequence[str] = ALL_TASKS,
+                   n_prompts: int = 256, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per task: accuracy, mean logit difference and prompt count (or the encoding error)."""
+    results: dict[str, dict[str, Any]] = {}
+    for name in tasks:
+        try:
+            ld = logit_diffs(model, tokenizer, name, n_prompts, seed, kind == "masked")
+        except TaskEncodingError as exc:
+            results[name] = {"error": str(exc)}
+            continue
+        results[name] = {
+            "accuracy": round(float((ld > 0).float().mean()), 4),
+            "mean_logit_diff": round(float(ld.mean()), 3),
+            "n_prompts": int(ld.numel()),
+        }
+    return results

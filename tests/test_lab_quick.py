@@ -1,0 +1,48 @@
+"""End to end: the quick pair recipe builds four loadable model folders, an index and cards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from circuitdiff.errors import CircuitDiffError
+from circuitdiff.lab.cli import app
+from circuitdiff.lab.pairs import build_pairs
+from circuitdiff.models.loading import load_model
+from circuitdiff.tasks import encode_task, get_task
+
+
+@pytest.mark.slow
+def test_quick_build_pairs_end_to_end(tmp_path: Path) -> None:
+    summary = build_pairs(tmp_path, quick=True, progress=False)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index == summary["index"]
+    assert set(index) == {"tiny-gpt2", "tiny-bert"}
+    for entry in index.values():
+        for role in ("teacher", "student"):
+            folder = tmp_path / entry[role]
+            assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+            assert not (folder / "checkpoint").exists()
+            loaded = load_model(str(folder))  # the toolkit's own loader accepts the folder
+            assert next(loaded.model.parameters()).dtype == torch.float32
+            masked = entry["kind"] == "masked"
+            enc = encode_task(get_task("ioi", 8, 0, masked), loaded.tokenizer)
+            assert enc.n == 8
+    student = json.loads((tmp_path / "tiny-distilbert" / "lab_report.json").read_text())
+    assert student["architecture"]["model_type"] == "distilbert" and student["recipe"]["layers"] == [0]
+
+
+def test_cli_rejects_bad_input(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["distil", str(tmp_path / "missing"), str(tmp_path / "out"), "--layers", "0,x"])
+    assert isinstance(result.exception, CircuitDiffError) and "comma-separated" in str(result.exception)
+    result = runner.invoke(app, ["distil", str(tmp_path / "missing"), str(tmp_path / "out")])
+    assert isinstance(result.exception, CircuitDiffError) and "config.json missing" in str(result.exception)
+    result = runner.invoke(app, ["train-teacher", str(tmp_path / "t"), "--kind", "seq2seq"])
+    assert isinstance(result.exception, CircuitDiffError)
+    result = runner.invoke(app, ["train-teacher", str(tmp_path / "t"), "--tasks", "ioi,nope"])
+    assert isinstance(result.exception, CircuitDiffError) and "nope" in str(result.exception)
