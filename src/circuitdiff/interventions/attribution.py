@@ -14,30 +14,80 @@ import torch
 from circuitdiff.interventions.ablation import Replacement
 from circuitdiff.interventions.forward import Batch, read_hidden
 from circuitdiff.interventions.hooks import hooked
+from circuitdiff.interventions.kernels import fast_kernels
+from circuitdiff.interventions.sweep import rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
 
+def attribution_micro_batch(adapter: Adapter, seq: int, memory_budget: int) -> int:
+    """Prompts per forward+backward: the graph keeps about one no-grad pass's peak per layer."""
+    return max(1, rows_per_forward(adapter, seq, memory_budget) // max(1, adapter.n_layers))
+
+
 def attribution_effects(
-    adapter: Adapter, base: Batch, replacement: Replacement, components: Sequence[Component], micro_batch: int = 64
+    adapter: Adapter,
+    base: Batch,
+    replacement: Replacement,
+    components: Sequence[Component],
+    micro_batch: int | None = 64,
+    *,
+    memory_budget: int | None = None,
 ) -> torch.Tensor:
     """Estimated per-prompt change of the metric, (len(components), n_prompts)."""
+    return attribute(adapter, base, replacement, components, micro_batch, memory_budget=memory_budget)[0]
+
+
+def attribute(
+    adapter: Adapter,
+    base: Batch,
+    replacement: Replacement,
+    components: Sequence[Component],
+    micro_batch: int | None = 64,
+    *,
+    memory_budget: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(estimated effects (len(components), n_prompts), unablated metric (n_prompts,)).
+
+    The metric comes from the same forward pass, so no extra pass is needed for the baseline.
+    ``micro_batch`` prompts go through each forward+backward; with ``memory_budget`` (bytes)
+    it is capped so that the autograd graph fits.
+    """
+    if memory_budget is not None:
+        cap = attribution_micro_batch(adapter, base.input_ids.shape[1], memory_budget)
+        micro_batch = cap if micro_batch is None else min(micro_batch, cap)
+    step = max(1, micro_batch or len(base))
     out = torch.empty(len(components), len(base))
+    metric = torch.empty(len(base))
     embed = adapter.model.get_input_embeddings()
     handle = embed.register_forward_hook(lambda _m, _a, output: output.requires_grad_(True))
     try:
-        for start in range(0, len(base), micro_batch):
-            prompts = torch.arange(start, min(start + micro_batch, len(base)))
-            part = base.select(prompts.to(base.input_ids.device))
-            with torch.enable_grad(), hooked(adapter, record=True, keep_grad=True) as rec:
-                diff = adapter.logit_difference(read_hidden(adapter, part), part.answer_ids, part.distractor_ids)
-                diff.sum().backward()  # rows are independent: each prompt gets its own gradient
-            with torch.no_grad():
-                for j, c in enumerate(components):
-                    act, grad = rec.get(c), rec.grad_of(c)
-                    target = replacement.values(c, prompts)
-                    target = torch.zeros_like(act) if target is None else target.to(act)
-                    out[j, prompts] = (grad * (target - act)).flatten(1).sum(1).float().cpu()
+        with fast_kernels(adapter):
+            for start in range(0, len(base), step):
+                prompts = torch.arange(start, min(start + step, len(base)))
+                part = base.select(prompts.to(base.input_ids.device))
+                metric[prompts] = _attribute(adapter, part, prompts, replacement, components, out)
     finally:
         handle.remove()
-    return out
+    return out, metric
+
+
+def _attribute(
+    adapter: Adapter,
+    part: Batch,
+    prompts: torch.Tensor,
+    replacement: Replacement,
+    components: Sequence[Component],
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """One forward and one backward for ``part``; fills ``out[:, prompts]``, returns the metric."""
+    with torch.enable_grad(), hooked(adapter, record=True, keep_grad=True) as rec:
+        diff = adapter.logit_difference(read_hidden(adapter, part), part.answer_ids, part.distractor_ids)
+        diff.sum().backward()  # rows are independent: each prompt gets its own gradient
+    with torch.no_grad():
+        for j, c in enumerate(components):
+            act, grad = rec.get(c), rec.grad_of(c)
+            target = replacement.values(c, prompts)
+            delta = -act if target is None else target.to(act) - act
+            out[j, prompts] = (grad * delta).flatten(1).sum(1).float().cpu()
+    return diff.detach().float().cpu()

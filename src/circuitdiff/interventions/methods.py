@@ -12,9 +12,9 @@ from enum import Enum
 import torch
 
 from circuitdiff.interventions.ablation import Replacement
-from circuitdiff.interventions.attribution import attribution_effects
+from circuitdiff.interventions.attribution import attribute
 from circuitdiff.interventions.forward import Batch
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, base_metric, exact_sweep
+from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -42,10 +42,11 @@ def ablated_metrics(
     progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
     """Metric per prompt with each component replaced, (len(components), n_prompts)."""
+    method = Method(method)
     if method is Method.EXACT:
         return exact_sweep(adapter, base, replacement, components, memory_budget=memory_budget, progress=progress)
-    baseline = base_metric(adapter, base, memory_budget)
-    estimated = attribution_effects(adapter, base, replacement, components) + baseline[None, :]
+    effects, baseline = attribute(adapter, base, replacement, components, memory_budget=memory_budget)
+    estimated = effects + baseline[None, :]
     if method is Method.ATTRIBUTION:
         if progress is not None:
             progress(len(components))

@@ -1,29 +1,48 @@
-"""Exact single-component ablation sweeps, many variants per forward pass.
+"""Exact single-component ablation sweeps: prefix reuse, stacked variants, trimmed positions.
 
-Each forward pass stacks k ablation variants of the same m prompts along the batch
-dimension (variant j owns rows j*m .. (j+1)*m - 1), so per-call overhead and weight
-reads are shared. k and m come from a memory budget.
+Components are grouped by layer. For each chunk of prompts one clean pass records every
+block's output; each ablated pass then starts at the ablated layer L (blocks 0..L-1 return
+the cached clean output, see ``prefix.py``) and stacks k variants of the chunk's m prompts
+along the batch dimension (variant j owns rows j*m .. (j+1)*m - 1), so per-call overhead and
+weight reads are shared. Prompts are chunked by how many positions the metric depends on,
+so padding after the read position is not computed. The LM head is read only at the read
+position and only through the answer and distractor rows. Chunk sizes come from a memory
+budget. The result equals one full forward pass per component up to float rounding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.forward import Batch, logit_difference, read_hidden
 from circuitdiff.interventions.hooks import Patch, hooked
+from circuitdiff.interventions.kernels import fast_kernels
+from circuitdiff.interventions.prefix import block_outputs, needed_width, repeat_rows, start_at, trim
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass
+MIN_PASS_TOKENS = 3072
+"""Prompts are split by width only while each pass keeps this many tokens: below about 2k rows a
+CPU matrix multiply loses efficiency, which costs more than the padding that splitting saves."""
+
+
+def _d_mlp(adapter: Adapter) -> int:
+    cfg = adapter.model.config
+    for name in ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 4 * adapter.d_model
 
 
 def bytes_per_row(adapter: Adapter, seq: int, element_size: int = 4) -> int:
     """Rough peak activation memory of one batch row in a no-grad forward pass."""
-    d_mlp = 4 * adapter.d_model
-    per_token = 6 * adapter.d_model + 2 * d_mlp + 2 * adapter.n_heads * seq
+    per_token = 6 * adapter.d_model + 3 * _d_mlp(adapter) + 3 * adapter.n_heads * seq
     return seq * per_token * element_size
 
 
@@ -48,6 +67,62 @@ def record_activations(adapter: Adapter, batch: Batch, memory_budget: int = DEFA
     return ActivationCache.from_recordings(recordings, batch.attention_mask)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Prompts run together, trimmed to ``width`` positions; ``groups`` are (layer, component indices) passes."""
+
+    prompts: torch.Tensor
+    width: int
+    groups: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+def plan_sweep(
+    adapter: Adapter, base: Batch, components: Sequence[Component], memory_budget: int = DEFAULT_MEMORY_BUDGET
+) -> list[Chunk]:
+    """The passes ``exact_sweep`` runs: prompt chunks by needed width, then variant groups by layer."""
+    widths = needed_width(adapter, base).cpu()
+    seq = base.input_ids.shape[1]
+    by_layer: dict[int, list[int]] = {}
+    for i, c in enumerate(components):
+        by_layer.setdefault(c.layer, []).append(i)
+    # the cached prefix (one block output per layer) must fit the budget as well
+    cache_row = adapter.n_layers * seq * adapter.d_model * _element_size(adapter)
+    max_prompts = max(1, min(rows_per_forward(adapter, seq, memory_budget), memory_budget // cache_row))
+    k_typical = max((len(v) for v in by_layer.values()), default=1)
+    min_prompts = -(-MIN_PASS_TOKENS // (k_typical * max(1, int(widths.float().mean()))))
+    chunks = []
+    for prompts in _prompt_chunks(widths, max_prompts, min_prompts):
+        width = int(widths[prompts].max())
+        k_max = max(1, rows_per_forward(adapter, width, memory_budget) // len(prompts))
+        groups = []
+        for layer in sorted(by_layer):
+            idx = by_layer[layer]
+            n_pass = -(-len(idx) // k_max)
+            size = -(-len(idx) // n_pass)  # even split: 13 variants at k_max 10 -> 7 + 6
+            groups.extend((layer, tuple(idx[g : g + size])) for g in range(0, len(idx), size))
+        chunks.append(Chunk(prompts, width, tuple(groups)))
+    return chunks
+
+
+def _prompt_chunks(widths: torch.Tensor, max_prompts: int, min_prompts: int) -> list[torch.Tensor]:
+    """Prompt indices by increasing width: at most ``max_prompts`` per chunk, closed at a width
+    change once it holds ``min_prompts``; a short last chunk joins the previous one if it fits."""
+    order = torch.argsort(widths, stable=True)
+    chunks: list[torch.Tensor] = []
+    start, n = 0, len(order)
+    while start < n:
+        stop = min(start + max_prompts, n)
+        for j in range(start + min_prompts, stop):
+            if widths[order[j]] != widths[order[j - 1]]:
+                stop = j
+                break
+        chunks.append(order[start:stop])
+        start = stop
+    if len(chunks) > 1 and len(chunks[-1]) < min_prompts and len(chunks[-1]) + len(chunks[-2]) <= max_prompts:
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    return chunks
+
+
 @torch.no_grad()
 def exact_sweep(
     adapter: Adapter,
@@ -56,34 +131,49 @@ def exact_sweep(
     components: Sequence[Component],
     *,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
     """Metric per prompt with each component replaced alone: (len(components), n_prompts).
 
     ``progress`` is called after each pass with the number of components it finished
     (fractional when the prompts are split over several passes).
     """
-    n = len(base)
-    device = base.input_ids.device
-    budget_rows = rows_per_forward(adapter, base.input_ids.shape[1], memory_budget)
-    m = min(n, budget_rows)  # prompts per pass
-    k = max(1, budget_rows // m)  # variants per pass
-    out = torch.empty(len(components), n)
-    for start in range(0, n, m):
-        prompts = torch.arange(start, min(start + m, n))
-        part = base.select(prompts.to(device))
-        width = len(prompts)
-        for c0 in range(0, len(components), k):
-            group = components[c0 : c0 + k]
-            patches = [
-                Patch(c, torch.arange(j * width, (j + 1) * width, device=device), replacement.values(c, prompts))
-                for j, c in enumerate(group)
-            ]
-            diff = logit_difference(adapter, part.repeat(len(group)), patches)
-            out[c0 : c0 + len(group), prompts] = diff.view(len(group), width).cpu()
-            if progress is not None:
-                progress(len(group) * width / n)
+    out = torch.empty(len(components), len(base))
+    if not components:
+        return out
+    with fast_kernels(adapter):
+        for chunk in plan_sweep(adapter, base, components, memory_budget):
+            _run_chunk(adapter, base, replacement, components, chunk, out, progress)
     return out
+
+
+def _run_chunk(
+    adapter: Adapter,
+    base: Batch,
+    replacement: Replacement,
+    components: Sequence[Component],
+    chunk: Chunk,
+    out: torch.Tensor,
+    progress: Callable[[float], None] | None,
+) -> None:
+    """One clean pass recording the prefix for the chunk's prompts, then one pass per variant group."""
+    device = base.input_ids.device
+    prompts, w = chunk.prompts, chunk.width
+    m = len(prompts)
+    part = trim(base.select(prompts.to(device)), w)
+    prefix = block_outputs(adapter, part, [layer - 1 for layer, _ in chunk.groups if layer > 0])
+    for layer, idx in chunk.groups:
+        k = len(idx)
+        patches = []
+        for j, i in enumerate(idx):
+            values = replacement.values(components[i], prompts)
+            rows = torch.arange(j * m, (j + 1) * m, device=device)
+            patches.append(Patch(components[i], rows, None if values is None else values[:, :w]))
+        with start_at(adapter, layer, repeat_rows(prefix.get(layer - 1), k)):
+            diff = logit_difference(adapter, part.repeat(k), patches)
+        out[torch.tensor(idx)[:, None], prompts[None, :]] = diff.view(k, m).cpu()
+        if progress is not None:
+            progress(k * m / len(base))
 
 
 def base_metric(adapter: Adapter, base: Batch, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:

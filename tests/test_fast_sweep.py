@@ -1,0 +1,155 @@
+"""The fast exact sweep (prefix reuse, trimmed positions, stacked variants) equals one pass per component.
+
+Three-layer tiny models of every family, prompts of many lengths (so prompts are chunked by
+width), right and left padding, budgets from one row per pass to everything in one pass.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from circuitdiff.interventions import sweep
+from circuitdiff.interventions.ablation import Ablation, Replacement
+from circuitdiff.interventions.forward import Batch, logit_difference
+from circuitdiff.interventions.hooks import Patch
+from circuitdiff.interventions.prefix import needed_width
+from circuitdiff.interventions.sweep import bytes_per_row, exact_sweep, plan_sweep, record_activations, rows_per_forward
+from circuitdiff.models.loading import LoadedModel, load_model
+from tiny_models import FAMILIES, VOCAB, save_tiny
+
+
+def ragged_batch(n: int = 14, seq: int = 11, seed: int = 0, left_pad: bool = False) -> Batch:
+    """Prompts of lengths seq-6 .. seq, padded with id 0 on the right (or the left)."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(seq - 6, seq + 1, (n,), generator=gen)
+    pos = torch.arange(seq)[None, :]
+    mask = (pos >= seq - lengths[:, None]) if left_pad else (pos < lengths[:, None])
+    ids = torch.randint(4, VOCAB, (n, seq), generator=gen) * mask
+    start = seq - lengths if left_pad else torch.zeros_like(lengths)
+    offset = (torch.rand(n, generator=gen) * lengths).long()  # anywhere in the prompt ...
+    offset[::2] = lengths[::2] - 1  # ... or at its last token, as in most tasks
+    read = start + offset
+    answer = torch.randint(4, VOCAB, (n,), generator=gen)
+    return Batch(ids, mask.long(), read, answer, (answer + 1 - 4) % (VOCAB - 4) + 4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: a second thread only adds synchronisation (6x slower on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def lm(request, tmp_path_factory) -> LoadedModel:
+    folder = save_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=11, n_layers=3)
+    return load_model(str(folder))
+
+
+def one_at_a_time(lm: LoadedModel, base: Batch, replacement: Replacement) -> torch.Tensor:
+    rows = torch.arange(len(base))
+    return torch.stack(
+        [logit_difference(lm.adapter, base, [Patch(c, rows, replacement.values(c, rows))]) for c in lm.adapter.components()]
+    )
+
+
+def setup(lm: LoadedModel, ablation: Ablation, left_pad: bool = False) -> tuple[Batch, Replacement]:
+    base = ragged_batch(seed=1, left_pad=left_pad)
+    other = ragged_batch(seed=2, left_pad=left_pad)
+    other = Batch(other.input_ids, base.attention_mask, base.read_pos, base.answer_ids, base.distractor_ids)
+    if ablation.base_is_corrupted:
+        base, other = other, base
+    return base, Replacement(ablation, record_activations(lm.adapter, other), n_base=len(base), seed=3)
+
+
+@pytest.fixture
+def split_by_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny models: let every width change start a new chunk, as long prompts sets do at scale."""
+    monkeypatch.setattr(sweep, "MIN_PASS_TOKENS", 1)
+
+
+@pytest.mark.parametrize("ablation", list(Ablation), ids=lambda a: a.value)
+def test_fast_sweep_equals_one_pass_per_component(lm: LoadedModel, ablation: Ablation, split_by_width: None) -> None:
+    base, replacement = setup(lm, ablation)
+    reference = one_at_a_time(lm, base, replacement)
+    components = lm.adapter.components()
+    seq = base.input_ids.shape[1]
+    assert len({c.width for c in plan_sweep(lm.adapter, base, components)}) > 2  # trimmed to several widths
+    budgets = [1 << 30, 7 * bytes_per_row(lm.adapter, seq)]  # all at once; variants split over passes
+    for budget in budgets:
+        fast = exact_sweep(lm.adapter, base, replacement, components, memory_budget=budget)
+        torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0, msg=lambda m: f"budget {budget}: {m}")
+    assert (reference - logit_difference(lm.adapter, base)).abs().amax(1).gt(1e-6).float().mean() > 0.5
+
+
+def test_left_padding(lm: LoadedModel, split_by_width: None) -> None:
+    base, replacement = setup(lm, Ablation.MEAN, left_pad=True)
+    fast = exact_sweep(lm.adapter, base, replacement, lm.adapter.components())
+    torch.testing.assert_close(fast, one_at_a_time(lm, base, replacement), atol=1e-5, rtol=0)
+
+
+def test_subset_of_components_in_any_order(lm: LoadedModel) -> None:
+    base, replacement = setup(lm, Ablation.ZERO)
+    components = lm.adapter.components()
+    reference = one_at_a_time(lm, base, replacement)
+    order = [7, 2, 14, 0, 9]
+    fast = exact_sweep(lm.adapter, base, replacement, [components[i] for i in order])
+    torch.testing.assert_close(fast, reference[order], atol=1e-5, rtol=0)
+
+
+def test_prefix_blocks_are_not_recomputed(lm: LoadedModel, split_by_width: None) -> None:
+    base, replacement = setup(lm, Ablation.ZERO)
+    last = [c for c in lm.adapter.components() if c.layer == lm.adapter.n_layers - 1]
+    calls = {"first": 0, "last": 0}
+    hooks = [
+        lm.adapter.attn_out(0).register_forward_pre_hook(lambda *_: calls.__setitem__("first", calls["first"] + 1)),
+        lm.adapter.attn_out(lm.adapter.n_layers - 1).register_forward_pre_hook(
+            lambda *_: calls.__setitem__("last", calls["last"] + 1)
+        ),
+    ]
+    try:
+        exact_sweep(lm.adapter, base, replacement, last)
+    finally:
+        for h in hooks:
+            h.remove()
+    n_chunks = len(plan_sweep(lm.adapter, base, last))
+    assert calls["first"] == n_chunks  # only the clean prefix pass of each chunk
+    assert calls["last"] == n_chunks  # only the ablated passes (the prefix pass stops before the last layer)
+
+
+def test_model_is_restored_even_after_an_error(lm: LoadedModel) -> None:
+    base, _ = setup(lm, Ablation.ZERO)
+    bad = Replacement(Ablation.ZERO, None, n_base=len(base))
+    bad.values = lambda c, p: torch.zeros(len(p), 3, 2)  # wrong shape: the hook fails mid-sweep
+    components = [c for c in lm.adapter.components() if c.layer == 2]
+    with pytest.raises(RuntimeError):
+        exact_sweep(lm.adapter, base, bad, components)
+    assert not any("forward" in m.__dict__ for m in lm.model.modules())
+    assert lm.model.config._attn_implementation == "eager"
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in lm.model.modules())
+
+
+def test_plan_covers_every_component_and_prompt_once_within_budget(lm: LoadedModel) -> None:
+    base = ragged_batch(n=37, seed=4)
+    components = lm.adapter.components()
+    budget = 40 * bytes_per_row(lm.adapter, base.input_ids.shape[1])
+    seen = torch.zeros(len(components), len(base), dtype=torch.long)
+    for chunk in plan_sweep(lm.adapter, base, components, budget):
+        assert chunk.width >= int(needed_width(lm.adapter, base)[chunk.prompts].max())
+        for layer, idx in chunk.groups:
+            assert all(components[i].layer == layer for i in idx)
+            assert len(idx) * len(chunk.prompts) <= max(len(chunk.prompts), rows_per_forward(lm.adapter, chunk.width, budget))
+            seen[torch.tensor(idx)[:, None], chunk.prompts[None, :]] += 1
+    assert torch.equal(seen, torch.ones_like(seen))
+
+
+def test_needed_width_causal_stops_at_read_position_bidirectional_at_last_token(lm: LoadedModel) -> None:
+    base = ragged_batch(seed=5)
+    width = needed_width(lm.adapter, base)
+    if lm.adapter.masked_lm:
+        assert torch.equal(width, base.attention_mask.sum(1))
+    else:
+        assert torch.equal(width, base.read_pos + 1)
