@@ -228,6 +228,7 @@ def _model_task_summary(run: ModelTaskRun) -> dict[str, Any]:
         "accuracy": run.accuracy,
         "answer_prob": float(run.answer_prob.mean()),
         "seq_len": run.seq_len,
+        "attribution_spearman": run.attribution_spearman,
         "components": [asdict(e) for e in run.effects],
     }
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import spearmanr
 import torch
 
 from circuitdiff.analysis.circuits import Circuit, discover
@@ -18,6 +19,7 @@ from circuitdiff.errors import NumericalError, TaskEncodingError
 from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
+from circuitdiff.interventions.attribution import attribution_effects
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
@@ -63,6 +65,8 @@ class ModelTaskRun:
     attention_read: np.ndarray | None = field(repr=False)
     seq_len: int = 0
     circuits: list[Circuit] = field(default_factory=list)
+    attribution_spearman: float | None = None
+    """Rank correlation of attribution-patching estimates with the exact effects (exact runs only)."""
 
     @property
     def per_prompt_effects(self) -> np.ndarray:
@@ -165,6 +169,10 @@ def run_model_on_task(
     ablated_np = ablated.double().numpy()
     check_finite(ablated_np, "ablated logit difference", name, task.name, components)
     effects = component_effects(components, ablated_np, base, clean.logit_diff)
+    attribution_rho = None
+    if method is Method.EXACT:  # one forward + backward: how far a linear estimate would have got
+        estimate = attribution_effects(adapter, base_batch, replacement, components, memory_budget=memory_budget)
+        attribution_rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
     circuits = (
         discover(adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()), circuit_thresholds)
         if circuit_thresholds and clean_is_meaningful(base)
@@ -187,4 +195,5 @@ def run_model_on_task(
         attention_read=clean.attention_read,
         seq_len=int(clean_batch.input_ids.shape[1]),
         circuits=circuits,
+        attribution_spearman=attribution_rho,
     )

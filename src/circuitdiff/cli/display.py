@@ -58,6 +58,8 @@ def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
                            ("top_1_share", "top-1 share"), ("n_for_0.8", "components for 80%"),
                            ("worst_drop", "worst single drop (%)"), ("severity_tail", "severity tail")):
             table.add_row(label, _interval(ct.get(key)), _interval(cs.get(key)))
+        table.add_row("attribution vs exact (Spearman)", _fmt(t.get("attribution_spearman"), ".2f"),
+                      _fmt(s.get("attribution_spearman"), ".2f"))
         circuit = tr.get("circuit", {})
         if "teacher" in circuit:
             table.add_row(f"circuit size (T={circuit['threshold']})", str(len(circuit["teacher"])), str(len(circuit["student"])))

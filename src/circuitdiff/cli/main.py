@@ -31,6 +31,8 @@ def compare(
     pair: Optional[str] = typer.Option(None, help="A built-in pair (default tiny-gpt2 when no models are given)."),
     task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Built-in task name or JSONL file; repeatable."),
     ablation: str = typer.Option("mean", help="zero | mean | resample | noising | denoising."),
+    method: str = typer.Option("exact", help="exact | attribution (one forward+backward, a linear estimate) | hybrid."),
+    exact_top: int = typer.Option(20, min=1, help="With --method hybrid: how many top components get exact effects."),
     n_prompts: int = typer.Option(64, min=2, help="Prompts per built-in task."),
     seed: int = typer.Option(0, help="Seed for task generation, resampling and bootstrap."),
     out: Path = typer.Option(Path("circuitdiff-out"), help="Output folder."),
@@ -50,6 +52,7 @@ def compare(
     """Measure every head and MLP in both models, match them and score the alignment."""
     from circuitdiff.compare import CompareOptions, compare as run_compare
     from circuitdiff.interventions.ablation import Ablation
+    from circuitdiff.interventions.methods import Method
     from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
     from circuitdiff.pairs_index import resolve_pair
     from circuitdiff.sweep.resources import check_device, parse_dtype, parse_memory
@@ -58,12 +61,17 @@ def compare(
         ablation_kind = Ablation(ablation)
     except ValueError:
         raise CircuitDiffError(f"unknown ablation '{ablation}'; choose one of {', '.join(a.value for a in Ablation)}") from None
+    try:
+        method_kind = Method(method)
+    except ValueError:
+        raise CircuitDiffError(f"unknown method '{method}'; choose one of {', '.join(m.value for m in Method)}") from None
     teacher, student, default_tasks = resolve_pair(pair, teacher, student)
     parse_dtype(dtype)
     check_device(device, device_map)
     budget = DEFAULT_MEMORY_BUDGET if max_memory is None else parse_memory(max_memory) or 0  # 0: auto
     options = CompareOptions(ablation=ablation_kind, n_prompts=n_prompts, seed=seed, first_token=first_token,
-                             n_boot=n_boot, circuits=circuits, null_model=null_model, memory_budget=budget)
+                             n_boot=n_boot, circuits=circuits, null_model=null_model, memory_budget=budget,
+                             method=method_kind, exact_top=exact_top)
     with rich_progress(console) as progress:
         results = run_compare(teacher, student, task or default_tasks, options, out, allow_pickle=allow_pickle,
                               trust_remote_code=trust_remote_code, device=device, progress=progress, dtype=dtype,
