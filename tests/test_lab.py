@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
 
 from circuitdiff.errors import CircuitDiffError
 from circuitdiff.lab import (
@@ -30,8 +38,8 @@ from circuitdiff.lab import (
 from circuitdiff.lab.checkpoint import find_checkpoint, load_trainer_state
 from circuitdiff.lab.corpus import JANEAUSTENR_DIR, load_corpus
 from circuitdiff.lab.errors import CorpusError
-from circuitdiff.lab.tokenizer import single_token_failures, train_bpe, train_wordpiece
 from circuitdiff.lab.pairs import PAIRS_DIR, REQUIRED_TASKS
+from circuitdiff.lab.tokenizer import single_token_failures, train_bpe, train_wordpiece
 from circuitdiff.tasks import BUILTIN_TASKS, encode_task, get_task
 
 torch.manual_seed(0)

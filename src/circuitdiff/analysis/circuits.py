@@ -20,12 +20,13 @@ import torch
 from circuitdiff.interventions.ablation import Replacement
 from circuitdiff.interventions.forward import Batch, logit_difference
 from circuitdiff.interventions.hooks import Patch
+from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
 DEFAULT_THRESHOLD = 0.2
-SWEEP_THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3)
+SWEEP_THRESHOLDS = (0.1, 0.2, 0.3)
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,10 @@ def discover(
     """One circuit per threshold (each pruned from scratch), evaluated for faithfulness and completeness."""
     metric = AblatedMetric(adapter, base, replacement)
     components = adapter.components()
-    return [
-        evaluate(metric, components, prune(metric, components, effects, clean, t), clean, t) for t in thresholds
-    ]
+    with fast_kernels(adapter):
+        return [
+            evaluate(metric, components, prune(metric, components, effects, clean, t), clean, t) for t in thresholds
+        ]
 
 
 def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
