@@ -71,7 +71,9 @@ def passed_tasks(teacher_eval: dict[str, Any], student_eval: dict[str, Any]) -> 
 def build_pairs(out_dir: str | Path, quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train both teachers and distil both students into ``out_dir``; write ``index.json``.
 
-    Returns the index plus wall times. Existing model folders of the same names are replaced.
+    Returns the index plus wall times. Finished model folders of the same names are
+    replaced; an unfinished one (a ``checkpoint/`` of the same recipe) is resumed, so
+    rerunning after an interruption continues where it stopped.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
