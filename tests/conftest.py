@@ -61,3 +61,15 @@ def bert_tokenizer(bert_tokenizer_dir: Path) -> PreTrainedTokenizerBase:
 
 
 # --- end tasks ------------------------------------------------------------------------------
+
+
+# --- shared: torch threads -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: a second thread only adds synchronisation (6x slower on a busy 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -34,13 +34,7 @@ def ragged_batch(n: int = 14, seq: int = 11, seed: int = 0, left_pad: bool = Fal
     return Batch(ids, mask.long(), read, answer, (answer + 1 - 4) % (VOCAB - 4) + 4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronisation (6x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
