@@ -42,6 +42,10 @@ def test_registry_picks_family(lm: LoadedModel) -> None:
     assert len(lm.adapter.components()) == lm.adapter.n_layers * (lm.adapter.n_heads + 1)
     if lm.adapter.family == "llama":
         assert lm.adapter.grouped_query_attention
+    paths = lm.adapter.module_paths()
+    assert list(paths) == [c.name for c in lm.adapter.components()]
+    for path in paths.values():  # every documented hook point is a real module
+        lm.model.get_submodule(path.split(" ")[0])
 
 
 def test_hooked_forward_equals_plain_forward(lm: LoadedModel) -> None:
@@ -50,6 +54,17 @@ def test_hooked_forward_equals_plain_forward(lm: LoadedModel) -> None:
         hooked_logits = plain_logits(lm, batch)
     assert len(rec.heads) == len(rec.mlps) == lm.adapter.n_layers
     assert torch.equal(hooked_logits, plain_logits(lm, batch))
+
+
+def test_patching_recorded_values_back_is_bit_identical(lm: LoadedModel) -> None:
+    """Exercises the indexed write path: writing each activation's own value changes nothing."""
+    batch = make_batch()
+    rows = torch.arange(len(batch))
+    with torch.no_grad(), hooked(lm.adapter, record=True) as rec:
+        plain = plain_logits(lm, batch)
+    patches = [Patch(c, rows, rec.get(c).clone()) for c in lm.adapter.components()]
+    with torch.no_grad(), hooked(lm.adapter, patches):
+        assert torch.equal(plain_logits(lm, batch), plain)
 
 
 def test_read_out_at_metric_position_matches_full_logits(lm: LoadedModel) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitdiff.interventions.hooks import Patch, Recording, hooked
+from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.models.adapters.base import Adapter
 
 
@@ -55,25 +55,3 @@ def logit_difference(adapter: Adapter, batch: Batch, patches: Sequence[Patch] = 
     with hooked(adapter, patches):
         h = read_hidden(adapter, batch)
     return adapter.logit_difference(h, batch.answer_ids, batch.distractor_ids).float()
-
-
-@dataclass(frozen=True)
-class CleanReadout:
-    """Everything the clean run reports per prompt, plus the activations it recorded."""
-
-    logit_diff: torch.Tensor
-    answer_prob: torch.Tensor
-    recording: Recording
-    final_hidden: torch.Tensor
-
-
-@torch.no_grad()
-def clean_run(adapter: Adapter, batch: Batch) -> CleanReadout:
-    """Unpatched run that records every component and reads full logits at the metric position."""
-    with hooked(adapter, record=True) as rec:
-        h = read_hidden(adapter, batch)
-    logits = adapter.logits_at(h).float()
-    rows = torch.arange(len(batch), device=logits.device)
-    diff = logits[rows, batch.answer_ids] - logits[rows, batch.distractor_ids]
-    prob = logits.softmax(-1)[rows, batch.answer_ids]
-    return CleanReadout(diff, prob, rec, h)
