@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from circuitdiff.analysis.circuits import AblatedMetric, discover, prune
+from circuitdiff.analysis.circuits import AblatedMetric, discover, evaluate, prune
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import logit_difference
 from circuitdiff.interventions.sweep import exact_sweep
@@ -48,7 +48,9 @@ def test_discovery_recovers_planted_circuit() -> None:
     clean = float(logit_difference(adapter, base).mean())
     components = adapter.components()
     effects = (exact_sweep(adapter, base, replacement, components) - clean).mean(1).tolist()
-    [circuit] = discover(adapter, base, replacement, effects, clean, thresholds=(0.05,))
+    decided: list[float] = []
+    [circuit] = discover(adapter, base, replacement, effects, clean, thresholds=(0.05,), progress=decided.append)
+    assert sum(decided) == len(components)  # the progress bar ends exactly full
     assert set(circuit.components) == {c.name for c in PLANTED}
     assert abs(circuit.faithfulness - 1.0) < 1e-4  # everything else writes zeros: ablating it changes nothing
     assert circuit.completeness > 0.5
@@ -64,11 +66,12 @@ def test_speculative_pruning_matches_sequential() -> None:
     effects = (exact_sweep(adapter, base, replacement, components) - clean).mean(1).tolist()
     for threshold in (0.01, 0.05, 0.2):
         order = sorted(range(len(components)), key=lambda i: abs(effects[i]))
-        pruned, current = [], clean
+        pruned = []
         for i in order:  # the plain sequential definition
-            trial = metric([*pruned, components[i]])
-            if abs(trial - current) < threshold * abs(clean):
+            if abs(metric([*pruned, components[i]]) - clean) < threshold * abs(clean):
                 pruned.append(components[i])
-                current = trial
         expected = [c for c in components if c not in set(pruned)]
         assert prune(metric, components, effects, clean, threshold) == expected
+        # what survives keeps the metric within the band: faithfulness in [1 - T, 1 + T]
+        found = evaluate(metric, components, expected, clean, threshold)
+        assert abs(found.faithfulness - 1) < threshold + 1e-5 and 0 < found.size < len(components)

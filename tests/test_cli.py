@@ -107,6 +107,18 @@ def test_pickle_checkpoint_refused_without_flag(tmp_path, gpt2_tokenizer) -> Non
     assert_one_line_error(proc, "pickle", "--allow-pickle")
 
 
+def test_circuit_thresholds_option(tmp_path) -> None:
+    out = tmp_path / "o"
+    proc = cli("compare", "-t", "numerals", "--n-prompts", "8", "--n-boot", "20", "--no-null", "--no-report",
+               "--circuit-thresholds", "0.25", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    circuit = json.loads((out / "results.json").read_text())["tasks"]["numerals"]["circuit"]
+    assert [t["threshold"] for t in circuit["thresholds"]] == [0.25] and circuit["teacher"]
+    for bad in ("0.2,x", "0", "1.5", ","):
+        proc = cli("compare", "--circuit-thresholds", bad, "--out", str(tmp_path / "bad"))
+        assert_one_line_error(proc, "circuit thresholds")
+
+
 def test_unknown_task_and_ablation(pair, tmp_path) -> None:
     proc = cli("compare", "--teacher", str(pair[0]), "--student", str(pair[1]), "--task", "no-such-task", "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "no-such-task")

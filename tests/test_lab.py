@@ -26,7 +26,7 @@ from circuitdiff.lab import (
     LabError,
     OptimRecipe,
     TeacherRecipe,
-    bert_with_layers,
+    depth_pruned,
     distil,
     distillation_loss,
     init_student,
@@ -91,7 +91,7 @@ def test_gpt2_student_copies_chosen_layers() -> None:
 def test_distilbert_student_matches_bert_with_same_layers() -> None:
     teacher = _bert(4)
     student = init_student(teacher, [0, 2]).eval()
-    reference = bert_with_layers(teacher, [0, 2]).eval()
+    reference = depth_pruned(teacher, [0, 2]).eval()
     x = torch.randint(5, 97, (3, 11))
     att = torch.ones_like(x)
     att[1, 7:] = 0
@@ -102,7 +102,7 @@ def test_distilbert_student_matches_bert_with_same_layers() -> None:
     assert torch.allclose(s.logits, r.logits, atol=1e-4)
     for hs, hr in zip(s.hidden_states, r.hidden_states):
         assert torch.allclose(hs, hr, atol=1e-5)
-    # independent of bert_with_layers: embeddings and layer 0 equal the full teacher's
+    # independent of depth_pruned: embeddings and layer 0 equal the full teacher's
     assert torch.allclose(s.hidden_states[0], t.hidden_states[0], atol=1e-5)
     assert torch.allclose(s.hidden_states[1], t.hidden_states[1], atol=1e-5)
     # and the tie between input embeddings and the output projection survives

@@ -41,7 +41,7 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     result = runner.invoke(app, ["distil", str(tmp_path / "missing"), str(tmp_path / "out"), "--layers", "0,x"])
     assert isinstance(result.exception, CircuitDiffError) and "comma-separated" in str(result.exception)
     result = runner.invoke(app, ["distil", str(tmp_path / "missing"), str(tmp_path / "out")])
-    assert isinstance(result.exception, CircuitDiffError) and "config.json missing" in str(result.exception)
+    assert isinstance(result.exception, CircuitDiffError) and "not found" in str(result.exception)
     result = runner.invoke(app, ["train-teacher", str(tmp_path / "t"), "--kind", "seq2seq"])
     assert isinstance(result.exception, CircuitDiffError)
     result = runner.invoke(app, ["train-teacher", str(tmp_path / "t"), "--tasks", "ioi,nope"])

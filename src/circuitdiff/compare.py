@@ -139,7 +139,8 @@ def run_comparison(
         def run(role: str, lm: LoadedModel, side: tuple[Task, EncodedTask], circuits: Sequence[float],
                 budget: int) -> ModelTaskRun:
             task, enc = side
-            advance = progress(f"{item.name}: {role}", len(lm.adapter.components())) if progress else None
+            steps = len(lm.adapter.components()) * (1 + len(circuits))  # the sweep, then one pruning per threshold
+            advance = progress(f"{item.name}: {role}", steps) if progress else None
             return run_model_on_task(lm, task, options.ablation, seed=options.seed, method=options.method,
                                      exact_top=options.exact_top, circuit_thresholds=circuits,
                                      memory_budget=budget, progress=advance, encoded=enc)

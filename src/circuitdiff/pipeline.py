@@ -145,7 +145,10 @@ def run_model_on_task(
     progress: Callable[[float], None] | None = None,
     encoded: EncodedTask | None = None,
 ) -> ModelTaskRun:
-    """Measure every component's effect on ``task`` under ``ablation``."""
+    """Measure every component's effect on ``task`` under ``ablation``, then prune its circuits.
+
+    ``progress`` is told of each component swept and each one decided per circuit threshold.
+    """
     enc = encoded if encoded is not None else encode_task(task, lm.tokenizer, first_token=first_token)
     clean_batch, corrupted_batch = batches(enc, lm.device)
     if ablation.needs_corrupted and corrupted_batch is None:
@@ -173,11 +176,12 @@ def run_model_on_task(
     if method is Method.EXACT:  # one forward + backward: how far a linear estimate would have got
         estimate = attribution_effects(adapter, base_batch, replacement, components, memory_budget=memory_budget)
         attribution_rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
-    circuits = (
-        discover(adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()), circuit_thresholds)
-        if circuit_thresholds and clean_is_meaningful(base)
-        else []  # pruning against a threshold of a near-zero metric would keep or drop everything by noise
-    )
+    circuits: list[Circuit] = []
+    if circuit_thresholds and clean_is_meaningful(base):
+        circuits = discover(adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
+                            circuit_thresholds, progress)
+    elif progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
+        progress(len(components) * len(circuit_thresholds))
     return ModelTaskRun(
         info=lm.info,
         task=task.name,

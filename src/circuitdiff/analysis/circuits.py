@@ -1,9 +1,13 @@
 """Node-level circuit discovery by iterative pruning, as in the reference study, measured.
 
 Components are visited from the least to the most influential (by single-ablation
-|effect|). A component is pruned (ablated for good) when, on top of everything already
-pruned, ablating it moves the mean metric by less than ``threshold * |clean|``. What
-survives is the circuit. Two checks say whether it is one:
+|effect|). A component is pruned (ablated for good) when, ablated on top of everything
+already pruned, the mean metric stays within ``threshold * |clean|`` of the clean metric.
+What survives is the circuit, and it keeps the metric within that band by construction
+(faithfulness in [1 - T, 1 + T]), as the reference study's circuits keep about 80% at
+T = 0.2. Measuring each step against the previous one instead lets small steps add up:
+on a 300-component model that pruned everything, leaving "circuits" with faithfulness 0.03.
+Two checks say whether what survives is a circuit:
 
 * faithfulness  = metric(only the circuit kept, everything else ablated) / clean
 * completeness  = 1 - metric(circuit ablated, everything else kept) / clean
@@ -12,7 +16,7 @@ survives is the circuit. Two checks say whether it is one:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -82,9 +86,11 @@ class AblatedMetric:
 
 
 def prune(
-    metric: AblatedMetric, components: Sequence[Component], effects: Sequence[float], clean: float, threshold: float
+    metric: AblatedMetric, components: Sequence[Component], effects: Sequence[float], clean: float, threshold: float,
+    progress: Callable[[float], None] | None = None,
 ) -> list[Component]:
-    """Greedy pruning from least to most influential; returns the surviving components.
+    """Greedy pruning from least to most influential, each step checked against the clean metric;
+    returns the surviving components.
 
     Sequential semantics, evaluated speculatively: the next candidates are tried as
     cumulative prefixes (as if each were pruned) in one batched pass; every step up to
@@ -94,20 +100,21 @@ def prune(
     order = [components[i] for i in sorted(range(len(components)), key=lambda i: abs(effects[i]))]
     limit = threshold * abs(clean)
     pruned: list[Component] = []
-    current, pos = clean, 0
+    pos = 0
     max_lookahead = max(1, metric.rows_per_pass // len(metric.base))
     lookahead = min(4, max_lookahead)  # grows while candidates keep passing, shrinks when one fails
     while pos < len(order):
-        candidates = order[pos : pos + lookahead]
+        start, candidates = pos, order[pos : pos + lookahead]
         values = metric.many([pruned + candidates[: j + 1] for j in range(len(candidates))])
         all_passed = True
         for candidate, value in zip(candidates, values):
             pos += 1
-            if abs(value - current) >= limit:
+            if abs(value - clean) >= limit:
                 all_passed = False
                 break  # kept; later values assumed it was pruned, so re-evaluate them
             pruned.append(candidate)
-            current = value
+        if progress is not None:
+            progress(pos - start)
         lookahead = min(2 * lookahead, max_lookahead) if all_passed else max(1, lookahead // 2)
     gone = set(pruned)
     return [c for c in components if c not in gone]
@@ -133,13 +140,19 @@ def discover(
     effects: Sequence[float],
     clean: float,
     thresholds: Sequence[float] = (DEFAULT_THRESHOLD,),
+    progress: Callable[[float], None] | None = None,
 ) -> list[Circuit]:
-    """One circuit per threshold (each pruned from scratch), evaluated for faithfulness and completeness."""
+    """One circuit per threshold (each pruned from scratch), evaluated for faithfulness and completeness.
+
+    Each threshold costs about one forward pass of all prompts per component; ``progress``
+    is told how many components each pass decided.
+    """
     metric = AblatedMetric(adapter, base, replacement)
     components = adapter.components()
     with fast_kernels(adapter):
         return [
-            evaluate(metric, components, prune(metric, components, effects, clean, t), clean, t) for t in thresholds
+            evaluate(metric, components, prune(metric, components, effects, clean, t, progress), clean, t)
+            for t in thresholds
         ]
 
 

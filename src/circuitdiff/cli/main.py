@@ -22,12 +22,24 @@ from circuitdiff.errors import CircuitDiffError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="What did distillation do to a model's insides?")
 console = Console(stderr=True)
+MODEL_FORMS = "built-in name (tiny-gpt2, smollm2-135m, ...), local folder, folder/file.gguf or Hugging Face id."
+
+
+def parse_thresholds(text: str) -> tuple[float, ...]:
+    """'0.1,0.2' -> (0.1, 0.2); each strictly between 0 and 1."""
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise CircuitDiffError(f"circuit thresholds must be comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0 < v < 1 for v in values):
+        raise CircuitDiffError(f"circuit thresholds must lie strictly between 0 and 1, got {text!r}")
+    return values
 
 
 @app.command()
 def compare(
-    teacher: Optional[str] = typer.Option(None, help="Teacher: built-in name, local folder or Hugging Face id."),
-    student: Optional[str] = typer.Option(None, help="Student: built-in name, local folder or Hugging Face id."),
+    teacher: Optional[str] = typer.Option(None, help=f"Teacher: {MODEL_FORMS}"),
+    student: Optional[str] = typer.Option(None, help=f"Student: {MODEL_FORMS}"),
     pair: Optional[str] = typer.Option(None, help="A built-in pair (default tiny-gpt2 when no models are given)."),
     task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Built-in task name or JSONL file; repeatable."),
     ablation: str = typer.Option("mean", help="zero | mean | resample | noising | denoising."),
@@ -39,6 +51,8 @@ def compare(
     first_token: bool = typer.Option(False, help="Use the first token of multi-token answers instead of failing."),
     n_boot: int = typer.Option(1000, min=10, help="Bootstrap resamples for intervals."),
     circuits: bool = typer.Option(True, help="Discover circuits (iterative pruning)."),
+    circuit_thresholds: str = typer.Option("0.1,0.2,0.3", help="Pruning thresholds, each a share of the clean "
+                                           "metric; each costs about one forward pass per component."),
     null_model: bool = typer.Option(True, "--null/--no-null", help="Score a random student as a chance baseline."),
     report: bool = typer.Option(True, help="Write report.html and figures."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda or cuda:1."),
@@ -70,7 +84,8 @@ def compare(
     check_device(device, device_map)
     budget = DEFAULT_MEMORY_BUDGET if max_memory is None else parse_memory(max_memory) or 0  # 0: auto
     options = CompareOptions(ablation=ablation_kind, n_prompts=n_prompts, seed=seed, first_token=first_token,
-                             n_boot=n_boot, circuits=circuits, null_model=null_model, memory_budget=budget,
+                             n_boot=n_boot, circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
+                             null_model=null_model, memory_budget=budget,
                              method=method_kind, exact_top=exact_top)
     with rich_progress(console) as progress:
         results = run_compare(teacher, student, task or default_tasks, options, out, allow_pickle=allow_pickle,

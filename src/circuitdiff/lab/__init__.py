@@ -1,12 +1,13 @@
 """The distillation lab: train tiny teachers from scratch and distil students from them.
 
-    from circuitdiff.lab import TeacherRecipe, DistillRecipe, train_teacher, distil
+    from circuitdiff.lab import DataRecipe, DistillRecipe, TeacherRecipe, distil, train_teacher
     train_teacher(TeacherRecipe(kind="causal"), "out/teacher")
     distil("out/teacher", DistillRecipe(layers=(0, 2, 4), alpha_cos=0.0), "out/student")
+    distil("smollm2-135m", DistillRecipe(data=DataRecipe(tasks=("successor",))), "out/smol")  # a real teacher
 
-Students start from a subset of the teacher's layers and learn from a weighted sum of a
-soft-target KL loss, the LM loss and a hidden-state cosine loss, as DistilGPT2 and
-DistilBERT did. ``build_pairs`` rebuilds the pairs shipped in ``circuitdiff/pairs``.
+Students start from a subset of the teacher's layers (any family the adapters know; BERT
+becomes DistilBERT) and learn from a weighted sum of a soft-target KL loss, the LM loss and
+a hidden-state cosine loss, as DistilGPT2 and DistilBERT did. ``build_pairs`` rebuilds the pairs shipped in ``circuitdiff/pairs``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from circuitdiff.lab.evaluate import evaluate_tasks, logit_diffs
 from circuitdiff.lab.losses import distillation_loss, hidden_cosine, soft_target_kl
 from circuitdiff.lab.pairs import PAIRS_DIR, build_pairs, load_index
 from circuitdiff.lab.recipe import ALL_TASKS, DataRecipe, DistillRecipe, OptimRecipe, TeacherRecipe
-from circuitdiff.lab.student_init import bert_with_layers, default_layers, init_student
+from circuitdiff.lab.student_init import default_layers, depth_pruned, init_student
 
 __all__ = [
     "ALL_TASKS",
@@ -31,9 +32,9 @@ __all__ = [
     "LabError",
     "OptimRecipe",
     "TeacherRecipe",
-    "bert_with_layers",
     "build_pairs",
     "default_layers",
+    "depth_pruned",
     "distil",
     "distillation_loss",
     "evaluate_tasks",

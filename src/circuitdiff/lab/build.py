@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,15 +30,16 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from circuitdiff.lab.card import read_report, write_card
+from circuitdiff.lab.card import REPORT_FILE, read_report, write_card
 from circuitdiff.lab.data import answer_strings, build_pool, required_tokens, tokenizer_texts
-from circuitdiff.lab.errors import CheckpointError, LabError
+from circuitdiff.lab.errors import LabError
 from circuitdiff.lab.evaluate import evaluate_tasks
 from circuitdiff.lab.losses import answer_weights, distillation_loss, lm_loss
 from circuitdiff.lab.recipe import ALL_TASKS, DistillRecipe, Kind, TeacherRecipe, to_dict
 from circuitdiff.lab.student_init import check_layers, default_layers, init_student
 from circuitdiff.lab.tokenizer import single_token_failures, train_bpe, train_wordpiece
 from circuitdiff.lab.train import CHECKPOINT_DIR, LoopResult, resume_state, run_loop, torch_threads
+from circuitdiff.models.loading import load_model, resolve
 
 EVAL_SEED = 0
 
@@ -108,17 +110,27 @@ def context_of(model: PreTrainedModel) -> int:
 
 
 def architecture(model: PreTrainedModel) -> dict[str, Any]:
-    """Sizes for the model card, read from the config."""
+    """Sizes for the model card, read from the config (standard names; GPT-2/DistilBERT map them)."""
     c = model.config
-    if c.model_type == "gpt2":
-        dims = (c.n_layer, c.n_head, c.n_embd, c.n_inner or 4 * c.n_embd, c.n_positions)
-    elif c.model_type == "bert":
-        dims = (c.num_hidden_layers, c.num_attention_heads, c.hidden_size, c.intermediate_size, c.max_position_embeddings)
-    else:
-        dims = (c.n_layers, c.n_heads, c.dim, c.hidden_dim, c.max_position_embeddings)
-    keys = ("n_layers", "n_heads", "d_model", "d_mlp", "context")
-    return {"model_type": c.model_type, "architecture": type(model).__name__, **dict(zip(keys, dims)),
+    d_mlp = (getattr(c, "intermediate_size", None) or getattr(c, "hidden_dim", None) or getattr(c, "n_inner", None)
+             or 4 * c.hidden_size)
+    return {"model_type": c.model_type, "architecture": type(model).__name__, "n_layers": c.num_hidden_layers,
+            "n_heads": c.num_attention_heads, "n_kv_heads": getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
+            "d_model": c.hidden_size, "d_mlp": d_mlp, "context": c.max_position_embeddings,
             "vocab_size": c.vocab_size, "n_parameters": sum(p.numel() for p in model.parameters())}
+
+
+def cost_per_1k_tokens(loop: LoopResult) -> dict[str, float]:
+    """Training cost per thousand tokens read (distillation: teacher forward + student step),
+    and this process's peak resident memory, as measured on the machine that ran it."""
+    per = 1000 / max(1, loop.tokens)
+    cost = {"wall_s": round(loop.wall_time_s * per, 3), "cpu_s": round(loop.cpu_time_s * per, 3)}
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return cost
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+    return {**cost, "peak_rss_gib": round(peak / (2**30 if sys.platform == "darwin" else 2**20), 2)}
 
 
 def save_final(model: PreTrainedModel, tokenizer: Any, out_dir: Path) -> None:
@@ -153,6 +165,7 @@ def _finish(out_dir: Path, model: PreTrainedModel, tokenizer: Any, kind: Kind, l
     saved = load_lab_model(out_dir, kind)
     report.update(steps=loop.steps, tokens=loop.tokens, wall_time_s=round(loop.wall_time_s, 1),
                   cpu_time_s=round(loop.cpu_time_s, 1), threads=torch.get_num_threads(),
+                  cost_per_1k_tokens=cost_per_1k_tokens(loop),
                   last_losses=loop.last_losses, architecture=architecture(saved), eval_seed=EVAL_SEED,
                   evaluation=evaluate_tasks(saved, tokenizer, kind, ALL_TASKS, eval_prompts, EVAL_SEED))
     write_card(out_dir, report)
@@ -200,58 +213,77 @@ def _train_teacher(recipe: TeacherRecipe, out: Path, overwrite: bool, stop_at: i
     return _finish(out, model, tokenizer, recipe.kind, loop, report, eval_prompts, keep_checkpoint)
 
 
-def teacher_kind(teacher_dir: Path) -> Kind:
-    """"causal" or "masked" from a teacher folder's config."""
-    cfg_path = teacher_dir / "config.json"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"no teacher model in {teacher_dir} (config.json missing)")
-    model_type = json.loads(cfg_path.read_text()).get("model_type")
-    if model_type == "gpt2":
-        return "causal"
-    if model_type == "bert":
-        return "masked"
-    raise LabError(f"teacher in {teacher_dir} is a {model_type}; the lab distils GPT-2 and BERT teachers")
+@dataclass
+class Teacher:
+    """A frozen teacher for distillation, with what the student and its card need to know."""
+
+    model: PreTrainedModel
+    tokenizer: Any
+    kind: Kind
+    name: str
+    source: str
+    """Resolved path (or Hub id / built-in name): part of the recipe a checkpoint must match."""
+    lab_made: bool
+    """Made by the lab (or shipped): its tokenizer keeps every built-in answer one token."""
 
 
-def distil(teacher_dir: str | Path, recipe: DistillRecipe, out_dir: str | Path, *, overwrite: bool = False,
+def load_teacher(spec: str | Path) -> Teacher:
+    """Any model circuitdiff can load: a lab folder, built-in name, model folder, ``x.gguf`` or Hub id.
+
+    Loaded through ``circuitdiff.models.loading.load_model``, so the same safety rules apply (no
+    pickle, no remote code), then switched to SDPA attention, which trains faster than eager.
+    """
+    loaded = load_model(str(spec))
+    model = loaded.model
+    model.set_attn_implementation("sdpa")
+    path = Path(str(spec)).expanduser()
+    source = str(path.resolve()) if path.exists() else str(spec)
+    folder = Path(resolve(str(spec))[0])
+    lab_made = folder.is_dir() and (folder / REPORT_FILE).is_file()
+    name = read_report(folder)["name"] if lab_made else (path.stem if path.exists() else str(spec))
+    kind: Kind = "masked" if loaded.adapter.masked_lm else "causal"
+    return Teacher(model, loaded.tokenizer, kind, name, source, lab_made)
+
+
+def distil(teacher: str | Path, recipe: DistillRecipe, out_dir: str | Path, *, overwrite: bool = False,
            stop_at: int | None = None, progress: bool = True, eval_prompts: int = 256, keep_checkpoint: bool = False,
            name: str | None = None, threads: int | None = 1) -> BuildResult:
-    """Distil a student (GPT-2 -> smaller GPT-2, BERT -> DistilBERT) from the teacher folder."""
+    """Distil a student from ``teacher`` (see ``load_teacher``): GPT-2/Llama -> fewer of its own
+    layers, BERT -> DistilBERT. The card reports teacher and student accuracy side by side."""
     with torch_threads(threads), quiet_transformers():
-        return _distil(Path(teacher_dir), recipe, Path(out_dir), overwrite, stop_at, progress, eval_prompts,
+        return _distil(load_teacher(teacher), recipe, Path(out_dir), overwrite, stop_at, progress, eval_prompts,
                        keep_checkpoint, name)
 
 
-def _distil(tdir: Path, recipe: DistillRecipe, out: Path, overwrite: bool, stop_at: int | None, progress: bool,
+def _distil(t: Teacher, recipe: DistillRecipe, out: Path, overwrite: bool, stop_at: int | None, progress: bool,
             eval_prompts: int, keep_checkpoint: bool, name: str | None) -> BuildResult:
-    kind = teacher_kind(tdir)
-    teacher = load_lab_model(tdir, kind).eval().requires_grad_(False)
-    n_layers = teacher.config.num_hidden_layers
+    n_layers = t.model.config.num_hidden_layers
     layers = tuple(check_layers(recipe.layers if recipe.layers is not None else default_layers(n_layers), n_layers))
     _prepare(out, overwrite)
-    rdict = {"role": "student", "teacher": str(tdir.resolve()), **to_dict(recipe)}
+    rdict = {"role": "student", "teacher": t.source, **to_dict(recipe)}
     resumed = resume_state(out, rdict, discard_other=overwrite)
-    tokenizer = AutoTokenizer.from_pretrained(tdir)
-    student = load_lab_model(resumed[0], kind) if resumed else init_student(teacher, layers)
-    pool = build_pool(kind, tokenizer, recipe.data, recipe.seed, context_of(teacher))
-    causal = kind == "causal"
+    student = load_lab_model(resumed[0], t.kind) if resumed else init_student(t.model, layers)
+    student.set_attn_implementation("sdpa")
+    pool = build_pool(t.kind, t.tokenizer, recipe.data, recipe.seed, context_of(t.model))
+    causal = t.kind == "causal"
     want_hidden = recipe.alpha_cos > 0
 
     def loss_fn(m: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with torch.no_grad():
-            t_out = teacher(**inputs, output_hidden_states=want_hidden)
+            t_out = t.model(**inputs, output_hidden_states=want_hidden)
         s_out = m(**inputs, output_hidden_states=want_hidden)
         return distillation_loss(s_out, t_out, batch, causal=causal, alpha_kl=recipe.alpha_kl,
                                  alpha_lm=recipe.alpha_lm, alpha_cos=recipe.alpha_cos,
                                  temperature=recipe.temperature, kl_on_masked_only=recipe.kl_on_masked_only,
                                  answer_weight=recipe.data.answer_weight)
 
-    loop = run_loop(student, tokenizer, pool, kind, recipe.data, recipe.optim, recipe.seed, out, rdict, loss_fn,
+    loop = run_loop(student, t.tokenizer, pool, t.kind, recipe.data, recipe.optim, recipe.seed, out, rdict, loss_fn,
                     resumed=None if resumed is None else resumed[1:], stop_at=stop_at, progress=progress,
                     description=f"student {name or out.name}")
-    teacher_name = read_report(tdir)["name"] if (tdir / "lab_report.json").is_file() else tdir.name
-    recipe_dict = {**to_dict(recipe), "layers": list(layers)}
-    report = {"name": name or out.name, "role": "student", "kind": kind, "teacher": teacher_name,
-              "recipe": recipe_dict, "data": pool.summary}
-    return _finish(out, student, tokenizer, kind, loop, report, eval_prompts, keep_checkpoint)
+    report = {"name": name or out.name, "role": "student", "kind": t.kind, "teacher": t.name, "lab_tokenizer": t.lab_made,
+              "teacher_architecture": architecture(t.model), "recipe": {**to_dict(recipe), "layers": list(layers)},
+              "data": pool.summary}
+    if loop.completed:
+        report["teacher_evaluation"] = evaluate_tasks(t.model, t.tokenizer, t.kind, ALL_TASKS, eval_prompts, EVAL_SEED)
+    return _finish(out, student, t.tokenizer, t.kind, loop, report, eval_prompts, keep_checkpoint)

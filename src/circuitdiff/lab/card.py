@@ -10,57 +10,103 @@ import json
 from pathlib import Path
 from typing import Any
 
+from circuitdiff.lab.evaluate import brief
+
 REPORT_FILE = "lab_report.json"
 
 
-def _table(evaluation: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["| task | accuracy | mean logit diff | prompts |", "|---|---|---|---|"]
+def _cell(r: dict[str, Any] | None, key: str) -> str:
+    if r is None or "error" in r:
+        return "n/a"
+    return f"{100 * r[key]:.1f}%" if key == "accuracy" else f"{r[key]:.2f}"
+
+
+def _note(r: dict[str, Any]) -> str:
+    return brief(r["error"]) if "error" in r else ""
+
+
+def _table(evaluation: dict[str, dict[str, Any]], teacher: dict[str, dict[str, Any]] | None) -> list[str]:
+    """Task rows; with the teacher's figures beside the student's when known."""
+    if teacher is None:
+        lines = ["| task | accuracy | mean logit diff | note |", "|---|---|---|---|"]
+        for name, r in evaluation.items():
+            lines.append(f"| {name} | {_cell(r, 'accuracy')} | {_cell(r, 'mean_logit_diff')} | {_note(r)} |")
+        return lines
+    lines = ["| task | teacher accuracy | student accuracy | teacher logit diff | student logit diff | note |",
+             "|---|---|---|---|---|---|"]
     for name, r in evaluation.items():
-        if "error" in r:
-            lines.append(f"| {name} | n/a | n/a | {r['error']} |")
-        else:
-            lines.append(f"| {name} | {100 * r['accuracy']:.1f}% | {r['mean_logit_diff']:.2f} | {r['n_prompts']} |")
+        t = teacher.get(name)
+        lines.append(f"| {name} | {_cell(t, 'accuracy')} | {_cell(r, 'accuracy')} | {_cell(t, 'mean_logit_diff')} "
+                     f"| {_cell(r, 'mean_logit_diff')} | {_note(r)} |")
+    return lines
+
+
+def _mix(data: dict[str, Any]) -> str:
+    if not data["tasks"]:
+        return "alone (no task prompts: whatever it knows of the tasks came through its teacher or the text)"
+    return (f"mixed with circuitdiff's built-in task prompts (about {100 * data['task_token_fraction']:.0f}% "
+            "of the training tokens are task prompts)")
+
+
+def _tokenizer_line(report: dict[str, Any]) -> str:
+    if not report.get("lab_tokenizer", True):
+        return "- tokenizer: the teacher's own (answers that it splits into several tokens make a task n/a below)"
+    kind = report["kind"]
+    style = ("byte-level BPE (GPT-2 style, numbers split into 1-2 digit pieces)" if kind == "causal"
+             else "uncased WordPiece (BERT style, [CLS] ... [SEP])")
+    shared = "" if report["role"] == "teacher" else " (the student shares its teacher's tokenizer)"
+    return (f"- tokenizer: {style}, trained on the corpus plus task text; every answer and distractor of the "
+            f"built-in tasks is one token{shared}")
+
+
+def _training_lines(report: dict[str, Any]) -> list[str]:
+    lines = [
+        f"- steps: {report['steps']} of batch {report['recipe']['optim']['batch_size']}; "
+        f"training tokens: {report['tokens']:,}; wall time: {report['wall_time_s']:.0f} s "
+        f"({report.get('cpu_time_s', 0):.0f} s of CPU time, {report.get('threads', 1)} thread(s))",
+    ]
+    cost = report.get("cost_per_1k_tokens")
+    if cost:
+        what = "teacher forward + student step" if report["role"] == "student" else "training step"
+        peak = f"; peak memory {cost['peak_rss_gib']} GiB" if "peak_rss_gib" in cost else ""
+        lines.append(f"- cost per 1,000 training tokens ({what}): {cost['wall_s']:.2f} s wall, "
+                     f"{cost['cpu_s']:.2f} s CPU{peak}")
+    lines.append(f"- final losses: {json.dumps(report['last_losses'])}")
     return lines
 
 
 def render_card(report: dict[str, Any]) -> str:
     """Markdown card from a lab report (see ``write_card`` for the keys)."""
-    arch = report["architecture"]
-    kind = report["kind"]
-    role = report["role"]
-    ev = report["evaluation"]
-    title = f"# {report['name']}: a tiny {arch['model_type']} {role} made by the circuitdiff lab"
+    arch, kind, role, ev = report["architecture"], report["kind"], report["role"], report["evaluation"]
+    from_scratch = report.get("lab_tokenizer", True)
+    size = "tiny " if from_scratch else ""
     made = ("Trained from scratch" if role == "teacher" else
-            f"Distilled from `{report.get('teacher', '?')}`, initialised from its layers {report['recipe'].get('layers')}")
+            f"Distilled from `{report.get('teacher', '?')}`, initialised from its layers {report['recipe'].get('layers')},")
+    purpose = ("It exists to test and demonstrate teacher/student circuit comparison; it is not a useful language model."
+               if from_scratch else "It is a depth-pruned student made to compare its circuits with its teacher's.")
     data = report["data"]
+    counted = [r["n_prompts"] for r in ev.values() if "n_prompts" in r]
+    kv = f" ({arch['n_kv_heads']} key/value heads)" if arch.get("n_kv_heads", arch["n_heads"]) != arch["n_heads"] else ""
     lines = [
-        "---", "library_name: transformers", "tags: [circuitdiff, tiny, " + ("causal-lm" if kind == "causal" else "fill-mask") + "]", "---",
-        "", title, "",
-        f"{made} on the corpus `{data['corpus']}` mixed with circuitdiff's built-in task prompts "
-        f"(about {100 * data['task_token_fraction']:.0f}% of the training tokens are task prompts). "
-        "It exists to test and demonstrate teacher/student circuit comparison; it is not a useful language model.",
+        "---", "library_name: transformers",
+        f"tags: [circuitdiff, {'tiny, ' if from_scratch else ''}{'causal-lm' if kind == 'causal' else 'fill-mask'}]",
+        "---", "", f"# {report['name']}: a {size}{arch['model_type']} {role} made by the circuitdiff lab", "",
+        f"{made} on the corpus `{data['corpus']}` {_mix(data)}. {purpose}",
         "", "## Size", "",
-        f"- architecture: `{arch['architecture']}`, {arch['n_layers']} layers, {arch['n_heads']} heads, "
+        f"- architecture: `{arch['architecture']}`, {arch['n_layers']} layers, {arch['n_heads']} heads{kv}, "
         f"d_model {arch['d_model']}, d_mlp {arch['d_mlp']}, context {arch['context']}, vocabulary {arch['vocab_size']}",
-        f"- parameters: {arch['n_parameters']:,} (stored as float16 safetensors; load as float32)",
-        "- tokenizer: " + (
-            "byte-level BPE (GPT-2 style, numbers split into 1-2 digit pieces)" if kind == "causal"
-            else "uncased WordPiece (BERT style, [CLS] ... [SEP])"
-        ) + ", trained on the corpus plus task text; every answer and distractor of the built-in tasks is one token"
-        + ("" if role == "teacher" else " (the student shares its teacher's tokenizer)"),
-        "", "## Training", "",
-        f"- steps: {report['steps']} of batch {report['recipe']['optim']['batch_size']}; "
-        f"training tokens: {report['tokens']:,}; wall time: {report['wall_time_s']:.0f} s "
-        f"({report.get('cpu_time_s', 0):.0f} s of CPU time, {report.get('threads', 1)} thread(s))",
-        f"- final losses: {json.dumps(report['last_losses'])}",
+        f"- parameters: {arch['n_parameters']:,} (stored as float16 safetensors; load as float32)"
+        + (f"; the teacher has {report['teacher_architecture']['n_parameters']:,}" if "teacher_architecture" in report else ""),
+        _tokenizer_line(report),
+        "", "## Training", "", *_training_lines(report),
         "", "Recipe (also in `lab_report.json`):", "",
         *[f"- {key}: `{json.dumps(value)}`" for key, value in report["recipe"].items()],
         "", "## Measured task behaviour", "",
         f"Accuracy = share of prompts where the answer logit beats the distractor logit at the read "
-        f"position; {next(iter(ev.values())).get('n_prompts', '?')} evaluation prompts per task "
+        f"position; {counted[0] if counted else 'no'} evaluation prompts per task "
         f"(seed {report['eval_seed']}; training prompts come from a seed stream evaluation never uses). "
         f"{'Masked' if kind == 'masked' else 'Causal'} variants of the tasks.",
-        "", *_table(ev), "",
+        "", *_table(ev, report.get("teacher_evaluation")), "",
     ]
     overlap = {k: v["eval_overlap_kept"] for k, v in data["tasks"].items() if v.get("eval_overlap_kept")}
     if overlap:

@@ -12,9 +12,11 @@ from pathlib import Path
 import typer
 
 from circuitdiff.lab.errors import LabError
+from circuitdiff.lab.evaluate import brief
 from circuitdiff.lab.recipe import ALL_TASKS, DataRecipe, DistillRecipe, OptimRecipe, TeacherRecipe, check_kind
 
-app = typer.Typer(help="Train tiny teachers and distil students (DistilGPT2/DistilBERT recipe).", no_args_is_help=True)
+app = typer.Typer(help="Train tiny teachers from scratch; distil depth-pruned students from any supported teacher "
+                  "(the DistilGPT2/DistilBERT recipe).", no_args_is_help=True)
 
 
 def parse_ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -28,7 +30,12 @@ def parse_ints(text: str | None, what: str) -> tuple[int, ...] | None:
 
 
 def parse_tasks(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
-    """'ioi:12000,numerals' -> (("ioi", "numerals"), (("ioi", 12000),)), checked against the built-ins."""
+    """'ioi:12000,numerals' -> (("ioi", "numerals"), (("ioi", 12000),)), checked against the built-ins.
+
+    'none' trains on the corpus alone: a student then learns the tasks only through its teacher.
+    """
+    if text.strip() == "none":
+        return (), ()
     names: list[str] = []
     counts: list[tuple[str, int]] = []
     for item in (x.strip() for x in text.split(",") if x.strip()):
@@ -41,14 +48,15 @@ def parse_tasks(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]
                 raise LabError(f"task prompt count must be a positive integer, got {item!r}")
             counts.append((name, int(count)))
     if not names:
-        raise LabError("no training tasks given")
+        raise LabError("no training tasks given (write 'none' to train on the corpus alone)")
     return tuple(names), tuple(counts)
 
 
 DEFAULT_TASKS = ",".join(
     f"{t}:{dict(DataRecipe().task_prompts)[t]}" if t in dict(DataRecipe().task_prompts) else t for t in ALL_TASKS
 )
-TASKS_HELP = "Comma-separated built-in tasks to mix in, each optionally NAME:PROMPTS."
+TASKS_HELP = "Comma-separated built-in tasks to mix in, each optionally NAME:PROMPTS; 'none' for the corpus alone."
+THREADS_HELP = "Torch threads while training; 1 is fastest for tiny models on a busy machine, more for big ones."
 
 
 def _data(corpus: str, tasks: str, prompts_per_task: int) -> DataRecipe:
@@ -59,9 +67,19 @@ def _data(corpus: str, tasks: str, prompts_per_task: int) -> DataRecipe:
 
 
 def _print_eval(report: dict) -> None:
+    """Accuracy per task (teacher's beside the student's when known) and the training cost."""
+    teacher = report.get("teacher_evaluation", {})
     for task, r in report.get("evaluation", {}).items():
-        line = r.get("error") or f"accuracy {100 * r['accuracy']:.1f}%  mean logit diff {r['mean_logit_diff']:.2f}"
+        if "error" in r:
+            typer.echo(f"  {task:16s} n/a: {brief(r['error'])}")
+            continue
+        line = f"accuracy {100 * r['accuracy']:5.1f}%  mean logit diff {r['mean_logit_diff']:6.2f}"
+        if "accuracy" in teacher.get(task, {}):
+            line += f"   (teacher {100 * teacher[task]['accuracy']:5.1f}%, {teacher[task]['mean_logit_diff']:6.2f})"
         typer.echo(f"  {task:16s} {line}")
+    cost = report.get("cost_per_1k_tokens")
+    if cost:
+        typer.echo(f"  cost per 1,000 training tokens: {cost['wall_s']:.2f} s wall, {cost['cpu_s']:.2f} s CPU")
 
 
 @app.command("train-teacher")
@@ -75,6 +93,7 @@ def train_teacher_cmd(
     corpus: str = typer.Option("sample", help="'sample', 'janeaustenr', or a folder of .txt files."),
     tasks: str = typer.Option(DEFAULT_TASKS, help=TASKS_HELP),
     prompts_per_task: int = typer.Option(1500, help="Prompts for each task without a NAME:PROMPTS count."),
+    threads: int = typer.Option(1, help=THREADS_HELP),
     overwrite: bool = typer.Option(False, help="Replace a finished model in OUT_DIR."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -86,14 +105,15 @@ def train_teacher_cmd(
                            d_mlp=d_mlp, context=context, vocab_size=vocab_size, seed=seed,
                            data=_data(corpus, tasks, prompts_per_task),
                            optim=OptimRecipe(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(100, steps // 10)))
-    result = train_teacher(recipe, out_dir, overwrite=overwrite, progress=progress)
+    result = train_teacher(recipe, out_dir, overwrite=overwrite, progress=progress, threads=threads)
     typer.echo(f"teacher saved to {result.out_dir}")
     _print_eval(result.report)
 
 
 @app.command("distil")
 def distil_cmd(
-    teacher_dir: Path = typer.Argument(..., help="Teacher folder made by train-teacher."),
+    teacher: str = typer.Argument(..., help="Teacher: a folder made by train-teacher, a built-in name "
+                                  "(tiny-gpt2, smollm2-135m, ...), a model folder, a folder/file.gguf or a Hub id."),
     out_dir: Path = typer.Argument(..., help="Folder for the student (resumes a checkpoint found there)."),
     layers: str | None = typer.Option(None, help="Teacher layers that seed the student, e.g. 0,2,4 (default: every other)."),
     alpha_kl: float = typer.Option(5.0, help="Weight of the soft-target KL loss."),
@@ -104,16 +124,21 @@ def distil_cmd(
     seed: int = typer.Option(0),
     corpus: str = typer.Option("sample"), tasks: str = typer.Option(DEFAULT_TASKS, help=TASKS_HELP),
     prompts_per_task: int = typer.Option(1500),
+    threads: int = typer.Option(1, help=THREADS_HELP),
     overwrite: bool = typer.Option(False), progress: bool = typer.Option(True),
 ) -> None:
-    """Distil a student from a teacher: KL(T) + LM + hidden-state cosine, weights configurable."""
+    """Distil a student from a teacher: KL(T) + LM + hidden-state cosine, weights configurable.
+
+    GPT-2 and Llama-family teachers (SmolLM2 from its GGUF file, for one) give a depth-pruned
+    student of their own class; BERT gives a DistilBERT.
+    """
     from circuitdiff.lab.build import distil
 
     recipe = DistillRecipe(layers=parse_ints(layers, "layers"), alpha_kl=alpha_kl, alpha_lm=alpha_lm,
                            alpha_cos=alpha_cos, temperature=temperature, seed=seed,
                            data=_data(corpus, tasks, prompts_per_task),
                            optim=OptimRecipe(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(100, steps // 10)))
-    result = distil(teacher_dir, recipe, out_dir, overwrite=overwrite, progress=progress)
+    result = distil(teacher, recipe, out_dir, overwrite=overwrite, progress=progress, threads=threads)
     typer.echo(f"student saved to {result.out_dir}")
     _print_eval(result.report)
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from circuitdiff.errors import TaskEncodingError
 from circuitdiff.lab.corpus import load_corpus
 from circuitdiff.lab.errors import LabError
 from circuitdiff.lab.recipe import DataRecipe, Kind
@@ -110,7 +111,10 @@ def build_pool(kind: Kind, tokenizer: Any, data: DataRecipe, seed: int, context:
     summary: dict[str, Any] = {"tasks": {}}
     for name in data.tasks:
         task, overlap = _dedupe(name, training_prompts(name, data.prompts_for(name), seed, masked))
-        enc = encode_task(task, tokenizer)
+        try:
+            enc = encode_task(task, tokenizer)
+        except TaskEncodingError as exc:
+            raise LabError(f"{exc}; leave '{name}' out of the training tasks") from None
         before = len(rows)
         for r in range(enc.n):
             length, pos, ans = int(enc.attention_mask[r].sum()), int(enc.read_pos[r]), int(enc.answer_ids[r])

