@@ -46,3 +46,13 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     assert isinstance(result.exception, CircuitDiffError)
     result = runner.invoke(app, ["train-teacher", str(tmp_path / "t"), "--tasks", "ioi,nope"])
     assert isinstance(result.exception, CircuitDiffError) and "nope" in str(result.exception)
+
+
+def test_cli_distils_a_builtin_teacher_by_name(tmp_path: Path) -> None:
+    """`lab distil tiny-gpt2 OUT`: a shipped model as teacher, teacher and student accuracy printed."""
+    result = CliRunner().invoke(app, ["distil", "tiny-gpt2", str(tmp_path / "s"), "--layers", "0,5", "--steps", "2",
+                                      "--batch-size", "4", "--tasks", "numerals:16", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "(teacher 100.0%" in result.output and "cost per 1,000 training tokens" in result.output
+    report = json.loads((tmp_path / "s" / "lab_report.json").read_text())
+    assert report["teacher"] == "tiny-gpt2" and report["lab_tokenizer"] and report["recipe"]["layers"] == [0, 5]
