@@ -105,8 +105,8 @@ def load_lab_model(folder: Path, kind: Kind) -> PreTrainedModel:
 
 
 def context_of(model: PreTrainedModel) -> int:
-    """Number of learned positions (GPT-2 ``n_positions``, BERT/DistilBERT ``max_position_embeddings``)."""
-    return int(getattr(model.config, "n_positions", None) or model.config.max_position_embeddings)
+    """Longest sequence the model takes (GPT-2's config maps this name to ``n_positions``)."""
+    return int(model.config.max_position_embeddings)
 
 
 def architecture(model: PreTrainedModel) -> dict[str, Any]:
@@ -236,11 +236,11 @@ def load_teacher(spec: str | Path) -> Teacher:
     loaded = load_model(str(spec))
     model = loaded.model
     model.set_attn_implementation("sdpa")
-    path = Path(str(spec)).expanduser()
-    source = str(path.resolve()) if path.exists() else str(spec)
-    folder = Path(resolve(str(spec))[0])
-    lab_made = folder.is_dir() and (folder / REPORT_FILE).is_file()
-    name = read_report(folder)["name"] if lab_made else (path.stem if path.exists() else str(spec))
+    typed = Path(str(spec)).expanduser()  # a path the user typed, or a built-in name / Hub id
+    source = str(typed.resolve()) if typed.exists() else str(spec)
+    location = Path(resolve(str(spec))[0])  # where a built-in name points, too
+    lab_made = location.is_dir() and (location / REPORT_FILE).is_file()
+    name = read_report(location)["name"] if lab_made else (typed.stem if typed.exists() else str(spec))
     kind: Kind = "masked" if loaded.adapter.masked_lm else "causal"
     return Teacher(model, loaded.tokenizer, kind, name, source, lab_made)
 

@@ -78,18 +78,18 @@ def _training_lines(report: dict[str, Any]) -> list[str]:
 def render_card(report: dict[str, Any]) -> str:
     """Markdown card from a lab report (see ``write_card`` for the keys)."""
     arch, kind, role, ev = report["architecture"], report["kind"], report["role"], report["evaluation"]
-    from_scratch = report.get("lab_tokenizer", True)
-    size = "tiny " if from_scratch else ""
+    tiny = report.get("lab_tokenizer", True)  # the lab's own tokenizer means a tiny model it made from scratch
+    size = "tiny " if tiny else ""
     made = ("Trained from scratch" if role == "teacher" else
             f"Distilled from `{report.get('teacher', '?')}`, initialised from its layers {report['recipe'].get('layers')},")
     purpose = ("It exists to test and demonstrate teacher/student circuit comparison; it is not a useful language model."
-               if from_scratch else "It is a depth-pruned student made to compare its circuits with its teacher's.")
+               if tiny else "It is a depth-pruned student made to compare its circuits with its teacher's.")
     data = report["data"]
     counted = [r["n_prompts"] for r in ev.values() if "n_prompts" in r]
     kv = f" ({arch['n_kv_heads']} key/value heads)" if arch.get("n_kv_heads", arch["n_heads"]) != arch["n_heads"] else ""
     lines = [
         "---", "library_name: transformers",
-        f"tags: [circuitdiff, {'tiny, ' if from_scratch else ''}{'causal-lm' if kind == 'causal' else 'fill-mask'}]",
+        f"tags: [circuitdiff, {'tiny, ' if tiny else ''}{'causal-lm' if kind == 'causal' else 'fill-mask'}]",
         "---", "", f"# {report['name']}: a {size}{arch['model_type']} {role} made by the circuitdiff lab", "",
         f"{made} on the corpus `{data['corpus']}` {_mix(data)}. {purpose}",
         "", "## Size", "",
