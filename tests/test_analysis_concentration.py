@@ -45,7 +45,7 @@ def test_drops_and_severity_tail() -> None:
     effects = np.array([-1.0, -0.5, 0.2])  # ablated - clean
     assert np.allclose(drops_percent(effects, 2.0), [50.0, 25.0, -10.0])  # type: ignore[arg-type]
     assert worst_drop(effects, 2.0) == pytest.approx(50.0)
-    assert worst_drop(effects, -2.0) == pytest.approx(50.0)  # percent of |clean|
+    assert worst_drop(effects, -2.0) is None  # a negative clean metric reverses every sign: no percentages
     assert worst_drop(effects, 0.01) is None and worst_drop(effects, -0.05) is None
     drops = [10.0, 20.0, 60.0, 100.0, 150.0]  # -> 0, 0, 0.5, 1, 1
     assert severity_tail(drops) == pytest.approx(0.5)

@@ -143,7 +143,7 @@ def run_comparison(
             advance = progress(f"{item.name}: {role}", steps) if progress else None
             return run_model_on_task(lm, task, options.ablation, seed=options.seed, method=options.method,
                                      exact_top=options.exact_top, circuit_thresholds=circuits,
-                                     memory_budget=budget, progress=advance, encoded=enc)
+                                     memory_budget=budget, progress=advance, encoded=enc, n_boot=options.n_boot)
 
         def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun, ModelTaskRun | None]:
             return (run("teacher", teacher, item.teacher, thresholds, budget),

@@ -14,9 +14,9 @@ from scipy.stats import spearmanr
 import torch
 
 from circuitdiff.analysis.circuits import Circuit, discover
-from circuitdiff.analysis.influence import ComponentEffect, clean_is_meaningful, component_effects
+from circuitdiff.analysis.influence import WITHHELD, ComponentEffect, component_effects, relative_problem
 from circuitdiff.errors import NumericalError, TaskEncodingError
-from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement
+from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement, template_warnings
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.attribution import attribution_effects
@@ -67,6 +67,15 @@ class ModelTaskRun:
     circuits: list[Circuit] = field(default_factory=list)
     attribution_spearman: float | None = None
     """Rank correlation of attribution-patching estimates with the exact effects (exact runs only)."""
+    corrupted: np.ndarray | None = None
+    """Corrupted-prompt metric per prompt (None without corrupted prompts)."""
+    notes: list[str] = field(default_factory=list)
+    """Warnings about this run ("<task>: ..."), passed on to results.json, summary and report."""
+
+    @property
+    def relative_problem(self) -> str | None:
+        """Why statistics relative to clean (or, for patching, to the clean - corrupted gap) are withheld."""
+        return relative_problem(self.clean, self.corrupted, self.ablation)
 
     @property
     def per_prompt_effects(self) -> np.ndarray:
@@ -144,10 +153,12 @@ def run_model_on_task(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: Callable[[float], None] | None = None,
     encoded: EncodedTask | None = None,
+    n_boot: int = 1000,
 ) -> ModelTaskRun:
     """Measure every component's effect on ``task`` under ``ablation``, then prune its circuits.
 
-    ``progress`` is told of each component swept and each one decided per circuit threshold.
+    ``progress`` is told of each component swept and each one decided per circuit threshold;
+    ``n_boot`` resamples of prompts give each effect its interval.
     """
     enc = encoded if encoded is not None else encode_task(task, lm.tokenizer, first_token=first_token)
     clean_batch, corrupted_batch = batches(enc, lm.device)
@@ -164,24 +175,32 @@ def run_model_on_task(
     else:
         reference = corrupted.cache if corrupted is not None else clean.cache
         base_batch, base = clean_batch, clean.logit_diff
-    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed)
+    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids)
+    notes = _run_notes(name, task.name, ablation, enc, clean.logit_diff,
+                       None if corrupted is None else corrupted.logit_diff)
 
     components = adapter.components()
     ablated = ablated_metrics(adapter, base_batch, replacement, components, method, exact_top=exact_top,
                               memory_budget=memory_budget, progress=progress)
     ablated_np = ablated.double().numpy()
     check_finite(ablated_np, "ablated logit difference", name, task.name, components)
-    effects = component_effects(components, ablated_np, base, clean.logit_diff)
+    corrupted_np = None if corrupted is None else corrupted.logit_diff
+    effects = component_effects(components, ablated_np, base, clean.logit_diff, ablation=ablation.value,
+                                corrupted=corrupted_np, n_boot=n_boot, seed=seed)
     attribution_rho = None
     if method is Method.EXACT:  # one forward + backward: how far a linear estimate would have got
         estimate = attribution_effects(adapter, base_batch, replacement, components, memory_budget=memory_budget)
         attribution_rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
     circuits: list[Circuit] = []
-    if circuit_thresholds and clean_is_meaningful(base):
+    prunable = ablation is not Ablation.DENOISING and relative_problem(clean.logit_diff, None, "mean") is None
+    if circuit_thresholds and prunable:
         circuits = discover(adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
                             circuit_thresholds, progress)
     elif progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
         progress(len(components) * len(circuit_thresholds))
+    if circuit_thresholds and ablation is Ablation.DENOISING:
+        notes.append(f"{task.name}: model '{name}': no circuits under denoising (pruning keeps the clean metric; "
+                     "the denoising base run is the corrupted one)")
     return ModelTaskRun(
         info=lm.info,
         task=task.name,
@@ -200,4 +219,23 @@ def run_model_on_task(
         seq_len=int(clean_batch.input_ids.shape[1]),
         circuits=circuits,
         attribution_spearman=attribution_rho,
+        corrupted=corrupted_np,
+        notes=notes,
     )
+
+
+def _run_notes(name: str, task: str, ablation: Ablation, enc: EncodedTask, clean: np.ndarray,
+               corrupted: np.ndarray | None) -> list[str]:
+    """Warnings about one model on one task: a metric that is not clearly positive, thin templates."""
+    notes = []
+    why = relative_problem(clean, None, "mean")
+    if why:
+        notes.append(f"{task}: model '{name}': {why}: {WITHHELD}")
+    if ablation.value in ("noising", "denoising"):
+        gap_why = relative_problem(clean, corrupted, ablation.value)
+        if gap_why:
+            notes.append(f"{task}: model '{name}': {gap_why}: percent of gap and drop statistics are withheld")
+    if ablation in (Ablation.MEAN, Ablation.RESAMPLE) and enc.template_ids is not None:
+        what = "corrupted" if enc.has_corrupted else "reference"
+        notes += [f"{task}: model '{name}': {w}" for w in template_warnings(enc.template_ids, enc.template_names, what)]
+    return notes

@@ -84,14 +84,14 @@ def n_for_fraction(effects: ArrayLike, fraction: float = 0.8) -> int:
 
 
 def drops_percent(effects: ArrayLike, clean: float, min_clean: float = MIN_CLEAN_METRIC) -> np.ndarray | None:
-    """Each component's drop in percent of the clean metric, -100 effect / |clean|; None if |clean| < min_clean."""
-    if not abs(clean) >= min_clean:
+    """Each component's drop in percent of the clean metric, -100 effect / clean; None if clean < min_clean."""
+    if not clean >= min_clean:
         return None
-    return -100.0 * np.asarray(effects, dtype=np.float64) / abs(clean)
+    return -100.0 * np.asarray(effects, dtype=np.float64) / clean
 
 
 def worst_drop(effects: ArrayLike, clean: float, min_clean: float = MIN_CLEAN_METRIC) -> float | None:
-    """Largest single-component drop in percent of the clean metric (None if |clean| < min_clean)."""
+    """Largest single-component drop in percent of the clean metric (None if clean < min_clean)."""
     d = drops_percent(_vector(effects), clean, min_clean)
     return None if d is None else float(d.max())
 
@@ -140,7 +140,7 @@ def concentration_summary(
     ``clean_per_prompt``: (n_prompts,). Each resample draws prompt columns with
     replacement, recomputes mean effects and mean clean, then the statistic. Drop
     statistics (``*_drop``, ``severity_tail`` with L=100, T=20, a=1) are None when the
-    clean mean is not meaningful (|mean| < ``min_clean`` or < 2 standard errors);
+    clean mean is not clearly positive (< ``min_clean`` or < 2 standard errors);
     resamples whose clean mean falls below ``min_clean`` are left out of their intervals.
     """
     e = np.asarray(effects_per_prompt, dtype=np.float64)
@@ -157,9 +157,9 @@ def concentration_summary(
     stats: dict[str, np.ndarray] = {"gini": _gini(shares), "effective_number": _effective(shares)}
     stats.update({f"top_{k}_share": _top_k(shares, k) for k in top_ks})
     stats.update({"n_for_0.8": _n_for(shares, 0.8), "n_for_0.9": _n_for(shares, 0.9)})
-    valid = np.abs(cleans) >= min_clean
+    valid = cleans >= min_clean  # a negative clean metric reverses every drop's sign: no percentages of it
     with np.errstate(invalid="ignore", divide="ignore"):
-        drops = np.where(valid[:, None], -100.0 * means / np.where(valid, np.abs(cleans), 1.0)[:, None], np.nan)
+        drops = np.where(valid[:, None], -100.0 * means / np.where(valid, cleans, 1.0)[:, None], np.nan)
     percent = {
         "worst_drop": drops.max(axis=1),
         "mean_drop": drops.mean(axis=1),
@@ -169,7 +169,7 @@ def concentration_summary(
     }
     out: dict[str, Interval | None] = {name: _interval(v, level) for name, v in stats.items()}
     se = float(c.std(ddof=1)) / np.sqrt(c.size) if c.size > 1 else np.inf
-    meaningful = bool(valid[0]) and abs(cleans[0]) >= 2.0 * se
+    meaningful = bool(valid[0]) and cleans[0] >= 2.0 * se
     for name, v in percent.items():
         out[name] = _interval(v, level) if meaningful else None
     return out

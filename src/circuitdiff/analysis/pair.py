@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from circuitdiff.analysis._arrays import DegenerateRepresentationWarning, SmallSampleWarning
+from circuitdiff.analysis._arrays import DegenerateRepresentationWarning, SmallSampleWarning, is_degenerate
 from circuitdiff.analysis.alignment import alignment_score, alignment_transport, paper_alignment, paper_influence
 from circuitdiff.analysis.bootstrap import bootstrap_indices, percentile_interval
 from circuitdiff.analysis.circuits import Circuit, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
+from circuitdiff.analysis.influence import drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
@@ -50,6 +51,10 @@ class PairAnalysis:
     circuit: dict[str, Any]
     preserved: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    concentration_heads: dict[str, dict[str, Interval | None] | None] = field(default_factory=dict)
+    """The same statistics over heads alone (the reference study's robustness statistics are per head)."""
+    finding: dict[str, Any] = field(default_factory=dict)
+    """Whether concentration and alignment findings may be claimed: both models must solve the task."""
 
     def to_json(self) -> dict[str, Any]:
         flows = self.transport.stack()
@@ -61,6 +66,9 @@ class PairAnalysis:
             "transport": [{"teacher": t, "student": s, "mass": float(v)} for (t, s), v in flows.items()],
             "concentration": {role: {k: (vars(v) if v else None) for k, v in summary.items()}
                               for role, summary in self.concentration.items()},
+            "concentration_heads": {role: ({k: (vars(v) if v else None) for k, v in summary.items()} if summary else None)
+                                    for role, summary in self.concentration_heads.items()},
+            "finding": self.finding,
             "circuit": self.circuit,
             "preserved": self.preserved,
             "similarity_file": "similarity.parquet",
@@ -100,12 +108,20 @@ def functional_matrix(t: ModelTaskRun, s: ModelTaskRun) -> pd.DataFrame:
 
 
 def layer_cka(t: ModelTaskRun, s: ModelTaskRun) -> pd.DataFrame:
-    """Debiased linear CKA of the residual stream at the read position, layer by layer."""
+    """Debiased linear CKA of the residual stream at the read position, layer by layer.
+
+    ``attrs["constant"]`` lists the layers whose representation is the same on every
+    prompt (e.g. the embedding of a read token that never changes): their row or column
+    is 0 because there is nothing to compare, not because they differ.
+    """
     names = lambda run: ["embed"] + [f"L{i}" for i in range(run.residual_read.shape[0] - 1)]  # noqa: E731
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateRepresentationWarning)
         values = [[linear_cka(x, y) for y in s.residual_read] for x in t.residual_read]
-    return pd.DataFrame(values, index=names(t), columns=names(s))
+    frame = pd.DataFrame(values, index=names(t), columns=names(s))
+    frame.attrs["constant"] = ([f"teacher {n}" for n, x in zip(names(t), t.residual_read) if is_degenerate(x)]
+                               + [f"student {n}" for n, y in zip(names(s), s.residual_read) if is_degenerate(y)])
+    return frame
 
 
 def attention_matrix(t: ModelTaskRun, s: ModelTaskRun) -> pd.DataFrame:
@@ -114,9 +130,11 @@ def attention_matrix(t: ModelTaskRun, s: ModelTaskRun) -> pd.DataFrame:
         att = run.attention_read  # (layers, n, heads, seq)
         return {f"L{l}.H{h}": att[l, :, h][:, None, :] for l in range(att.shape[0]) for h in range(att.shape[2])}
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DegenerateRepresentationWarning)
-        return similarity_matrix(patterns(t), patterns(s), attention_pattern_similarity)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateRepresentationWarning)
+        frame = similarity_matrix(patterns(t), patterns(s), attention_pattern_similarity)
+    frame.attrs["constant"] = sum(issubclass(w.category, DegenerateRepresentationWarning) for w in caught)
+    return frame
 
 
 def _mean_effects(run: ModelTaskRun, weights: np.ndarray | None = None) -> np.ndarray:
@@ -147,24 +165,40 @@ def alignment_interval(t: ModelTaskRun, s: ModelTaskRun, n_boot: int, seed: int,
 
 
 def paper_score(t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool) -> tuple[float | None, str | None]:
-    """The reference study's A where its ingredients exist (same tokenisation and width)."""
+    """The reference study's A where its ingredients exist and its influences mean something.
+
+    Its influence |100 (1 - LD_ablated / LD_clean)| is a percentage of the clean metric: null
+    when either clean metric is not clearly positive, and under denoising (where the base
+    run is the corrupted one and the formula ranks components backwards).
+    """
+    if t.ablation == "denoising":
+        return None, "paper A is withheld under denoising (its influence is relative to the clean run)"
+    for run, role in ((t, "teacher"), (s, "student")):
+        why = relative_problem(run.clean, None, "mean")
+        if why:
+            return None, f"paper A is withheld: {role} '{run.info.name}': {why}"
     if not same_tokens:
         return None, "paper A needs identical tokenisation (attention patterns are compared position by position)"
     if t.info.d_model != s.info.d_model:
         return None, "paper A needs equal model widths (MLP principal directions are compared as vectors)"
-    heads = attention_matrix(t, s)
-    mlp_t = {c.name: t.read_acts[c.name] for c in t.components if c.head is None}
-    mlp_s = {c.name: s.read_acts[c.name] for c in s.components if c.head is None}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DegenerateRepresentationWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        heads = attention_matrix(t, s)
+        mlp_t = {c.name: t.read_acts[c.name] for c in t.components if c.head is None}
+        mlp_s = {c.name: s.read_acts[c.name] for c in s.components if c.head is None}
         mlps = similarity_matrix(mlp_t, mlp_s, principal_direction_similarity)
-    sim = pd.concat([heads, mlps]).reindex(index=[c.name for c in t.components], columns=[c.name for c in s.components])
-    clean_t, clean_s = float(t.clean.mean()), float(s.clean.mean())
-    if clean_t == 0 or clean_s == 0:
-        return None, "paper A is undefined when a clean logit difference is 0"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return paper_alignment(paper_influence(t.ablated.mean(1), clean_t), paper_influence(s.ablated.mean(1), clean_s), sim), None
+        sim = pd.concat([heads, mlps]).reindex(index=[c.name for c in t.components],
+                                               columns=[c.name for c in s.components])
+        score = paper_alignment(paper_influence(t.ablated.mean(1), float(t.clean.mean())),
+                                paper_influence(s.ablated.mean(1), float(s.clean.mean())), sim)
+    messages = list(dict.fromkeys(_short(w) for w in caught))
+    return score, ("paper A: " + "; ".join(messages)) if messages else None
+
+
+def _short(w: warnings.WarningMessage) -> str:
+    if issubclass(w.category, DegenerateRepresentationWarning):
+        return "a representation is constant over prompts; its similarity counts as 0"
+    return str(w.message)
 
 
 def preserved_components(t: ModelTaskRun, sim: pd.DataFrame, top: int = 10) -> list[dict[str, Any]]:
@@ -204,6 +238,38 @@ def compare_circuits(t_circuits: list[Circuit], s_circuits: list[Circuit], match
     return out
 
 
+def robustness(run: ModelTaskRun, *, heads_only: bool = False, n_boot: int = 1000,
+               seed: int = 0) -> dict[str, Interval | None] | None:
+    """Concentration and drop statistics of one run (over heads alone if asked).
+
+    Drops are relative to the clean metric for ablations and to the clean - corrupted gap
+    for patching (``influence.drop_inputs``). None when the components have no effect at all.
+    """
+    effects, norm = drop_inputs(run.per_prompt_effects, run.clean, run.corrupted, run.ablation)
+    if heads_only:
+        effects = effects[[c.head is not None for c in run.components]]
+    try:
+        return concentration_summary(effects, norm, n_boot=n_boot, seed=seed)
+    except ValueError:
+        return None
+
+
+def task_finding(t: ModelTaskRun, s: ModelTaskRun) -> dict[str, Any]:
+    """Findings are claimed only when both models solve the task; otherwise say which does not, and why."""
+    reasons = [f"{role} '{run.info.name}' does not solve the task: {why}" for run, role in ((t, "teacher"), (s, "student"))
+               if (why := solved_problem(run.clean))]
+    return {"claimed": not reasons, "reason": "; ".join(reasons) or None}
+
+
+def _constant_notes(task: str, layer_frame: pd.DataFrame) -> list[str]:
+    constant = layer_frame.attrs.get("constant") or []
+    if not constant:
+        return []
+    return [f"{task}: layer CKA: the residual stream at the read position is the same on every prompt for "
+            f"{', '.join(constant)} (e.g. an embedding of a read token that never changes): its CKA is set to 0, "
+            "which means 'nothing to compare', not 'dissimilar'"]
+
+
 def analyse_runs(
     t: ModelTaskRun,
     s: ModelTaskRun,
@@ -214,7 +280,7 @@ def analyse_runs(
     seed: int = 0,
 ) -> PairAnalysis:
     """All pairwise analyses of one task (the models themselves are no longer needed)."""
-    notes: list[str] = []
+    notes: list[str] = list(dict.fromkeys(t.notes + s.notes))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SmallSampleWarning)
         sim = component_similarity(t, s)
@@ -223,9 +289,13 @@ def analyse_runs(
     if dead:
         notes.append(f"{t.task}: {len(dead)} component(s) with constant output get similarity 0: {', '.join(dead[:8])}")
     matrices = {MATCH_MEASURE.value: sim, "functional": functional_matrix(t, s), "layer_cka": layer_cka(t, s)}
+    notes += _constant_notes(t.task, matrices["layer_cka"])
     has_attention = t.attention_read is not None and s.attention_read is not None
     if same_tokens and has_attention:
         matrices["attention"] = attention_matrix(t, s)
+        if matrices["attention"].attrs.get("constant"):
+            notes.append(f"{t.task}: {matrices['attention'].attrs['constant']} attention-pattern similarities "
+                         "compare a pattern that is the same on every prompt; they are set to 0, not measured")
     t_eff, s_eff = _mean_effects(t), _mean_effects(s)
     transport = alignment_transport(t_eff, s_eff, sim)
     lo, hi = alignment_interval(t, s, min(n_boot, N_BOOT_ALIGNMENT), seed)
@@ -237,17 +307,19 @@ def analyse_runs(
             notes.append(f"{t.task}: null score undefined ({exc})")
     for run, role in ((t, "teacher"), (s, "student")):
         if not run.circuits:
-            notes.append(f"{t.task}: no {role} circuit (clean logit difference too close to 0, or circuits off)")
+            notes.append(f"{t.task}: no {role} circuit (clean logit difference not clearly positive, denoising, "
+                         "or circuits off)")
     paper, why = paper_score(t, s, same_tokens) if has_attention else (None, "paper A needs attention patterns (eager attention)")
     if why:
         notes.append(f"{t.task}: {why}")
     matching = match_one_to_one(sim)
     alignment = {"score": float(transport.attrs["score"]), "ci": [lo, hi], "null": null, "paper": paper,
                  "measure": MATCH_MEASURE.value, "level": 0.95}
-    concentration = {
-        role: concentration_summary(run.per_prompt_effects, run.clean, n_boot=n_boot, seed=seed)
-        for role, run in (("teacher", t), ("student", s))
-    }
+    concentration = {role: robustness(run, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}
+    heads_only = {role: robustness(run, heads_only=True, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}
+    finding = task_finding(t, s)
+    if not finding["claimed"]:
+        notes.append(f"{t.task}: no concentration or alignment finding: {finding['reason']}")
     return PairAnalysis(
         task=t.task,
         similarity=matrices,
@@ -258,5 +330,7 @@ def analyse_runs(
         concentration=concentration,
         circuit=compare_circuits(t.circuits, s.circuits, matching),
         preserved=preserved_components(t, sim),
-        warnings=notes,
+        warnings=list(dict.fromkeys(notes)),
+        concentration_heads=heads_only,
+        finding=finding,
     )

@@ -66,6 +66,10 @@ class ActivationCache:
         return self.heads[component.layer, :, :, component.head]
 
 
+MIN_TEMPLATE_PROMPTS = 4
+"""Fewer reference prompts than this in a template make its mean (or resample pool) noisy: warned."""
+
+
 def _masked_position_mean(acts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over prompts at each position, counting real tokens only; (L, n, s, ...) -> (L, s, ...).
 
@@ -80,39 +84,81 @@ def _masked_position_mean(acts: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     return torch.where(count > 0, per_pos, overall.unsqueeze(1).expand_as(per_pos))
 
 
-class Replacement:
-    """R_c[i] for every component c and base prompt i, for one ablation type."""
+def template_means(acts: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Per-position mean within each template group: (L, n, s, ...) -> (L, n_groups, s, ...).
 
-    def __init__(self, ablation: Ablation, reference: ActivationCache | None, n_base: int, seed: int = 0) -> None:
+    Averaging position i of one template with position i of another mixes different tokens
+    (a name with a verb); within a template, position i is the same slot of the sentence.
+    """
+    n_groups = int(groups.max()) + 1
+    return torch.stack([_masked_position_mean(acts[:, groups == g], mask[groups == g]) for g in range(n_groups)], dim=1)
+
+
+def template_warnings(groups: torch.Tensor, names: tuple[str, ...], what: str) -> list[str]:
+    """One message per template with fewer than MIN_TEMPLATE_PROMPTS reference prompts."""
+    counts = torch.bincount(groups, minlength=len(names)).tolist()
+    return [f"template '{names[g] if g < len(names) else g}' has only {c} {what} prompt(s) (fewer than "
+            f"{MIN_TEMPLATE_PROMPTS}): its mean/resample ablation is noisy" for g, c in enumerate(counts)
+            if 0 < c < MIN_TEMPLATE_PROMPTS]
+
+
+def _same_group_draws(groups: torch.Tensor, seed: int) -> torch.Tensor:
+    """For each row, a random row of the same group (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    source = torch.empty_like(groups)
+    for g in torch.unique(groups).tolist():
+        members = torch.nonzero(groups == g).flatten()
+        source[members] = members[torch.randint(0, len(members), (len(members),), generator=gen)]
+    return source
+
+
+class Replacement:
+    """R_c[i] for every component c and base prompt i, for one ablation type.
+
+    ``groups`` (n_base,): each base prompt's template group; reference row j belongs to
+    group ``groups[j]`` (reference and base prompts are paired row by row). Mean ablation
+    averages, and resample ablation draws, only within the base prompt's group. Without
+    ``groups`` every prompt is one group.
+    """
+
+    def __init__(self, ablation: Ablation, reference: ActivationCache | None, n_base: int, seed: int = 0,
+                 groups: torch.Tensor | None = None) -> None:
         self.ablation = ablation
         self.reference = reference
         if ablation is not Ablation.ZERO and reference is None:
             raise ValueError(f"{ablation.value} ablation needs reference activations")
+        self.groups = torch.zeros(n_base, dtype=torch.long) if groups is None else groups.long().cpu()
         if ablation in (Ablation.MEAN, Ablation.RESAMPLE):
             assert reference is not None
-            self._mean_heads = _masked_position_mean(reference.heads, reference.mask)
-            self._mean_mlps = _masked_position_mean(reference.mlps, reference.mask)
+            n_ref = reference.mask.shape[0]
+            if groups is not None and n_ref != len(self.groups):
+                raise ValueError("template-aligned ablation needs one reference prompt per base prompt")
+            ref_groups = self.groups if groups is not None else torch.zeros(n_ref, dtype=torch.long)
+            self._mean_heads = template_means(reference.heads, reference.mask, ref_groups)
+            self._mean_mlps = template_means(reference.mlps, reference.mask, ref_groups)
         if ablation is Ablation.RESAMPLE:
             assert reference is not None
-            gen = torch.Generator().manual_seed(seed)
-            self._source = torch.randint(0, reference.mask.shape[0], (n_base,), generator=gen)
+            self._source = (_same_group_draws(self.groups, seed) if groups is not None else
+                            torch.randint(0, reference.mask.shape[0], (n_base,),
+                                          generator=torch.Generator().manual_seed(seed)))
 
     def values(self, component: Component, prompts: torch.Tensor) -> torch.Tensor | None:
         """(len(prompts), seq, d) replacement for ``component`` on base prompts ``prompts``; None = zeros."""
         if self.ablation is Ablation.ZERO:
             return None
         assert self.reference is not None
+        prompts = prompts.cpu()
         if self.ablation is Ablation.MEAN:
-            mean = self._mean_of(component)
-            return mean.unsqueeze(0).expand(len(prompts), *mean.shape)
+            return self._mean_of(component, self.groups[prompts])
         if self.ablation is Ablation.RESAMPLE:
             src = self._source[prompts]
             acts = self.reference.of(component)[src]
             real = self.reference.mask[src].bool().view(*src.shape, -1, *([1] * (acts.dim() - 2)))
-            return torch.where(real, acts, self._mean_of(component).unsqueeze(0))
+            return torch.where(real, acts, self._mean_of(component, self.groups[prompts]))
         return self.reference.of(component)[prompts]  # paired patching
 
-    def _mean_of(self, component: Component) -> torch.Tensor:
+    def _mean_of(self, component: Component, groups: torch.Tensor) -> torch.Tensor:
+        """(len(groups), seq, d): each row's template mean."""
         if component.head is None:
-            return self._mean_mlps[component.layer]
-        return self._mean_heads[component.layer, :, component.head]
+            return self._mean_mlps[component.layer][groups]
+        return self._mean_heads[component.layer][groups, :, component.head]

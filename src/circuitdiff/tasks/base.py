@@ -24,6 +24,10 @@ class TaskPrompt:
     answer: str
     distractor: str
     corrupted_prompt: str | None = None
+    template: str | None = None
+    """Which template the prompt was filled from. Mean and resample ablation replace an
+    activation only with activations of prompts of the same template (and token length),
+    so position i always means the same slot of the sentence."""
 
 
 @dataclass(frozen=True)

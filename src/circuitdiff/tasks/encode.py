@@ -44,6 +44,10 @@ class EncodedTask:
     corrupted_attention_mask: Tensor | None = None
     corrupted_read_pos: Tensor | None = None  # (n,)
     prompt_index: Tensor | None = None  # (n,) row -> index into task.prompts (kept by subset)
+    template_ids: Tensor | None = None  # (n,) long: row -> index into template_names
+    template_names: tuple[str, ...] = ()
+    """Template groups: prompts of one template (``TaskPrompt.template``) and one clean token
+    length; without a template, equal length alone. Mean and resample ablation stay inside a group."""
     task_name: str = ""
     masked: bool = False
 
@@ -144,6 +148,27 @@ def _first(items: list[str]) -> str:
 def _ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     """Token ids with the tokenizer's default special tokens ([CLS]/[SEP], BOS, ...)."""
     return [list(ids) for ids in tokenizer(texts)["input_ids"]] if texts else []
+
+
+def template_groups(templates: Sequence[str | None], lengths: Sequence[int]) -> tuple[Tensor, tuple[str, ...]]:
+    """Group rows by (template, token length): positions line up only within a group.
+
+    A template whose prompts tokenise to several lengths is split, and its groups are
+    named with their length; rows without a template are grouped by length alone.
+    """
+    keys = list(zip(templates, lengths, strict=True))
+    order = list(dict.fromkeys(keys))
+    lengths_of: dict[str | None, int] = {}
+    for template, _ in order:
+        lengths_of[template] = lengths_of.get(template, 0) + 1
+
+    def name(template: str | None, length: int) -> str:
+        if template is None:
+            return f"{length} tokens"
+        return template if lengths_of[template] == 1 else f"{template} ({length} tokens)"
+
+    index = {key: i for i, key in enumerate(order)}
+    return torch.tensor([index[k] for k in keys], dtype=torch.long), tuple(name(*k) for k in order)
 
 
 def _slot(ids: list[int], masked: bool, mask_id: int | None,
@@ -261,6 +286,7 @@ def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: 
         return ids, att
 
     input_ids, attention_mask = batch(clean)
+    template_ids, template_names = template_groups([p.template for p in prompts], [len(ids) for ids in clean])
     c_ids = c_att = c_pos = None
     if corrupted is not None:
         c_ids, c_att = batch(corrupted)
@@ -275,6 +301,8 @@ def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: 
         corrupted_attention_mask=c_att,
         corrupted_read_pos=c_pos,
         prompt_index=torch.arange(len(prompts), dtype=torch.long),
+        template_ids=template_ids,
+        template_names=template_names,
         task_name=task.name,
         masked=task.masked,
     )

@@ -50,6 +50,7 @@ def generate(n_prompts: int, seed: int, masked: bool = False) -> Task:
             answer=_year(answer, masked),
             distractor=_year(distractor, masked),
             corrupted_prompt=_prompt(noun, CORRUPT_YY, masked),
+            template="greater-than",
         ))
     return Task(
         name="greater-than",

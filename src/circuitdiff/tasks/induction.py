@@ -33,6 +33,7 @@ def generate(n_prompts: int, seed: int, masked: bool = False) -> Task:
             answer=sp(answer),
             distractor=sp(distractor),
             corrupted_prompt=" ".join(seq + fresh[:j]) + slot(masked, tail=""),
+            template=f"repeat-{j}",
         ))
     return Task(
         name="induction",

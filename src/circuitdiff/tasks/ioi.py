@@ -42,6 +42,7 @@ def generate(n_prompts: int, seed: int, masked: bool = False) -> Task:
             answer=sp(io),
             distractor=sp(s),
             corrupted_prompt=template.format(A=x, B=y, C=z, **fill) + end,
+            template=f"ioi-{i % len(TEMPLATES)}",
         ))
     return Task(
         name="ioi",

@@ -1,9 +1,11 @@
 """Custom tasks from JSONL files: one object per line.
 
     {"prompt": "When Mary and John ...", "answer": " Mary", "distractor": " John",
-     "corrupted_prompt": "When Anna and Luke ..."}
+     "corrupted_prompt": "When Anna and Luke ...", "template": "when-went"}
 
-``corrupted_prompt`` is optional (null counts as absent); blank lines are skipped; other
+``corrupted_prompt`` and ``template`` (a string or integer naming the prompt's template;
+without it, prompts of equal token length form a template) are optional (null counts as
+absent); blank lines are skipped; other
 keys are ignored with a warning. A prompt containing ``{mask}`` makes the task masked, and
 then every prompt must contain it exactly once. Every problem is reported at once, in one
 line naming the file and the line numbers, because the CLI prints errors as one line.
@@ -20,7 +22,7 @@ from circuitdiff.errors import TaskFileError
 from circuitdiff.tasks.base import MASK, Task, TaskPrompt
 
 REQUIRED = ("prompt", "answer", "distractor")
-OPTIONAL = ("corrupted_prompt",)
+OPTIONAL = ("corrupted_prompt", "template")
 MAX_REPORTED = 5
 
 
@@ -34,6 +36,8 @@ def _check_record(obj: Any) -> str | None:
     for key in REQUIRED + OPTIONAL:
         value = obj.get(key)
         if key in OPTIONAL and value is None:
+            continue
+        if key == "template" and isinstance(value, int) and not isinstance(value, bool):
             continue
         if not isinstance(value, str):
             return f"{key!r} must be a string, got {type(value).__name__}"
@@ -126,7 +130,8 @@ def load_jsonl_task(path: str | Path, n_prompts: int | None = None) -> Task:
         records = records[:n_prompts]
 
     prompts = tuple(
-        TaskPrompt(rec["prompt"], rec["answer"], rec["distractor"], rec.get("corrupted_prompt"))
+        TaskPrompt(rec["prompt"], rec["answer"], rec["distractor"], rec.get("corrupted_prompt"),
+                   None if rec.get("template") is None else str(rec["template"]))
         for _, rec in records
     )
     return Task(

@@ -70,6 +70,7 @@ def generate_kind(kind: str, n_prompts: int, seed: int, masked: bool = False) ->
             answer=sp(values[start + SHOWN]),
             distractor=sp(values[shown[-1]]),
             corrupted_prompt=_text(pattern, chosen, [values[j] for j in broken], masked),
+            template=pattern.split()[1],
         ))
     name = "numerals" if kind == "digits" else f"numerals-{kind}"
     return Task(

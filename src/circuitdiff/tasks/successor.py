@@ -58,6 +58,7 @@ def generate(n_prompts: int, seed: int, masked: bool = False) -> Task:
             answer=sp(nxt),
             distractor=sp(shown[-1]),
             corrupted_prompt=", ".join(corrupted) + "," + slot(masked),
+            template=f"list{i % len(SEQUENCES)}-{k}",
         ))
     return Task(
         name="successor",
