@@ -54,16 +54,27 @@ def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
         table.add_row("clean logit diff", _fmt(t["clean_metric"]), _fmt(s["clean_metric"]))
         table.add_row("accuracy", _fmt(t["accuracy"], ".1%"), _fmt(s["accuracy"], ".1%"))
         ct, cs = tr["concentration"]["teacher"], tr["concentration"]["student"]
+        basis = "% of gap" if tr.get("ablation") in ("noising", "denoising") else "% of clean"
         for key, label in (("effective_number", "effective # components"), ("gini", "Gini of |effect|"),
                            ("top_1_share", "top-1 share"), ("n_for_0.8", "components for 80%"),
-                           ("worst_drop", "worst single drop (%)"), ("severity_tail", "severity tail")):
+                           ("worst_drop", f"worst single drop ({basis})"), ("mean_drop", f"mean drop ({basis})"),
+                           ("severity_tail", "severity tail")):
             table.add_row(label, _interval(ct.get(key)), _interval(cs.get(key)))
+        heads = tr.get("concentration_heads") or {}
+        ht, hs = heads.get("teacher") or {}, heads.get("student") or {}
+        for key, label in (("gini", "heads only: Gini"), ("worst_drop", f"heads only: worst drop ({basis})"),
+                           ("mean_drop", f"heads only: mean drop ({basis})"),
+                           ("worst5_mean_drop", f"heads only: worst-5% mean ({basis})"),
+                           ("severity_tail", "heads only: severity tail")):
+            if heads:
+                table.add_row(label, _interval(ht.get(key)), _interval(hs.get(key)))
         table.add_row("attribution vs exact (Spearman)", _fmt(t.get("attribution_spearman"), ".2f"),
                       _fmt(s.get("attribution_spearman"), ".2f"))
         circuit = tr.get("circuit", {})
         if "teacher" in circuit:
             table.add_row(f"circuit size (T={circuit['threshold']})", str(len(circuit["teacher"])), str(len(circuit["student"])))
         console.print(table)
+        console.print(_finding_line(tr), highlight=False)
         preserved = tr.get("preserved", [])
         if preserved:
             best = ", ".join(f"{p['teacher']}→{p['student']} ({p['similarity']:.2f})" for p in preserved[:3])
@@ -72,6 +83,17 @@ def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
     for warning in results.get("warnings", []):
         console.print(f"[yellow]note:[/] {warning}", highlight=False)
     console.print(f"\nresults: {out / 'results.json'} (tables: components.parquet, similarity.parquet)")
+
+
+def _finding_line(task: dict[str, Any]) -> str:
+    """The concentration headline, or why no finding is claimed for this task."""
+    from circuitdiff.report.text import concentration_verdict
+
+    n = {role: len(task[role].get("components") or []) for role in ("teacher", "student")}
+    verdict = concentration_verdict(task, n["teacher"], n["student"])
+    if verdict.direction == "withheld":
+        return f"[bold]finding:[/] {verdict.sentence} (no alignment finding either)"
+    return f"[bold]finding:[/] {verdict.sentence}"
 
 
 def tasks_table() -> Table:

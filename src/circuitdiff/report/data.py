@@ -77,7 +77,8 @@ def components(task: dict[str, Any], role: str) -> pd.DataFrame:
     the metric, i.e. the component helps the model give the right answer.
     """
     rows = (task.get(role) or {}).get("components") or []
-    frame = pd.DataFrame(rows, columns=["name", "kind", "layer", "head", "effect", "share", "percent_of_clean"])
+    frame = pd.DataFrame(rows, columns=["name", "kind", "layer", "head", "effect", "share", "percent_of_clean",
+                                       "percent_of_gap"])
     if frame.empty:
         return frame.assign(support=pd.Series(dtype=float))
     frame["effect"] = pd.to_numeric(frame["effect"], errors="coerce").fillna(0.0)

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from circuitdiff.analysis.influence import MIN_CLEAN_METRIC
+from circuitdiff.analysis.influence import MIN_CLEAN_METRIC, PATCHING
 from circuitdiff.report import figures
 from circuitdiff.report.data import (
+    Stat,
     Tables,
     components,
     concentration_stat,
@@ -29,7 +30,14 @@ from circuitdiff.report.data import (
     task_notes,
 )
 from circuitdiff.report.svg import RenderedFigure, render_figure
-from circuitdiff.report.text import GLOSSARY, Verdict, alignment_sentences, concentration_verdict, overall_finding
+from circuitdiff.report.text import (
+    GLOSSARY,
+    Verdict,
+    alignment_sentences,
+    concentration_verdict,
+    finding_withheld,
+    overall_finding,
+)
 from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, atomic_write, read_results
 
 REPORT_HTML = "report.html"
@@ -42,10 +50,27 @@ _STATS = [
     ("top_5_share", "top-5 share", ".2f"),
     ("n_for_0.8", "components for 80%", ".0f"),
     ("n_for_0.9", "components for 90%", ".0f"),
-    ("worst_drop", "worst single drop (% of clean)", ".0f"),
-    ("mean_drop", "mean drop (% of clean)", ".1f"),
+    ("worst_drop", "worst single drop (% of {basis})", ".0f"),
+    ("mean_drop", "mean drop (% of {basis})", ".1f"),
     ("severity_tail", "severity tail", ".2f"),
 ]
+_HEAD_STATS = [
+    ("gini", "Gini of reliance, heads only", ".2f"),
+    ("worst_drop", "worst single drop, heads only (% of {basis})", ".0f"),
+    ("mean_drop", "mean drop, heads only (% of {basis})", ".1f"),
+    ("median_drop", "median drop, heads only (% of {basis})", ".1f"),
+    ("worst5_mean_drop", "worst-5% mean drop, heads only (% of {basis})", ".1f"),
+    ("severity_tail", "severity tail, heads only", ".2f"),
+]
+
+
+def _basis(task: dict[str, Any]) -> str:
+    """What drops are percentages of: the clean metric, or the clean - corrupted gap under patching."""
+    return "gap" if task.get("ablation") in PATCHING else "clean"
+
+
+def _head_stat(task: dict[str, Any], role: str, key: str) -> Stat | None:
+    return Stat.of(((task.get("concentration_heads") or {}).get(role) or {}).get(key))
 
 
 def _environment() -> jinja2.Environment:
@@ -87,9 +112,12 @@ def _numbers(task: dict[str, Any]) -> list[dict[str, str]]:
         {"label": "accuracy", "teacher": fmt(t.get("accuracy"), ".0%"), "student": fmt(s.get("accuracy"), ".0%")},
         {"label": "components", "teacher": str(len(t.get("components") or [])), "student": str(len(s.get("components") or []))},
     ]
-    for key, label, spec in _STATS:
-        cells = {role: concentration_stat(task, role, key) for role in ("teacher", "student")}
-        rows.append({"label": label, **{role: (stat.text(spec) if stat else "n/a") for role, stat in cells.items()}})
+    basis = _basis(task)
+    for stats, get in ((_STATS, concentration_stat), (_HEAD_STATS if task.get("concentration_heads") else [], _head_stat)):
+        for key, label, spec in stats:
+            cells = {role: get(task, role, key) for role in ("teacher", "student")}
+            rows.append({"label": label.format(basis=basis),
+                         **{role: (stat.text(spec) if stat else "n/a") for role, stat in cells.items()}})
     circuit = task.get("circuit") or {}
     if "teacher" in circuit:
         rows.append({"label": f"circuit size (threshold {fmt(circuit.get('threshold'))})",
@@ -102,8 +130,11 @@ def _drops_note(task: dict[str, Any]) -> str | None:
     if not missing:
         return None
     values = ", ".join(f"{role} {fmt((task.get(role) or {}).get('clean_metric'), '.3f')}" for role in missing)
+    if _basis(task) == "gap":
+        return ("n/a: drops in percent of the clean − corrupted gap are reported only when the gap is clearly "
+                f"positive: at least {MIN_CLEAN_METRIC:g} and two standard errors (see the notes).")
     return (f"n/a: drops in percent of the clean metric are reported only when the clean logit difference is "
-            f"clearly away from 0: at least {MIN_CLEAN_METRIC:g} and two standard errors (clean: {values}).")
+            f"clearly positive: at least {MIN_CLEAN_METRIC:g} and two standard errors (clean: {values}).")
 
 
 def _alignment_rows(results: dict[str, Any], name: str, task: dict[str, Any]) -> list[dict[str, str]]:
@@ -123,13 +154,14 @@ def _alignment_rows(results: dict[str, Any], name: str, task: dict[str, Any]) ->
     ]
 
 
-def _top_components(frame: pd.DataFrame, k: int = 8) -> list[dict[str, str]]:
+def _top_components(frame: pd.DataFrame, k: int = 8, column: str = "percent_of_clean") -> list[dict[str, str]]:
+    """The k largest shares; ``column``: percent of clean (ablation) or of the gap (patching)."""
     if frame.empty:
         return []
     top = frame.sort_values("share", ascending=False).head(k)
-    return [{"name": r.name_, "share": fmt(r.share, ".1%"), "effect": fmt(r.effect, "+.3f"),
-             "percent": fmt(r.percent_of_clean, "+.0f") + ("%" if finite(r.percent_of_clean) is not None else "")}
-            for r in top.rename(columns={"name": "name_"}).itertuples()]
+    return [{"name": r["name"], "share": fmt(r["share"], ".1%"), "effect": fmt(r["effect"], "+.3f"),
+             "percent": fmt(r.get(column), "+.0f") + ("%" if finite(r.get(column)) is not None else "")}
+            for _, r in top.iterrows()]
 
 
 def _circuit(results: dict[str, Any], name: str, task: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +235,8 @@ def _summary_row(task: dict[str, Any], verdict: Verdict, sizes: dict[str, int]) 
     has_ci = finite(ci[0]) is not None and finite(ci[1]) is not None
     eff = {role: concentration_stat(task, role, "effective_number") for role in ("teacher", "student")}
     return {"alignment": fmt(al.get("score"), ".3f") + (f" ({fmt(ci[0])}–{fmt(ci[1])})" if has_ci else ""),
-            "null": fmt(al.get("null"), ".3f"), "paper": fmt(al.get("paper"), ".3f"), "chance": _versus_chance(al),
+            "null": fmt(al.get("null"), ".3f"), "paper": fmt(al.get("paper"), ".3f"),
+            "chance": "no finding (not solved)" if finding_withheld(task) else _versus_chance(al),
             "verdict": _VERDICT_LABEL[verdict.direction],
             "relative": " / ".join(f"{stat.point / sizes[role]:.0%}" if stat and stat.point and sizes[role] else "n/a"
                                    for role, stat in eff.items()),
@@ -223,7 +256,8 @@ def _task_context(results: dict[str, Any], name: str, key: str, tables: Tables, 
         "alignment_text": alignment_sentences(results, name, task), "alignment_rows": _alignment_rows(results, name, task),
         "numbers": _numbers(task), "drops_note": _drops_note(task), "circuit": circuit,
         "fig": _task_figures(results, name, key, tables, figs, frames, circuit["missing"]),
-        "top": {role: _top_components(frame) for role, frame in frames.items()},
+        "top": {role: _top_components(frame, column=f"percent_of_{_basis(task)}") for role, frame in frames.items()},
+        "percent_label": f"% of {_basis(task)}",
         "preserved": [{**p, "share": fmt(p.get("share"), ".1%"), "similarity": fmt(p.get("similarity"))}
                       for p in task.get("preserved") or []],
         "flows": [{"teacher": f["teacher"], "student": f["student"], "mass": fmt(f["mass"], ".1%"),
@@ -233,7 +267,7 @@ def _task_context(results: dict[str, Any], name: str, key: str, tables: Tables, 
 
 
 _VERDICT_LABEL = {"fewer": "fewer components", "more": "more components", "no clear difference": "no clear difference",
-                  "not available": "not available"}
+                  "withheld": "no finding (not solved)", "not available": "not available"}
 
 
 def _versus_chance(al: dict[str, Any]) -> str:

@@ -1,7 +1,9 @@
 """The report's sentences: computed from the numbers, so the words cannot disagree with them.
 
 A direction ("fewer", "more") is claimed only when the two bootstrap intervals do not
-overlap; otherwise the sentence says there is no clear difference.
+overlap; otherwise the sentence says there is no clear difference. No finding at all is
+claimed for a task that one of the models does not solve (``finding`` in results.json):
+the section says which model and why instead.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ GLOSSARY: list[tuple[str, str]] = [
      "Share carried by the k most influential components; fewest components that together carry 80% of the reliance."),
     ("Worst single drop",
      "The largest fall of the task metric caused by ablating one component, in percent of the clean metric "
-     "(only when the clean metric is clearly away from 0)."),
+     "(only when the clean metric is clearly positive). Under noising and denoising, drops are in percent of the "
+     "clean − corrupted gap instead: the share of the gap lost when the component alone is corrupted, or restored "
+     "when it alone is clean. 'Heads only' rows repeat the statistics over attention heads alone, as the reference "
+     "study reports them."),
+    ("Solved task",
+     "Findings are claimed only for tasks both models solve: accuracy clearly above the 50% chance of choosing "
+     "between answer and distractor (one-sided binomial test, p < 0.05) and a clearly positive clean logit "
+     "difference. For other tasks the numbers are listed but no finding is drawn from them."),
     ("Linear CKA",
      "Similarity (0 to 1) of two components' outputs across the prompts, insensitive to rotation and scale: "
      "1 means one output is a rotated, rescaled copy of the other."),
@@ -60,7 +69,7 @@ class Verdict:
     """Whether the student concentrates its reliance on fewer components than its teacher."""
 
     direction: str
-    """'fewer', 'more', 'no clear difference', or 'not available'."""
+    """'fewer', 'more', 'no clear difference', 'withheld' (a model does not solve the task), or 'not available'."""
     sentence: str
     detail: str
 
@@ -69,8 +78,21 @@ def _range(stat: Stat, spec: str = ".1f") -> str:
     return f"{fmt(stat.lo, spec)}–{fmt(stat.hi, spec)}" if stat.has_interval else "no interval"
 
 
+def finding_withheld(task: dict[str, Any]) -> str | None:
+    """Why no finding may be claimed for ``task`` (a model does not solve it), or None."""
+    finding = task.get("finding") or {}
+    if finding.get("claimed") is False:
+        return str(finding.get("reason") or "a model does not solve the task")
+    return None
+
+
 def concentration_verdict(task: dict[str, Any], n_teacher: int, n_student: int) -> Verdict:
     """The headline: effective numbers with intervals, direction decided by interval overlap."""
+    why = finding_withheld(task)
+    if why is not None:
+        return Verdict("withheld", f"No concentration finding: {why}.",
+                       "The statistics are still listed; without a solved task they describe how the components "
+                       "move the output, not how a model does the task.")
     t, s = concentration_stat(task, "teacher", "effective_number"), concentration_stat(task, "student", "effective_number")
     if t is None or s is None:
         return Verdict("not available", "The effective number of components is not available for this task.", "")
@@ -111,6 +133,11 @@ def alignment_sentences(results: dict[str, Any], name: str, task: dict[str, Any]
     out = [f"Alignment {fmt(score)}{interval}: on average, the teacher's reliance lands on student components "
            f"whose outputs have CKA similarity {fmt(score)} with the teacher components they replace."]
     null = finite(al.get("null"))
+    why = finding_withheld(task)
+    if why is not None:
+        return [f"No alignment finding: {why}.",
+                f"For the record, the score is {fmt(score)}{interval} and a random student scores {fmt(null)}; "
+                "without a task both models solve, they do not show a shared mechanism."]
     if null is None:
         out.append(f"The random-student null is not available: {null_reason(results, name)}.")
     elif lo is not None and hi is not None:
@@ -137,6 +164,7 @@ def overall_finding(verdicts: dict[str, Verdict]) -> str:
     for direction, label in (("fewer", "concentrates its reliance on fewer components than the teacher"),
                              ("more", "spreads its reliance over more components than the teacher"),
                              ("no clear difference", "shows no clear difference in concentration"),
+                             ("withheld", "has no finding because a model does not solve the task"),
                              ("not available", "has no concentration statistics")):
         tasks = counts.get(direction, [])
         if tasks:
