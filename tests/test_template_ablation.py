@@ -206,3 +206,16 @@ def test_builtin_tasks_know_their_templates(gpt2_tokenizer) -> None:
         assert ioi.attention_mask[rows].sum(1).unique().numel() == 1
     numerals = get_task("numerals", n_prompts=6)
     assert [p.template for p in numerals.prompts] == ["done", "lost", "born"] * 2
+
+
+def test_thin_templates_without_corrupted_prompts_use_the_pooled_mean(one_torch_thread) -> None:
+    """Reference = the clean prompts: a one-prompt template's own mean is the prompt itself (no effect at all),
+    so it falls back to the mean over every prompt, and says so."""
+    model = loud_model("gpt2")
+    lm = LoadedModel("tiny", model, word_tokenizer(), adapter_for(model))
+    prompts = tuple(TaskPrompt(" ".join(f"w{10 + i + j}" for j in range(3 + i % 2)), " w40", " w41", None, None)
+                    for i in range(4))
+    run = run_model_on_task(lm, Task("thin", prompts), Ablation.MEAN)
+    assert max(abs(e.effect) for e in run.effects) > 1e-3
+    notes = [n for n in run.notes if "has only 2 reference prompt(s)" in n]
+    assert len(notes) == 2 and all("mean over all templates" in n for n in notes)

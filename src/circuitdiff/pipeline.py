@@ -16,7 +16,13 @@ import torch
 from circuitdiff.analysis.circuits import Circuit, discover
 from circuitdiff.analysis.influence import WITHHELD, ComponentEffect, component_effects, relative_problem
 from circuitdiff.errors import NumericalError, TaskEncodingError
-from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement, template_warnings
+from circuitdiff.interventions.ablation import (
+    MIN_TEMPLATE_PROMPTS,
+    Ablation,
+    ActivationCache,
+    Replacement,
+    template_warnings,
+)
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.attribution import attribution_effects
@@ -175,7 +181,11 @@ def run_model_on_task(
     else:
         reference = corrupted.cache if corrupted is not None else clean.cache
         base_batch, base = clean_batch, clean.logit_diff
-    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids)
+    # without corrupted prompts the reference is the clean prompts themselves: a thin template's own
+    # mean would be (mostly) the prompt's own activation, so such templates use the mean over all prompts
+    min_group = 1 if corrupted is not None else MIN_TEMPLATE_PROMPTS
+    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
+                              min_group=min_group)
     notes = _run_notes(name, task.name, ablation, enc, clean.logit_diff,
                        None if corrupted is None else corrupted.logit_diff)
 
@@ -237,5 +247,6 @@ def _run_notes(name: str, task: str, ablation: Ablation, enc: EncodedTask, clean
             notes.append(f"{task}: model '{name}': {gap_why}: percent of gap and drop statistics are withheld")
     if ablation in (Ablation.MEAN, Ablation.RESAMPLE) and enc.template_ids is not None:
         what = "corrupted" if enc.has_corrupted else "reference"
-        notes += [f"{task}: model '{name}': {w}" for w in template_warnings(enc.template_ids, enc.template_names, what)]
+        notes += [f"{task}: model '{name}': {w}" for w in
+                  template_warnings(enc.template_ids, enc.template_names, what, pooled=not enc.has_corrupted)]
     return notes

@@ -94,21 +94,26 @@ def template_means(acts: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor)
     return torch.stack([_masked_position_mean(acts[:, groups == g], mask[groups == g]) for g in range(n_groups)], dim=1)
 
 
-def template_warnings(groups: torch.Tensor, names: tuple[str, ...], what: str) -> list[str]:
-    """One message per template with fewer than MIN_TEMPLATE_PROMPTS reference prompts."""
+def template_warnings(groups: torch.Tensor, names: tuple[str, ...], what: str, pooled: bool = False) -> list[str]:
+    """One message per template with fewer than MIN_TEMPLATE_PROMPTS reference prompts.
+
+    ``pooled``: such templates are ablated with the mean over all templates (see ``Replacement``).
+    """
     counts = torch.bincount(groups, minlength=len(names)).tolist()
+    consequence = ("it is ablated with the mean over all templates instead (its own mean would include "
+                   "the prompt itself)") if pooled else "its mean/resample ablation is noisy"
     return [f"template '{names[g] if g < len(names) else g}' has only {c} {what} prompt(s) (fewer than "
-            f"{MIN_TEMPLATE_PROMPTS}): its mean/resample ablation is noisy" for g, c in enumerate(counts)
-            if 0 < c < MIN_TEMPLATE_PROMPTS]
+            f"{MIN_TEMPLATE_PROMPTS}): {consequence}" for g, c in enumerate(counts) if 0 < c < MIN_TEMPLATE_PROMPTS]
 
 
 def _same_group_draws(groups: torch.Tensor, seed: int) -> torch.Tensor:
-    """For each row, a random row of the same group (seeded)."""
+    """For each row, a random row of the same group (seeded); group -1 draws from every row."""
     gen = torch.Generator().manual_seed(seed)
     source = torch.empty_like(groups)
     for g in torch.unique(groups).tolist():
         members = torch.nonzero(groups == g).flatten()
-        source[members] = members[torch.randint(0, len(members), (len(members),), generator=gen)]
+        pool = torch.arange(len(groups)) if g < 0 else members
+        source[members] = pool[torch.randint(0, len(pool), (len(members),), generator=gen)]
     return source
 
 
@@ -117,12 +122,15 @@ class Replacement:
 
     ``groups`` (n_base,): each base prompt's template group; reference row j belongs to
     group ``groups[j]`` (reference and base prompts are paired row by row). Mean ablation
-    averages, and resample ablation draws, only within the base prompt's group. Without
-    ``groups`` every prompt is one group.
+    averages, and resample ablation draws, only within the base prompt's group. A group
+    with fewer than ``min_group`` reference prompts uses every prompt instead (for a
+    reference made of the clean prompts themselves, where a one-prompt template's mean is
+    the prompt's own activation and ablating it would change nothing). Without ``groups``
+    every prompt is one group.
     """
 
     def __init__(self, ablation: Ablation, reference: ActivationCache | None, n_base: int, seed: int = 0,
-                 groups: torch.Tensor | None = None) -> None:
+                 groups: torch.Tensor | None = None, min_group: int = 1) -> None:
         self.ablation = ablation
         self.reference = reference
         if ablation is not Ablation.ZERO and reference is None:
@@ -134,13 +142,16 @@ class Replacement:
             if groups is not None and n_ref != len(self.groups):
                 raise ValueError("template-aligned ablation needs one reference prompt per base prompt")
             ref_groups = self.groups if groups is not None else torch.zeros(n_ref, dtype=torch.long)
-            self._mean_heads = template_means(reference.heads, reference.mask, ref_groups)
-            self._mean_mlps = template_means(reference.mlps, reference.mask, ref_groups)
-        if ablation is Ablation.RESAMPLE:
-            assert reference is not None
-            self._source = (_same_group_draws(self.groups, seed) if groups is not None else
-                            torch.randint(0, reference.mask.shape[0], (n_base,),
-                                          generator=torch.Generator().manual_seed(seed)))
+            thin = torch.bincount(self.groups)[self.groups] < min_group
+            pooled_id = int(ref_groups.max()) + 1  # an extra "group": the mean over every reference prompt
+            self.groups = torch.where(thin, pooled_id, self.groups)
+            self._mean_heads = torch.cat([template_means(reference.heads, reference.mask, ref_groups),
+                                          _masked_position_mean(reference.heads, reference.mask).unsqueeze(1)], dim=1)
+            self._mean_mlps = torch.cat([template_means(reference.mlps, reference.mask, ref_groups),
+                                         _masked_position_mean(reference.mlps, reference.mask).unsqueeze(1)], dim=1)
+            if ablation is Ablation.RESAMPLE:
+                self._source = (_same_group_draws(torch.where(thin, -1, self.groups), seed) if groups is not None else
+                                torch.randint(0, n_ref, (n_base,), generator=torch.Generator().manual_seed(seed)))
 
     def values(self, component: Component, prompts: torch.Tensor) -> torch.Tensor | None:
         """(len(prompts), seq, d) replacement for ``component`` on base prompts ``prompts``; None = zeros."""
