@@ -38,7 +38,8 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("honest")
     task = get_task("numerals", n_prompts=16, seed=0)
     lines = [json.dumps({"prompt": p.prompt, "answer": p.distractor, "distractor": p.answer,
-                         "corrupted_prompt": p.corrupted_prompt, "template": p.template}) for p in task.prompts]
+                         "corrupted_prompt": p.corrupted_prompt, "template": p.template, "source": "swap"})
+             for p in task.prompts]
     (root / SWAPPED).write_text("\n".join(lines) + "\n")
     torch.set_num_threads(1)
     options = CompareOptions(n_prompts=16, n_boot=200, circuit_thresholds=(0.2,), null_model=False)
@@ -64,6 +65,7 @@ def test_swapped_answers_withhold_everything_relative_to_clean(shipped) -> None:
         assert any(w.startswith(f"{SWAPPED}: model '{name}': clean logit difference -") and "negative" in w
                    and "paper A" in w for w in stored)
     assert any(w.startswith(f"{SWAPPED}: paper A is withheld") for w in stored)
+    assert any("ignoring unknown keys ['source']" in w for w in stored)  # a load-time warning is kept too
 
 
 def test_the_unswapped_task_keeps_its_numbers(shipped) -> None:

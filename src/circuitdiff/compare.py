@@ -6,6 +6,7 @@ for both models and every task before any expensive computation starts.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -120,8 +121,11 @@ def run_comparison(
     store: TaskStore | None = None,
 ) -> Comparison:
     """Run every task on both models; with a ``store``, reuse finished tasks and checkpoint each new one."""
-    prepared = prepare_tasks(teacher, student, tasks, options)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. unknown keys in a task file: keep, do not lose
+        warnings.simplefilter("always")
+        prepared = prepare_tasks(teacher, student, tasks, options)
     result = Comparison(teacher, student, options)
+    result.warnings.extend(dict.fromkeys(str(w.message) for w in caught if "circuitdiff" in w.filename))
     null_student: LoadedModel | None = None
     thresholds = options.circuit_thresholds if options.circuits else ()
     for item in prepared:

@@ -6,6 +6,7 @@ report) reads only these.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -200,7 +201,12 @@ def run_model_on_task(
     attribution_rho = None
     if method is Method.EXACT:  # one forward + backward: how far a linear estimate would have got
         estimate = attribution_effects(adapter, base_batch, replacement, components, memory_budget=memory_budget)
-        attribution_rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attribution_rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
+        if caught:
+            notes.append(f"{task.name}: model '{name}': attribution-vs-exact rank correlation undefined "
+                         f"({caught[0].message})")
     circuits: list[Circuit] = []
     prunable = ablation is not Ablation.DENOISING and relative_problem(clean.logit_diff, None, "mean") is None
     if circuit_thresholds and prunable:
