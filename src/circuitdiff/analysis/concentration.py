@@ -1,10 +1,10 @@
 """How concentrated a model's reliance is: few components carrying the task, or many.
 
 Inputs are per-component ablation effects, ablated minus clean metric (signed); the
-concentration statistics use |effect|. A drop is -100 effect / |clean|, in percent of
-the clean metric. Percent statistics are None unless the clean mean is far enough from 0
-to mean something (the rule of ``influence.clean_is_meaningful``: |mean| >= MIN_CLEAN_METRIC
-and >= 2 standard errors); the reference code divided by near-zero clean values. All
+concentration statistics use |effect|. A drop is -100 effect / clean, in percent of
+the clean metric. Percent statistics are None unless the clean mean is clearly positive
+(the rule of ``influence.clean_is_meaningful``: mean >= MIN_CLEAN_METRIC and >= 2 standard
+errors); the reference code divided by near-zero and negative clean values. All
 statistics raise ValueError when every effect is 0.
 """
 

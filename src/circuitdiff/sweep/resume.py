@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("circuitdiff")
 TASKS_DIR = "tasks"
 SAMPLE = 256  # values read from every weight tensor, evenly spaced, plus its last one
-FORMAT = 1
+FORMAT = 2
+"""Bumped when a checkpoint's meaning changes (2: template-aligned ablation, sign-gated statistics)."""
 
 
 @dataclass
@@ -86,7 +87,8 @@ def task_fingerprint(run: str, item: PreparedTask) -> str:
     tensors = []
     for _task, enc in (item.teacher, item.student):
         tensors += [t for t in (enc.input_ids, enc.attention_mask, enc.read_pos, enc.answer_ids, enc.distractor_ids,
-                                enc.corrupted_input_ids, enc.corrupted_attention_mask, enc.corrupted_read_pos)
+                                enc.corrupted_input_ids, enc.corrupted_attention_mask, enc.corrupted_read_pos,
+                                enc.template_ids)
                     if t is not None]
     return _digest(run, item.name, *tensors)
 
