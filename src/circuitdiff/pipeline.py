@@ -15,7 +15,14 @@ from scipy.stats import spearmanr
 import torch
 
 from circuitdiff.analysis.circuits import Circuit, discover
-from circuitdiff.analysis.influence import WITHHELD, ComponentEffect, component_effects, relative_problem
+from circuitdiff.analysis.influence import (
+    PATCHING,
+    WITHHELD,
+    ComponentEffect,
+    clean_problem,
+    component_effects,
+    relative_problem,
+)
 from circuitdiff.errors import NumericalError, TaskEncodingError
 from circuitdiff.interventions.ablation import (
     MIN_TEMPLATE_PROMPTS,
@@ -78,11 +85,6 @@ class ModelTaskRun:
     """Corrupted-prompt metric per prompt (None without corrupted prompts)."""
     notes: list[str] = field(default_factory=list)
     """Warnings about this run ("<task>: ..."), passed on to results.json, summary and report."""
-
-    @property
-    def relative_problem(self) -> str | None:
-        """Why statistics relative to clean (or, for patching, to the clean - corrupted gap) are withheld."""
-        return relative_problem(self.clean, self.corrupted, self.ablation)
 
     @property
     def per_prompt_effects(self) -> np.ndarray:
@@ -207,16 +209,8 @@ def run_model_on_task(
         if caught:
             notes.append(f"{task.name}: model '{name}': attribution-vs-exact rank correlation undefined "
                          f"({caught[0].message})")
-    circuits: list[Circuit] = []
-    prunable = ablation is not Ablation.DENOISING and relative_problem(clean.logit_diff, None, "mean") is None
-    if circuit_thresholds and prunable:
-        circuits = discover(adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
-                            circuit_thresholds, progress)
-    elif progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
-        progress(len(components) * len(circuit_thresholds))
-    if circuit_thresholds and ablation is Ablation.DENOISING:
-        notes.append(f"{task.name}: model '{name}': no circuits under denoising (pruning keeps the clean metric; "
-                     "the denoising base run is the corrupted one)")
+    circuits = _circuits(lm, task.name, ablation, base_batch, replacement, effects, clean.logit_diff, base,
+                         circuit_thresholds, progress, notes)
     return ModelTaskRun(
         info=lm.info,
         task=task.name,
@@ -240,14 +234,31 @@ def run_model_on_task(
     )
 
 
+def _circuits(lm: LoadedModel, task: str, ablation: Ablation, base_batch: Batch, replacement: Replacement,
+              effects: list[ComponentEffect], clean: np.ndarray, base: np.ndarray, thresholds: Sequence[float],
+              progress: Callable[[float], None] | None, notes: list[str]) -> list[Circuit]:
+    """Pruned circuits, only where pruning against the clean metric means something."""
+    prunable = ablation is not Ablation.DENOISING and clean_problem(clean) is None
+    if thresholds and prunable:
+        return discover(lm.adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
+                        thresholds, progress)
+    if progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
+        progress(len(effects) * len(thresholds))
+    if thresholds and ablation is Ablation.DENOISING:
+        notes.append(f"{task}: model '{lm.name}': no circuits under denoising (pruning keeps the clean metric; "
+                     "the denoising base run is the corrupted one)")
+    return []
+
+
 def _run_notes(name: str, task: str, ablation: Ablation, enc: EncodedTask, clean: np.ndarray,
                corrupted: np.ndarray | None) -> list[str]:
     """Warnings about one model on one task: a metric that is not clearly positive, thin templates."""
     notes = []
-    why = relative_problem(clean, None, "mean")
+    why = clean_problem(clean)
     if why:
-        notes.append(f"{task}: model '{name}': {why}: {WITHHELD}")
-    if ablation.value in ("noising", "denoising"):
+        withheld = "percent of clean, circuits and paper A are withheld" if ablation.value in PATCHING else WITHHELD
+        notes.append(f"{task}: model '{name}': {why}: {withheld}")
+    if ablation.value in PATCHING:
         gap_why = relative_problem(clean, corrupted, ablation.value)
         if gap_why:
             notes.append(f"{task}: model '{name}': {gap_why}: percent of gap and drop statistics are withheld")
