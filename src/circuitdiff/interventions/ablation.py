@@ -169,7 +169,11 @@ class Replacement:
         return self.reference.of(component)[prompts]  # paired patching
 
     def _mean_of(self, component: Component, groups: torch.Tensor) -> torch.Tensor:
-        """(len(groups), seq, d): each row's template mean."""
+        """(len(groups), seq, d): each row's template mean (a broadcast view when all rows share one)."""
+        single = len(groups) > 0 and bool((groups == groups[0]).all())
+        index = groups[:1] if single else groups
         if component.head is None:
-            return self._mean_mlps[component.layer][groups]
-        return self._mean_heads[component.layer][groups, :, component.head]
+            means = self._mean_mlps[component.layer][index]
+        else:
+            means = self._mean_heads[component.layer][index, :, component.head]
+        return means.expand(len(groups), *means.shape[1:]) if single else means
