@@ -151,7 +151,7 @@ def test_mean_ablation_equals_per_template_reference(family: str, one_torch_thre
     moved = max(abs(pooled[k] - per_template[k]) for k in per_template)
     largest = max(abs(v) for v in per_template.values())
     assert moved > 0.1 * largest, "pooling across templates must matter here (else this test proves nothing)"
-    assert not any("has only" in n for n in run.notes)  # six corrupted prompts per template: no warning
+    assert not any("fewer than" in n for n in run.notes)  # six corrupted prompts per template: no warning
 
 
 def test_resample_draws_from_the_same_template() -> None:
@@ -167,6 +167,12 @@ def test_resample_draws_from_the_same_template() -> None:
     mean = Replacement(Ablation.MEAN, cache, n_base=8, groups=groups).values(Component(0, 1), torch.arange(8))
     expected = torch.tensor([float(torch.arange(8)[groups == g].float().mean()) for g in groups.tolist()])
     torch.testing.assert_close(mean[:, 1, 0], expected)
+    thin = Replacement(Ablation.MEAN, cache, n_base=8, groups=groups, min_group=3)  # group 2 has two prompts
+    values = thin.values(Component(0, 1), torch.arange(8))[:, 1, 0]
+    expected[groups == 2] = 3.5  # the mean over all eight prompts
+    torch.testing.assert_close(values, expected)
+    draws = Replacement(Ablation.RESAMPLE, cache, n_base=8, seed=1, groups=groups, min_group=3)._source
+    assert torch.equal(groups[draws][groups != 2], groups[groups != 2])
 
 
 def test_templates_from_jsonl_or_token_length(tmp_path: Path) -> None:
@@ -191,9 +197,9 @@ def test_thin_templates_are_warned(one_torch_thread) -> None:
     model.requires_grad_(False)
     lm = LoadedModel("tiny", model, word_tokenizer(), adapter_for(model))
     run = run_model_on_task(lm, two_template_task(masked=False, n_per_template=2), Ablation.MEAN)
-    notes = [n for n in run.notes if "has only" in n]
-    assert len(notes) == 2 and all("only 2 corrupted" in n and "'tiny'" in n for n in notes)
-    assert any("'short'" in n for n in notes) and any("'long'" in n for n in notes)
+    notes = [n for n in run.notes if "fewer than 4 corrupted prompts" in n]
+    assert len(notes) == 1 and "model 'tiny'" in notes[0]
+    assert "'short' (2)" in notes[0] and "'long' (2)" in notes[0] and notes[0].startswith("two-templates: ")
 
 
 def test_builtin_tasks_know_their_templates(gpt2_tokenizer) -> None:
@@ -217,5 +223,5 @@ def test_thin_templates_without_corrupted_prompts_use_the_pooled_mean(one_torch_
                     for i in range(4))
     run = run_model_on_task(lm, Task("thin", prompts), Ablation.MEAN)
     assert max(abs(e.effect) for e in run.effects) > 1e-3
-    notes = [n for n in run.notes if "has only 2 reference prompt(s)" in n]
-    assert len(notes) == 2 and all("mean over all templates" in n for n in notes)
+    notes = [n for n in run.notes if "fewer than 4 reference prompts" in n]
+    assert len(notes) == 1 and "'3 tokens' (2), '4 tokens' (2)" in notes[0] and "mean over all templates" in notes[0]

@@ -95,15 +95,18 @@ def template_means(acts: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor)
 
 
 def template_warnings(groups: torch.Tensor, names: tuple[str, ...], what: str, pooled: bool = False) -> list[str]:
-    """One message per template with fewer than MIN_TEMPLATE_PROMPTS reference prompts.
+    """One message naming every template with fewer than MIN_TEMPLATE_PROMPTS reference prompts (none if none).
 
     ``pooled``: such templates are ablated with the mean over all templates (see ``Replacement``).
     """
     counts = torch.bincount(groups, minlength=len(names)).tolist()
-    consequence = ("it is ablated with the mean over all templates instead (its own mean would include "
-                   "the prompt itself)") if pooled else "its mean/resample ablation is noisy"
-    return [f"template '{names[g] if g < len(names) else g}' has only {c} {what} prompt(s) (fewer than "
-            f"{MIN_TEMPLATE_PROMPTS}): {consequence}" for g, c in enumerate(counts) if 0 < c < MIN_TEMPLATE_PROMPTS]
+    thin = [f"'{names[g] if g < len(names) else g}' ({c})" for g, c in enumerate(counts) if 0 < c < MIN_TEMPLATE_PROMPTS]
+    if not thin:
+        return []
+    consequence = ("they are ablated with the mean over all templates instead (their own mean would be mostly "
+                   "the prompt itself)") if pooled else "their mean/resample ablation is noisy"
+    return [f"{len(thin)} template(s) have fewer than {MIN_TEMPLATE_PROMPTS} {what} prompts: {', '.join(thin)}; "
+            f"{consequence}"]
 
 
 def _same_group_draws(groups: torch.Tensor, seed: int) -> torch.Tensor:
