@@ -221,3 +221,17 @@ def test_concentration_refuses_a_negative_clean_metric() -> None:
     negative = concentration_summary(effects, np.array([-3.0, -2.5, -3.5]), n_boot=50)
     positive = concentration_summary(effects, np.array([3.0, 2.5, 3.5]), n_boot=50)
     assert negative["worst_drop"] is None and positive["worst_drop"].point == pytest.approx(100.0 / 3.0)
+
+
+def test_no_effect_at_all_gives_null_statistics_not_a_crash() -> None:
+    from circuitdiff.analysis.pair import robustness
+    from circuitdiff.models.components import Component
+
+    comps = [Component(0, 0), Component(0, 1), Component(0, None)]
+    effects = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.5]])  # only the MLP matters
+    run = SimpleNamespace(per_prompt_effects=effects, clean=np.array([3.0, 2.0, 4.0]), corrupted=None,
+                          ablation="mean", components=comps)
+    heads = robustness(run, heads_only=True, n_boot=20)
+    assert heads and all(v is None for v in heads.values())
+    pooled = robustness(run, n_boot=20)
+    assert pooled["top_1_share"].point == pytest.approx(1.0) and pooled["worst_drop"].point == pytest.approx(50.0)

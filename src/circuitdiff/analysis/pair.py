@@ -51,7 +51,7 @@ class PairAnalysis:
     circuit: dict[str, Any]
     preserved: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
-    concentration_heads: dict[str, dict[str, Interval | None] | None] = field(default_factory=dict)
+    concentration_heads: dict[str, dict[str, Interval | None]] = field(default_factory=dict)
     """The same statistics over heads alone (the reference study's robustness statistics are per head)."""
     finding: dict[str, Any] = field(default_factory=dict)
     """Whether concentration and alignment findings may be claimed: both models must solve the task."""
@@ -66,7 +66,7 @@ class PairAnalysis:
             "transport": [{"teacher": t, "student": s, "mass": float(v)} for (t, s), v in flows.items()],
             "concentration": {role: {k: (vars(v) if v else None) for k, v in summary.items()}
                               for role, summary in self.concentration.items()},
-            "concentration_heads": {role: ({k: (vars(v) if v else None) for k, v in summary.items()} if summary else None)
+            "concentration_heads": {role: {k: (vars(v) if v else None) for k, v in summary.items()}
                                     for role, summary in self.concentration_heads.items()},
             "finding": self.finding,
             "circuit": self.circuit,
@@ -239,19 +239,20 @@ def compare_circuits(t_circuits: list[Circuit], s_circuits: list[Circuit], match
 
 
 def robustness(run: ModelTaskRun, *, heads_only: bool = False, n_boot: int = 1000,
-               seed: int = 0) -> dict[str, Interval | None] | None:
+               seed: int = 0) -> dict[str, Interval | None]:
     """Concentration and drop statistics of one run (over heads alone if asked).
 
     Drops are relative to the clean metric for ablations and to the clean - corrupted gap
-    for patching (``influence.drop_inputs``). None when the components have no effect at all.
+    for patching (``influence.drop_inputs``). Every statistic is None when the components
+    have no effect at all (there is no distribution of reliance to describe).
     """
     effects, norm = drop_inputs(run.per_prompt_effects, run.clean, run.corrupted, run.ablation)
     if heads_only:
         effects = effects[[c.head is not None for c in run.components]]
-    try:
+    if effects.size and np.any(effects.mean(axis=1)):
         return concentration_summary(effects, norm, n_boot=n_boot, seed=seed)
-    except ValueError:
-        return None
+    keys = concentration_summary(np.ones((1, 2)), np.ones(2), n_boot=1)  # the same statistic names
+    return dict.fromkeys(keys)
 
 
 def task_finding(t: ModelTaskRun, s: ModelTaskRun) -> dict[str, Any]:
