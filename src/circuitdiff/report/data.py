@@ -78,7 +78,7 @@ def components(task: dict[str, Any], role: str) -> pd.DataFrame:
     """
     rows = (task.get(role) or {}).get("components") or []
     frame = pd.DataFrame(rows, columns=["name", "kind", "layer", "head", "effect", "share", "percent_of_clean",
-                                       "percent_of_gap"])
+                                       "percent_of_gap", "effect_lo", "effect_hi"])
     if frame.empty:
         return frame.assign(support=pd.Series(dtype=float))
     frame["effect"] = pd.to_numeric(frame["effect"], errors="coerce").fillna(0.0)

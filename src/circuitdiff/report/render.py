@@ -159,7 +159,12 @@ def _top_components(frame: pd.DataFrame, k: int = 8, column: str = "percent_of_c
     if frame.empty:
         return []
     top = frame.sort_values("share", ascending=False).head(k)
-    return [{"name": r["name"], "share": fmt(r["share"], ".1%"), "effect": fmt(r["effect"], "+.3f"),
+    def effect(r: pd.Series) -> str:
+        lo, hi = finite(r.get("effect_lo")), finite(r.get("effect_hi"))
+        interval = f" ({fmt(lo, '+.3f')} to {fmt(hi, '+.3f')})" if lo is not None and hi is not None else ""
+        return fmt(r["effect"], "+.3f") + interval
+
+    return [{"name": r["name"], "share": fmt(r["share"], ".1%"), "effect": effect(r),
              "percent": fmt(r.get(column), "+.0f") + ("%" if finite(r.get(column)) is not None else "")}
             for _, r in top.iterrows()]
 
