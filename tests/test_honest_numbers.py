@@ -83,6 +83,7 @@ def test_headlines_withheld_for_the_unsolved_task_in_report_and_summary(shipped)
     assert "No concentration finding: teacher &#39;tiny-gpt2&#39; does not solve the task" in html
     assert "No alignment finding" in html
     assert html.count("No concentration finding") == 1  # numerals, solved by both, keeps its headline
+    assert "effect (95% CI)" in html
     buffer = io.StringIO()
     print_summary(Console(file=buffer, width=400), results, out)
     text = buffer.getvalue()

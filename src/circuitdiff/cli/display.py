@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from circuitdiff.analysis.influence import PATCHING
+
 
 @contextmanager
 def rich_progress(console: Console) -> Iterator[Callable[[str, float], Callable[[float], None]]]:
@@ -54,20 +56,19 @@ def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
         table.add_row("clean logit diff", _fmt(t["clean_metric"]), _fmt(s["clean_metric"]))
         table.add_row("accuracy", _fmt(t["accuracy"], ".1%"), _fmt(s["accuracy"], ".1%"))
         ct, cs = tr["concentration"]["teacher"], tr["concentration"]["student"]
-        basis = "% of gap" if tr.get("ablation") in ("noising", "denoising") else "% of clean"
+        basis = "% of gap" if tr.get("ablation") in PATCHING else "% of clean"
         for key, label in (("effective_number", "effective # components"), ("gini", "Gini of |effect|"),
                            ("top_1_share", "top-1 share"), ("n_for_0.8", "components for 80%"),
                            ("worst_drop", f"worst single drop ({basis})"), ("mean_drop", f"mean drop ({basis})"),
                            ("severity_tail", "severity tail")):
             table.add_row(label, _interval(ct.get(key)), _interval(cs.get(key)))
-        heads = tr.get("concentration_heads") or {}
+        heads = tr.get("concentration_heads") or {}  # absent in older results
         ht, hs = heads.get("teacher") or {}, heads.get("student") or {}
         for key, label in (("gini", "heads only: Gini"), ("worst_drop", f"heads only: worst drop ({basis})"),
                            ("mean_drop", f"heads only: mean drop ({basis})"),
                            ("worst5_mean_drop", f"heads only: worst-5% mean ({basis})"),
-                           ("severity_tail", "heads only: severity tail")):
-            if heads:
-                table.add_row(label, _interval(ht.get(key)), _interval(hs.get(key)))
+                           ("severity_tail", "heads only: severity tail")) if heads else ():
+            table.add_row(label, _interval(ht.get(key)), _interval(hs.get(key)))
         table.add_row("attribution vs exact (Spearman)", _fmt(t.get("attribution_spearman"), ".2f"),
                       _fmt(s.get("attribution_spearman"), ".2f"))
         circuit = tr.get("circuit", {})
