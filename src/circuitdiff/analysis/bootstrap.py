@@ -1,7 +1,14 @@
-"""Percentile bootstrap over items (prompts), seeded, vectorised where the statistic allows.
+"""Bootstrap over items (prompts), seeded, vectorised where the statistic allows.
 
 Resampling prompts, not components, is what the intervals are about: how much a
 number would move with a different draw of prompts from the same task.
+
+Intervals are bias-corrected and accelerated (BCa, Efron 1987) by default where a
+statistic is biased: the concentration statistics (functions of |mean effect|) and the
+alignment score (a maximum over couplings) sit *below* most of their resamples on noisy
+data, so a plain percentile interval can miss its own point estimate. BCa shifts the
+percentiles by the fraction of resamples below the point (bias) and by the jackknife
+skewness (acceleration); it costs n extra evaluations, one per left-out prompt.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy.stats import norm
 
 
 def bootstrap_indices(n_items: int, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -60,3 +68,47 @@ def bootstrap_ci(
         values = np.array([float(stat_fn(row)) for row in idx])
     lo, hi = percentile_interval(values, level)
     return point, lo, hi
+
+
+def jackknife_weights(n_items: int) -> np.ndarray:
+    """(n_items, n_items) weights leaving out one item per row, each row summing to 1."""
+    if n_items < 2:
+        raise ValueError(f"the jackknife needs at least 2 items, got {n_items}")
+    w = np.ones((n_items, n_items)) - np.eye(n_items)
+    return w / (n_items - 1)
+
+
+def bca_interval(point: float, boot: np.ndarray, jack: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """BCa interval from the point estimate, bootstrap values and leave-one-out (jackknife) values.
+
+    Bias z0 = Phi^-1(share of resamples below the point, ties counted half), clipped so that
+    a point below every resample still gives a finite interval; acceleration from the
+    jackknife's skewness (0 when the jackknife does not vary). NaN values are left out.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    b = np.asarray(boot, dtype=np.float64)
+    b = b[np.isfinite(b)]
+    if b.size == 0 or not np.isfinite(point):
+        return float("nan"), float("nan")
+    below = (np.sum(b < point) + 0.5 * np.sum(b == point)) / b.size
+    z0 = float(norm.ppf(np.clip(below, 0.5 / b.size, 1.0 - 0.5 / b.size)))
+    j = np.asarray(jack, dtype=np.float64)
+    j = j[np.isfinite(j)]
+    d = j.mean() - j if j.size else np.zeros(1)
+    denom = 6.0 * float(np.sum(d**2)) ** 1.5
+    accel = float(np.sum(d**3)) / denom if denom > 0 else 0.0
+    alpha = (1.0 - level) / 2.0
+    quantiles = []
+    for z in norm.ppf([alpha, 1.0 - alpha]):
+        shifted = z0 + (z0 + z) / (1.0 - accel * (z0 + z))
+        quantiles.append(float(norm.cdf(shifted)))
+    lo, hi = np.quantile(b, quantiles)
+    return float(lo), float(hi)
+
+
+def share_above(point: float, boot: np.ndarray) -> float:
+    """Fraction of finite resamples above the point estimate: about 0.5 for an unbiased statistic."""
+    b = np.asarray(boot, dtype=np.float64)
+    b = b[np.isfinite(b)]
+    return float(np.mean(b > point)) if b.size else float("nan")

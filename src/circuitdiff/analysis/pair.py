@@ -10,15 +10,17 @@ model, and the circuits compared through the matching.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from circuitdiff.analysis._arrays import DegenerateRepresentationWarning, SmallSampleWarning
-from circuitdiff.analysis.alignment import alignment_score, alignment_transport, paper_alignment, paper_influence
-from circuitdiff.analysis.bootstrap import bootstrap_indices, percentile_interval
+from circuitdiff.analysis.alignment import alignment_transport, paper_alignment, paper_influence, same_kind_mask
+from circuitdiff.analysis.calibration import NullDraw, above_chance, alignment_interval, null_alignment, read_grams
 from circuitdiff.analysis.circuits import Circuit, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
@@ -34,7 +36,6 @@ from circuitdiff.pipeline import ModelTaskRun
 MATCH_MEASURE = SimilarityMeasure.LINEAR_CKA
 MIN_PROMPTS = 4
 """Debiased CKA needs at least four distinct prompts."""
-N_BOOT_ALIGNMENT = 200
 
 
 @dataclass
@@ -124,28 +125,6 @@ def _mean_effects(run: ModelTaskRun, weights: np.ndarray | None = None) -> np.nd
     return e.mean(1) if weights is None else e @ weights
 
 
-def alignment_interval(t: ModelTaskRun, s: ModelTaskRun, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the score over prompt resamples.
-
-    Each resample recomputes mean effects on the resampled prompts, and the similarity on
-    the distinct prompts it drew (debiased CKA assumes distinct samples, so duplicates are
-    not fed to it). That is conservative: similarity is estimated from ~63% of the prompts.
-    """
-    n = len(t.clean)
-    scores = []
-    for idx in bootstrap_indices(n, n_boot, seed):
-        distinct = np.unique(idx)
-        if len(distinct) < MIN_PROMPTS:
-            continue
-        weights = np.bincount(idx, minlength=n) / n
-        sim = component_similarity(t, s, distinct)
-        try:
-            scores.append(alignment_score(_mean_effects(t, weights), _mean_effects(s, weights), sim))
-        except ValueError:
-            continue
-    return percentile_interval(np.asarray(scores), level) if scores else (float("nan"), float("nan"))
-
-
 def paper_score(t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool) -> tuple[float | None, str | None]:
     """The reference study's A where its ingredients exist (same tokenisation and width)."""
     if not same_tokens:
@@ -209,11 +188,39 @@ def analyse_runs(
     s: ModelTaskRun,
     *,
     same_tokens: bool,
-    null_run: ModelTaskRun | None = None,
+    null_draws: Sequence[NullDraw] = (),
     n_boot: int = 1000,
     seed: int = 0,
 ) -> PairAnalysis:
-    """All pairwise analyses of one task (the models themselves are no longer needed)."""
+    """All pairwise analyses of one task (the models themselves are no longer needed).
+
+    BLAS runs single-threaded here: every matrix is small, and under contention a second
+    thread only waits (see README, performance).
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _analyse(t, s, same_tokens, null_draws, n_boot, seed)
+
+
+def alignment_summary(
+    t: ModelTaskRun, s: ModelTaskRun, sim: pd.DataFrame, null_draws: Sequence[NullDraw], n_boot: int, seed: int,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The score with its transport plan, BCa interval, chance level and verdict (``analysis.calibration``)."""
+    transport = alignment_transport(_mean_effects(t), _mean_effects(s), sim)
+    score = float(transport.attrs["score"])
+    mask = same_kind_mask(sim)
+    kt = read_grams(t.read_acts)
+    interval = alignment_interval((t.per_prompt_effects, s.per_prompt_effects), (kt, read_grams(s.read_acts)),
+                                  mask, score, n_boot, seed)
+    null = null_alignment(_mean_effects(t), kt, mask, null_draws, list(s.read_acts)) if null_draws else {
+        "null": None, "null_q95": None, "n_null": 0, "null_values": [], "null_check": None}
+    alignment = {"score": score, **interval, **null, "above_chance": above_chance(interval["ci"], null["null_q95"]),
+                 "measure": MATCH_MEASURE.value, "level": 0.95}
+    return alignment, transport
+
+
+def _analyse(
+    t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool, null_draws: Sequence[NullDraw], n_boot: int, seed: int,
+) -> PairAnalysis:
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SmallSampleWarning)
@@ -226,24 +233,16 @@ def analyse_runs(
     has_attention = t.attention_read is not None and s.attention_read is not None
     if same_tokens and has_attention:
         matrices["attention"] = attention_matrix(t, s)
-    t_eff, s_eff = _mean_effects(t), _mean_effects(s)
-    transport = alignment_transport(t_eff, s_eff, sim)
-    lo, hi = alignment_interval(t, s, min(n_boot, N_BOOT_ALIGNMENT), seed)
-    null = None
-    if null_run is not None:
-        try:
-            null = alignment_score(t_eff, _mean_effects(null_run), component_similarity(t, null_run))
-        except ValueError as exc:
-            notes.append(f"{t.task}: null score undefined ({exc})")
+    alignment, transport = alignment_summary(t, s, sim, null_draws, n_boot, seed)
+    notes += null_notes(t.task, alignment, bool(null_draws))
     for run, role in ((t, "teacher"), (s, "student")):
         if not run.circuits:
             notes.append(f"{t.task}: no {role} circuit (clean logit difference too close to 0, or circuits off)")
     paper, why = paper_score(t, s, same_tokens) if has_attention else (None, "paper A needs attention patterns (eager attention)")
     if why:
         notes.append(f"{t.task}: {why}")
+    alignment["paper"] = paper
     matching = match_one_to_one(sim)
-    alignment = {"score": float(transport.attrs["score"]), "ci": [lo, hi], "null": null, "paper": paper,
-                 "measure": MATCH_MEASURE.value, "level": 0.95}
     concentration = {
         role: concentration_summary(run.per_prompt_effects, run.clean, n_boot=n_boot, seed=seed)
         for role, run in (("teacher", t), ("student", s))
@@ -260,3 +259,20 @@ def analyse_runs(
         preserved=preserved_components(t, sim),
         warnings=notes,
     )
+
+
+NULL_CHECK_TOLERANCE = 0.02
+"""Largest change of a null score, when checked components get their exact effects, that passes silently."""
+
+
+def null_notes(task: str, alignment: dict[str, Any], wanted: bool) -> list[str]:
+    """Warnings about the chance level: missing, or its attribution estimates off on the checked draw."""
+    notes = []
+    if wanted and alignment["null"] is None:
+        notes.append(f"{task}: null score undefined (no random student had any influence)")
+    check = alignment.get("null_check")
+    if check and abs(check["score_with_exact"] - check["score_estimated"]) > NULL_CHECK_TOLERANCE:
+        notes.append(f"{task}: the null's attribution estimates are off: with exact effects for "
+                     f"{len(check['components'])} components the checked draw scores {check['score_with_exact']:.3f} "
+                     f"instead of {check['score_estimated']:.3f}")
+    return notes
