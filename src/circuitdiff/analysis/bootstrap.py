@@ -81,9 +81,11 @@ def jackknife_weights(n_items: int) -> np.ndarray:
 def bca_interval(point: float, boot: np.ndarray, jack: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """BCa interval from the point estimate, bootstrap values and leave-one-out (jackknife) values.
 
-    Bias z0 = Phi^-1(share of resamples below the point, ties counted half), clipped so that
-    a point below every resample still gives a finite interval; acceleration from the
-    jackknife's skewness (0 when the jackknife does not vary). NaN values are left out.
+    Bias z0 = Phi^-1(share of resamples below the point, ties counted half); acceleration
+    from the jackknife's skewness (0 when the jackknife does not vary). NaN values are left
+    out. Returns NaN when fewer than (1 - level) / 2 of the resamples lie on one side of the
+    point: the statistic's bias then exceeds its spread, BCa's percentiles collapse onto the
+    most extreme resample, and no interval from these resamples would be honest.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -92,13 +94,15 @@ def bca_interval(point: float, boot: np.ndarray, jack: np.ndarray, level: float 
     if b.size == 0 or not np.isfinite(point):
         return float("nan"), float("nan")
     below = (np.sum(b < point) + 0.5 * np.sum(b == point)) / b.size
-    z0 = float(norm.ppf(np.clip(below, 0.5 / b.size, 1.0 - 0.5 / b.size)))
+    alpha = (1.0 - level) / 2.0
+    if not alpha <= below <= 1.0 - alpha:
+        return float("nan"), float("nan")
+    z0 = float(norm.ppf(below))
     j = np.asarray(jack, dtype=np.float64)
     j = j[np.isfinite(j)]
     d = j.mean() - j if j.size else np.zeros(1)
     denom = 6.0 * float(np.sum(d**2)) ** 1.5
     accel = float(np.sum(d**3)) / denom if denom > 0 else 0.0
-    alpha = (1.0 - level) / 2.0
     quantiles = []
     for z in norm.ppf([alpha, 1.0 - alpha]):
         shifted = z0 + (z0 + z) / (1.0 - accel * (z0 + z))

@@ -129,18 +129,16 @@ def rbf_cka(x: ArrayLike, y: ArrayLike, sigma_frac: float = 0.8, debiased: bool 
 #
 # A bootstrap resample repeats some prompts. Fed to the debiased estimator as rows, a
 # repeated prompt pairs with its own copy, which is the diagonal term debiasing removes:
-# CKA of unrelated representations is pushed up. Dropping the repeats instead (the old
-# approach) estimates similarity from ~63% of the prompts, which is noisier, and the
-# alignment score's maximum over couplings turns extra noise into upward bias. The
-# weighted estimator keeps every draw as a weight and never pairs a prompt with itself:
-#
-#   HSIC_w(K, L) = T2 + T4 - 2 T3,  with each term a weighted average over *distinct* prompts
-#   T2 = avg_w over i != j of K_ij L_ij,  T3 = avg_w over distinct i, j, k of K_ij L_ik,
-#   T4 = avg_w over distinct i, j, k, l of K_ij L_kl,  tuple weight = product of the w's,
-#
-# the population HSIC = E[k l] - 2 E[k l'] + E[k] E[l] term by term. With all weights 1 it
-# is exactly Song et al.'s unbiased HSIC (the U-statistic); a weight 0 leaves a prompt out
-# (the jackknife). Sums over distinct tuples reduce to matrix products by inclusion-exclusion.
+# CKA of unrelated representations is pushed up (on the shipped teacher against a random
+# student, every resample scored above the point). Dropping the repeats instead (the old
+# approach) estimates similarity from ~63% of the prompts. The weighted estimator keeps
+# every draw as a weight and never pairs a prompt with itself: Song et al.'s unbiased HSIC
+# is the average of the kernel h(i, j, q, r) = mean over orderings (t, u, v, s) of
+# K_tu L_tu + K_tu L_vs - 2 K_tu L_tv over 4-tuples of distinct prompts; here each tuple
+# is weighted by w_i w_j w_q w_r. With all weights 1 this is Song's estimator exactly; a
+# weight 0 leaves a prompt out (the jackknife); like the unweighted one it ignores how the
+# representation was centred. Sums over distinct tuples reduce to a few matrix products by
+# inclusion-exclusion (the test checks them against the sum written out).
 
 
 def zero_diagonal_gram(x: Float64Array) -> Float64Array:
@@ -155,36 +153,47 @@ def zero_diagonal_gram(x: Float64Array) -> Float64Array:
     return g / norm if norm > 0.0 else g
 
 
-def _distinct_tuple_mass(w: Float64Array) -> tuple[float, float, float]:
-    """Sums of w_i w_j (...) over distinct index pairs, triples and quadruples (power-sum identities)."""
-    p1, p2, p3, p4 = (float(np.sum(w**k)) for k in (1, 2, 3, 4))
-    d2 = p1**2 - p2
-    d3 = p1**3 - 3 * p1 * p2 + 2 * p3
-    d4 = p1**4 - 6 * p1**2 * p2 + 3 * p2**2 + 8 * p1 * p3 - 6 * p4
-    return d2, d3, d4
-
-
-def hsic_weights(w: ArrayLike) -> tuple[Float64Array, Float64Array, float]:
-    """(M, v, c) such that HSIC_w(K, L) = <M o K, L> + sum_i v_i (Kw)_i (Lw)_i + c (w'Kw)(w'Lw).
-
-    K and L have zero diagonals. Needs at least four prompts with positive weight.
-    """
+def _weights(w: ArrayLike) -> Float64Array:
     wv = np.asarray(w, dtype=np.float64).ravel()
     if np.any(wv < 0) or np.count_nonzero(wv) < 4:
         raise ValueError("weighted debiased HSIC needs non-negative weights on at least 4 prompts")
-    d2, d3, d4 = _distinct_tuple_mass(wv)
-    ww = np.outer(wv, wv)
-    m = ww * (1.0 / d2 + 2.0 * ww / d4 + (wv[:, None] + wv[None, :]) / d3)
-    v = -2.0 * wv / d3 - 4.0 * wv**2 / d4
-    return m, v, 1.0 / d4
+    return wv
+
+
+def _tuple_mass(w: Float64Array) -> float:
+    """Sum of w_i w_j w_q w_r over ordered 4-tuples of distinct indices (from power sums)."""
+    p1, p2, p3, p4 = (float(np.sum(w**k)) for k in (1, 2, 3, 4))
+    return p1**4 - 6 * p1**2 * p2 + 3 * p2**2 + 8 * p1 * p3 - 6 * p4
+
+
+def _hsic_parts(w: Float64Array) -> tuple[Float64Array, Float64Array]:
+    """(M, v): HSIC_w(K, L) D4 = <M o K, L> + sum_i (Kw)_i (Lw)_i v_i + 2 w.(Kw o Lw2 + Kw2 o Lw) + (w'Kw)(w'Lw)."""
+    total, sq = float(w.sum()), float(np.sum(w**2))
+    m = np.outer(w, w) * ((total**2 - sq) - total * (w[:, None] + w[None, :]) + 2.0 * np.outer(w, w))
+    return m, -2.0 * total * w - 2.0 * w**2
 
 
 def weighted_hsic(k: Float64Array, l: Float64Array, w: ArrayLike) -> float:  # noqa: E741
     """Weighted debiased HSIC of two zero-diagonal kernel matrices (see the comment above)."""
-    m, v, c = hsic_weights(w)
-    wv = np.asarray(w, dtype=np.float64).ravel()
-    a, b = k @ wv, l @ wv
-    return float(np.vdot(m * k, l) + np.sum(v * a * b) + c * (wv @ a) * (wv @ b))
+    wv = _weights(w)
+    return float(weighted_cross(k[None], l[None], wv)[0, 0]) / _tuple_mass(wv)
+
+
+def weighted_cross(kt: Float64Array, ks: Float64Array, w: Float64Array) -> Float64Array:
+    """D4 x weighted HSIC of every pair from two stacks of zero-diagonal kernels (Ct, n, n), (Cs, n, n)."""
+    m, v = _hsic_parts(w)
+    w2 = w**2
+    at, as_, bt, bs = kt @ w, ks @ w, kt @ w2, ks @ w2
+    inner = (kt * m).reshape(len(kt), -1) @ ks.reshape(len(ks), -1).T
+    return (inner + (at * v) @ as_.T + 2.0 * ((at * w) @ bs.T + (bt * w) @ as_.T)
+            + np.outer(at @ w, as_ @ w))
+
+
+def _weighted_self(k: Float64Array, w: Float64Array) -> Float64Array:
+    """D4 x weighted HSIC of each kernel in a stack with itself: the diagonal of ``weighted_cross``."""
+    m, v = _hsic_parts(w)
+    a, b = k @ w, k @ (w**2)
+    return np.einsum("cij,cij->c", k * m, k) + (a * a) @ v + 4.0 * (a * w * b).sum(1) + (a @ w) ** 2
 
 
 def weighted_cka_matrix(kt: Float64Array, ks: Float64Array, w: ArrayLike) -> Float64Array:
@@ -194,13 +203,8 @@ def weighted_cka_matrix(kt: Float64Array, ks: Float64Array, w: ArrayLike) -> Flo
     recomputing every component's Gram matrix. All-ones weights give ``linear_cka``; a
     component whose weighted self-HSIC is not positive (dead on these prompts) gets 0.
     """
-    m, v, c = hsic_weights(w)
-    wv = np.asarray(w, dtype=np.float64).ravel()
-    mk = (kt * m).reshape(len(kt), -1)
-    at, as_ = kt @ wv, ks @ wv
-    cross = mk @ ks.reshape(len(ks), -1).T + (at * v) @ as_.T + c * np.outer(at @ wv, as_ @ wv)
-    self_t = np.einsum("ij,ij->i", mk, kt.reshape(len(kt), -1)) + (at * at) @ v + c * (at @ wv) ** 2
-    self_s = np.einsum("ijk,ijk->i", ks * m, ks) + (as_ * as_) @ v + c * (as_ @ wv) ** 2
-    scale = np.sqrt(np.outer(np.maximum(self_t, 0.0), np.maximum(self_s, 0.0)))
+    wv = _weights(w)
+    cross = weighted_cross(kt, ks, wv)
+    scale = np.sqrt(np.outer(np.maximum(_weighted_self(kt, wv), 0.0), np.maximum(_weighted_self(ks, wv), 0.0)))
     out = np.divide(cross, scale, out=np.zeros_like(cross), where=scale > 0.0)
     return np.clip(out, -1.0, 1.0)
