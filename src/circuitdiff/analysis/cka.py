@@ -176,24 +176,31 @@ def _hsic_parts(w: Float64Array) -> tuple[Float64Array, Float64Array]:
 def weighted_hsic(k: Float64Array, l: Float64Array, w: ArrayLike) -> float:  # noqa: E741
     """Weighted debiased HSIC of two zero-diagonal kernel matrices (see the comment above)."""
     wv = _weights(w)
-    return float(weighted_cross(k[None], l[None], wv)[0, 0]) / _tuple_mass(wv)
+    cross, _, _ = _weighted_terms(k[None], l[None], wv)
+    return float(cross[0, 0]) / _tuple_mass(wv)
 
 
-def weighted_cross(kt: Float64Array, ks: Float64Array, w: Float64Array) -> Float64Array:
-    """D4 x weighted HSIC of every pair from two stacks of zero-diagonal kernels (Ct, n, n), (Cs, n, n)."""
+def _weighted_terms(
+    kt: Float64Array, ks: Float64Array, w: Float64Array
+) -> tuple[Float64Array, Float64Array, Float64Array]:
+    """D4 x weighted HSIC of every pair (Ct, Cs), and of each kernel with itself (Ct,), (Cs,).
+
+    HSIC_w(K, L) D4 = <M o K, L> + sum_i v_i (Kw)_i (Lw)_i + 2 w.(Kw o Lw2 + Kw2 o Lw) + (w'Kw)(w'Lw),
+    with w2 = w o w and (M, v) from ``_hsic_parts``.
+    """
     m, v = _hsic_parts(w)
     w2 = w**2
-    at, as_, bt, bs = kt @ w, ks @ w, kt @ w2, ks @ w2
-    inner = (kt * m).reshape(len(kt), -1) @ ks.reshape(len(ks), -1).T
-    return (inner + (at * v) @ as_.T + 2.0 * ((at * w) @ bs.T + (bt * w) @ as_.T)
-            + np.outer(at @ w, as_ @ w))
+    flat_t, flat_s = kt.reshape(len(kt), -1), ks.reshape(len(ks), -1)
+    mt, ms = flat_t * m.ravel(), flat_s * m.ravel()
+    (at, bt), (as_, bs) = (kt @ w, kt @ w2), (ks @ w, ks @ w2)
 
+    def vector_terms(a: Float64Array, b: Float64Array, a2: Float64Array, b2: Float64Array) -> Float64Array:
+        return (a * v) @ b.T + 2.0 * ((a * w) @ b2.T + (a2 * w) @ b.T) + np.outer(a @ w, b @ w)
 
-def _weighted_self(k: Float64Array, w: Float64Array) -> Float64Array:
-    """D4 x weighted HSIC of each kernel in a stack with itself: the diagonal of ``weighted_cross``."""
-    m, v = _hsic_parts(w)
-    a, b = k @ w, k @ (w**2)
-    return np.einsum("cij,cij->c", k * m, k) + (a * a) @ v + 4.0 * (a * w * b).sum(1) + (a @ w) ** 2
+    cross = mt @ flat_s.T + vector_terms(at, as_, bt, bs)
+    self_t = np.einsum("ij,ij->i", mt, flat_t) + (at * at) @ v + 4.0 * (at * w * bt).sum(1) + (at @ w) ** 2
+    self_s = np.einsum("ij,ij->i", ms, flat_s) + (as_ * as_) @ v + 4.0 * (as_ * w * bs).sum(1) + (as_ @ w) ** 2
+    return cross, self_t, self_s
 
 
 def weighted_cka_matrix(kt: Float64Array, ks: Float64Array, w: ArrayLike) -> Float64Array:
@@ -203,8 +210,7 @@ def weighted_cka_matrix(kt: Float64Array, ks: Float64Array, w: ArrayLike) -> Flo
     recomputing every component's Gram matrix. All-ones weights give ``linear_cka``; a
     component whose weighted self-HSIC is not positive (dead on these prompts) gets 0.
     """
-    wv = _weights(w)
-    cross = weighted_cross(kt, ks, wv)
-    scale = np.sqrt(np.outer(np.maximum(_weighted_self(kt, wv), 0.0), np.maximum(_weighted_self(ks, wv), 0.0)))
+    cross, self_t, self_s = _weighted_terms(kt, ks, _weights(w))
+    scale = np.sqrt(np.outer(np.maximum(self_t, 0.0), np.maximum(self_s, 0.0)))
     out = np.divide(cross, scale, out=np.zeros_like(cross), where=scale > 0.0)
     return np.clip(out, -1.0, 1.0)

@@ -247,6 +247,7 @@ def _analyse(
         role: concentration_summary(run.per_prompt_effects, run.clean, n_boot=n_boot, seed=seed)
         for role, run in (("teacher", t), ("student", s))
     }
+    notes += interval_notes(t.task, alignment, concentration)
     return PairAnalysis(
         task=t.task,
         similarity=matrices,
@@ -259,6 +260,18 @@ def _analyse(
         preserved=preserved_components(t, sim),
         warnings=notes,
     )
+
+
+def interval_notes(task: str, alignment: dict[str, Any], concentration: dict[str, dict[str, Interval | None]]) -> list[str]:
+    """Say why an interval is missing: its point lies beyond 97.5% of the resamples (``bootstrap.bca_interval``)."""
+    missing = [f"{role} {name}" for role, stats in concentration.items() for name, iv in stats.items()
+               if iv is not None and np.isfinite(iv.point) and not np.isfinite(iv.lo)]
+    if np.isfinite(alignment["score"]) and not np.isfinite(alignment["ci"][0]):
+        missing.insert(0, "alignment score")
+    if not missing:
+        return []
+    return [f"{task}: no interval for {', '.join(missing)}: the point estimate lies beyond 97.5% of its bootstrap "
+            "resamples, so the statistic's bias exceeds its spread at this number of prompts (more prompts help)"]
 
 
 NULL_CHECK_TOLERANCE = 0.02
