@@ -205,3 +205,30 @@ def test_null_draws_are_seeded_and_distinct(gpt2_tokenizer, task) -> None:
     b = null_draws(student, enc, Ablation.MEAN, seed=0, n_null=2, n_check=0)
     np.testing.assert_array_equal(a[1].effects, b[1].effects)
     assert not np.allclose(a[0].effects, a[1].effects)
+
+
+@pytest.mark.parametrize("ablation", [Ablation.MEAN, Ablation.ZERO, Ablation.DENOISING])
+def test_null_draw_reads_match_a_plain_forward_hook(gpt2_tokenizer, ablation) -> None:
+    """The read-position outputs a draw records equal a hook on the real c_proj input (heads) / MLP output."""
+    student = gpt2(gpt2_tokenizer, 2, seed=5)
+    task = get_task("ioi", n_prompts=12, seed=0)
+    enc = encode_task(task, gpt2_tokenizer)
+    draw = null_draws(student, enc, ablation, seed=0, n_null=1, n_check=0)[0]
+    model = random_like(student, 0).model  # draw 0 of seed 0: the same weights
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [block.attn.c_proj.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(f"attn{i}", a[0]))
+             for i, block in enumerate(model.transformer.h)]
+    hooks += [block.mlp.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(f"mlp{i}", o))
+              for i, block in enumerate(model.transformer.h)]
+    with torch.no_grad():
+        model(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+    for h in hooks:
+        h.remove()
+    rows = torch.arange(len(enc.input_ids))
+    for layer in range(2):
+        heads = seen[f"attn{layer}"][rows, enc.read_pos].view(len(rows), 4, 8)
+        for head in range(4):
+            np.testing.assert_allclose(draw.read_acts[f"L{layer}.H{head}"], heads[:, head].double().numpy(), atol=1e-5)
+        np.testing.assert_allclose(draw.read_acts[f"L{layer}.MLP"], seen[f"mlp{layer}"][rows, enc.read_pos].double().numpy(),
+                                   atol=1e-5)
+    assert np.all(np.isfinite(draw.effects)) and np.any(draw.effects != 0)

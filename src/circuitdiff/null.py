@@ -7,8 +7,8 @@ student's only in the weights. A draw needs the components' outputs at the read 
 residual-stream read-outs for the report.
 
 Effects come from attribution patching (one forward and one backward for all
-components), not from an exact sweep: a draw costs about five forward passes whatever the
-model's size, so ten draws cost less than the student's exact sweep from GPT-2-small
+components, which also records the read-position outputs), not from an exact sweep: a
+draw costs the reference run plus about three forward passes whatever the model's size, so ten draws cost less than the student's exact sweep from GPT-2-small
 shapes upward (one pass per component). A random model's components write small,
 nearly independent perturbations, where the linear estimate is close; it is checked, not
 assumed: on the first draw the ``n_check`` components with the largest estimates are
@@ -22,11 +22,14 @@ import numpy as np
 import torch
 
 from circuitdiff.analysis.calibration import NullDraw
-from circuitdiff.interventions.ablation import Ablation, Replacement
+from circuitdiff.errors import TaskEncodingError
+from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement
 from circuitdiff.interventions.attribution import attribute
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.hooks import hooked
+from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep, rows_per_forward
 from circuitdiff.models.loading import LoadedModel
-from circuitdiff.pipeline import batches, clean_pass
+from circuitdiff.pipeline import batches
 from circuitdiff.tasks.encode import EncodedTask
 
 N_CHECK = 4
@@ -48,33 +51,48 @@ def random_like(lm: LoadedModel, seed: int) -> LoadedModel:
 
 
 @torch.no_grad()
-def _reads(lm: LoadedModel, enc: EncodedTask, ablation: Ablation, seed: int,
-           memory_budget: int) -> tuple[dict[str, np.ndarray], Replacement, object]:
-    """Component outputs at the read position, the replacement, and the batch the ablation applies to."""
-    clean_batch, corrupted_batch = batches(enc, lm.device)
-    clean = clean_pass(lm, clean_batch, memory_budget)
-    corrupted = clean_pass(lm, corrupted_batch, memory_budget) if corrupted_batch is not None else None
-    if ablation is Ablation.DENOISING:
-        reference, base_batch = clean.cache, corrupted_batch
-    else:
-        reference, base_batch = (corrupted.cache if corrupted is not None else clean.cache), clean_batch
-    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed)
-    read_pos = clean_batch.read_pos.cpu()
-    reads = {c.name: clean.component_at_read(c, read_pos) for c in lm.adapter.components()}
-    return reads, replacement, base_batch
+def _cache(lm: LoadedModel, batch: Batch, memory_budget: int) -> ActivationCache:
+    """Every component's activations on ``batch``: the reference that mean/resample/patching replace with."""
+    step = rows_per_forward(lm.adapter, batch.input_ids.shape[1], memory_budget)
+    recs = []
+    for start in range(0, len(batch), step):
+        part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
+        with hooked(lm.adapter, record=True) as rec:
+            lm.adapter.base_forward(part.input_ids, part.attention_mask)
+        recs.append(rec)
+    cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu())
+    return ActivationCache(cache.heads.cpu(), cache.mlps.cpu(), cache.mask.cpu())
 
 
 def null_draw(lm: LoadedModel, enc: EncodedTask, ablation: Ablation, *, seed: int, n_check: int = 0,
               memory_budget: int = DEFAULT_MEMORY_BUDGET) -> NullDraw:
-    """One random student's read-position outputs and attribution effects; ``n_check`` of them also exact."""
-    reads, replacement, base_batch = _reads(lm, enc, ablation, seed, memory_budget)
+    """One random student's read-position outputs and attribution effects; ``n_check`` of them also exact.
+
+    Passes: the reference run (none for zero ablation) and one forward + backward, which
+    also records the read-position outputs; denoising patches the corrupted run, so its
+    clean outputs need one more forward.
+    """
+    clean_batch, corrupted_batch = batches(enc, lm.device)
+    if ablation.needs_corrupted and corrupted_batch is None:
+        raise TaskEncodingError(f"{ablation.value} patching needs corrupted prompts")
+    denoising = ablation is Ablation.DENOISING
+    reference_batch = clean_batch if denoising or corrupted_batch is None else corrupted_batch
+    reference = None if ablation is Ablation.ZERO else _cache(lm, reference_batch, memory_budget)
+    base_batch = corrupted_batch if denoising else clean_batch
+    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed)
     components = lm.adapter.components()
-    estimated, base = attribute(lm.adapter, base_batch, replacement, components, memory_budget=memory_budget)
+    collected: dict[str, list[torch.Tensor]] = {}
+    estimated, base = attribute(lm.adapter, base_batch, replacement, components, memory_budget=memory_budget,
+                                reads=None if denoising else collected)
+    if denoising:  # the reference run was the clean one: read its outputs from the cache
+        rows, pos = torch.arange(len(clean_batch)), clean_batch.read_pos.cpu()
+        reads = {c.name: reference.of(c)[rows, pos].double().numpy() for c in components}  # type: ignore[union-attr]
+    else:
+        reads = {name: torch.cat(parts).numpy() for name, parts in collected.items()}
     effects = estimated.double().mean(1).numpy()
     checked = None
     if n_check > 0:
-        top = np.argsort(-np.abs(effects))[:n_check]
-        chosen = [components[i] for i in top]
+        chosen = [components[i] for i in np.argsort(-np.abs(effects))[:n_check]]
         with torch.no_grad():  # base: the unablated metric from the attribution's own forward pass
             ablated = exact_sweep(lm.adapter, base_batch, replacement, chosen, memory_budget=memory_budget)
         exact = (ablated.double() - base.double()[None, :]).mean(1).numpy()
