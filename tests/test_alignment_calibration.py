@@ -232,3 +232,26 @@ def test_null_draw_reads_match_a_plain_forward_hook(gpt2_tokenizer, ablation) ->
         np.testing.assert_allclose(draw.read_acts[f"L{layer}.MLP"], seen[f"mlp{layer}"][rows, enc.read_pos].double().numpy(),
                                    atol=1e-5)
     assert np.all(np.isfinite(draw.effects)) and np.any(draw.effects != 0)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_random_like_draws_like_a_fresh_construction(family) -> None:
+    """Same parameter distributions as ``type(model)(config)``, same buffers, different draws per seed."""
+    from tiny_models import tiny_model, word_tokenizer
+
+    model = tiny_model(family, seed=0, d_model=64).eval()
+    lm = LoadedModel("m", model, word_tokenizer(), adapter_for(model))
+    torch.manual_seed(123)
+    fresh = type(model)(model.config)
+    a, b = random_like(lm, 1).model, random_like(lm, 2).model
+    params = dict(fresh.named_parameters())
+    for name, p in a.named_parameters():
+        ref = params[name]
+        assert p.shape == ref.shape
+        if ref.numel() > 100 and float(ref.std()) > 0:
+            assert float(p.std()) == pytest.approx(float(ref.std()), rel=0.15), name
+        else:
+            assert float(p.abs().mean()) == pytest.approx(float(ref.abs().mean()), rel=0.15, abs=1e-6), name
+    for (name, buf), (_, ref) in zip(a.named_buffers(), fresh.named_buffers()):
+        assert torch.equal(buf, ref), name
+    assert not torch.equal(next(a.parameters()), next(b.parameters()))
