@@ -165,7 +165,7 @@ def test_unrelated_pair_point_inside_its_interval_and_mid_distribution(teacher, 
 def student_null(gpt2_tokenizer, task) -> tuple[LoadedModel, list]:
     student = gpt2(gpt2_tokenizer, 2, seed=5)
     enc = encode_task(task, gpt2_tokenizer)
-    return student, null_draws(student, enc, Ablation.MEAN, seed=0, n_null=10)
+    return student, null_draws(student, [enc], Ablation.MEAN, seed=0, n_null=10)[0]
 
 
 def test_students_drawn_like_the_null_are_rarely_above_chance(teacher, student_null, task) -> None:
@@ -189,7 +189,7 @@ def test_students_drawn_like_the_null_are_rarely_above_chance(teacher, student_n
 
 def test_model_against_itself_is_above_chance(teacher, gpt2_tokenizer, task) -> None:
     lm, t_run = teacher
-    draws = null_draws(lm, encode_task(task, gpt2_tokenizer), Ablation.MEAN, seed=0, n_null=10)
+    draws = null_draws(lm, [encode_task(task, gpt2_tokenizer)], Ablation.MEAN, seed=0, n_null=10)[0]
     al = analyse_runs(t_run, t_run, same_tokens=True, null_draws=draws, n_boot=100).alignment
     assert al["score"] == pytest.approx(1.0, abs=1e-9)
     assert al["above_chance"] is True and al["null_q95"] < 0.9
@@ -201,8 +201,8 @@ def test_model_against_itself_is_above_chance(teacher, gpt2_tokenizer, task) -> 
 def test_null_draws_are_seeded_and_distinct(gpt2_tokenizer, task) -> None:
     student = gpt2(gpt2_tokenizer, 2, seed=5)
     enc = encode_task(task, gpt2_tokenizer)
-    a = null_draws(student, enc, Ablation.MEAN, seed=0, n_null=2, n_check=0)
-    b = null_draws(student, enc, Ablation.MEAN, seed=0, n_null=2, n_check=0)
+    a = null_draws(student, [enc], Ablation.MEAN, seed=0, n_null=2, n_check=0)[0]
+    b = null_draws(student, [enc], Ablation.MEAN, seed=0, n_null=2, n_check=0)[0]
     np.testing.assert_array_equal(a[1].effects, b[1].effects)
     assert not np.allclose(a[0].effects, a[1].effects)
 
@@ -213,7 +213,7 @@ def test_null_draw_reads_match_a_plain_forward_hook(gpt2_tokenizer, ablation) ->
     student = gpt2(gpt2_tokenizer, 2, seed=5)
     task = get_task("ioi", n_prompts=12, seed=0)
     enc = encode_task(task, gpt2_tokenizer)
-    draw = null_draws(student, enc, ablation, seed=0, n_null=1, n_check=0)[0]
+    draw = null_draws(student, [enc], ablation, seed=0, n_null=1, n_check=0)[0][0]
     model = random_like(student, 0).model  # draw 0 of seed 0: the same weights
     seen: dict[str, torch.Tensor] = {}
     hooks = [block.attn.c_proj.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(f"attn{i}", a[0]))

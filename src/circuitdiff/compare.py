@@ -127,9 +127,13 @@ def run_comparison(
     prepared = prepare_tasks(teacher, student, tasks, options)
     result = Comparison(teacher, student, options)
     thresholds = options.circuit_thresholds if options.circuits else ()
+    records = {item.name: store.load(item) if store is not None else None for item in prepared}
+    pending = [item for item in prepared if records[item.name] is None]
+    nulls = with_less_memory(lambda budget: run_null(student, pending, options, budget, progress),
+                             options.memory_budget, "the random students")
     for item in prepared:
         result.order.append(item.name)
-        record = store.load(item) if store is not None else None
+        record = records[item.name]
         if record is not None:
             result.restored[item.name] = record
             result.warnings.extend(record.warnings)
@@ -145,15 +149,14 @@ def run_comparison(
                                      exact_top=options.exact_top, circuit_thresholds=circuits,
                                      memory_budget=budget, progress=advance, encoded=enc)
 
-        def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun, list[NullDraw]]:
+        def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun]:
             return (run("teacher", teacher, item.teacher, thresholds, budget),
-                    run("student", student, item.student, thresholds, budget),
-                    run_null(student, item, options, budget, progress))
+                    run("student", student, item.student, thresholds, budget))
 
-        t_run, s_run, draws = with_less_memory(run_all, options.memory_budget, f"task '{item.name}'")
+        t_run, s_run = with_less_memory(run_all, options.memory_budget, f"task '{item.name}'")
         same_tokens = same_tokenisation(item.teacher[1], item.student[1])
         result.runs[item.name] = (t_run, s_run)
-        analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=draws, n_boot=options.n_boot,
+        analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []), n_boot=options.n_boot,
                                 seed=options.seed)
         result.analyses[item.name] = analysis
         result.warnings.extend(analysis.warnings)
@@ -176,18 +179,19 @@ def same_tokenisation(a: EncodedTask, b: EncodedTask) -> bool:
     return a.input_ids.shape == b.input_ids.shape and bool(torch.equal(a.input_ids, b.input_ids))
 
 
-def run_null(student: LoadedModel, item: PreparedTask, options: CompareOptions, budget: int,
-             progress: Progress | None) -> list[NullDraw]:
-    """The chance level's random students on one task (none when the null is off)."""
+def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: CompareOptions, budget: int,
+             progress: Progress | None) -> dict[str, list[NullDraw]]:
+    """The chance level's random students on every task still to run (none when the null is off).
+
+    Each random student is built once and run on all those tasks before the next one.
+    """
     n_null = options.n_null if options.null_model else 0
-    if n_null <= 0:
-        return []
-    advance = progress(f"{item.name}: {n_null} random students", n_null) if progress else None
-    draws = null_draws(student, item.student[1], options.ablation, seed=options.seed, n_null=n_null,
-                       memory_budget=budget)
-    if advance is not None:
-        advance(n_null)
-    return draws
+    if n_null <= 0 or not items:
+        return {}
+    advance = progress(f"{n_null} random students (chance level)", n_null) if progress else None
+    draws = null_draws(student, [item.student[1] for item in items], options.ablation, seed=options.seed,
+                       n_null=n_null, memory_budget=budget, progress=advance)
+    return {item.name: per_task for item, per_task in zip(items, draws)}
 
 
 def compare(

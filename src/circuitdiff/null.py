@@ -18,6 +18,8 @@ also ablated exactly, and the analysis recomputes that draw's score with the exa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 
@@ -114,13 +116,20 @@ def null_draw(lm: LoadedModel, enc: EncodedTask, ablation: Ablation, *, seed: in
     return NullDraw(seed=seed, read_acts=reads, effects=effects, checked=checked)
 
 
-def null_draws(student: LoadedModel, enc: EncodedTask, ablation: Ablation, *, seed: int, n_null: int,
-               n_check: int = N_CHECK, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> list[NullDraw]:
-    """``n_null`` seeded random students of ``student``'s architecture on one task, one model in memory at a time."""
-    draws = []
+def null_draws(student: LoadedModel, tasks: Sequence[EncodedTask], ablation: Ablation, *, seed: int, n_null: int,
+               n_check: int = N_CHECK, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+               progress: Callable[[float], None] | None = None) -> list[list[NullDraw]]:
+    """``n_null`` seeded random students of ``student``'s architecture on each task: result[task][draw].
+
+    Each random model is built once for all tasks, and only one is in memory at a time.
+    """
+    draws: list[list[NullDraw]] = [[] for _ in tasks]
     for k in range(n_null):
         lm = random_like(student, null_seed(seed, k))
-        draws.append(null_draw(lm, enc, ablation, seed=seed, n_check=n_check if k == 0 else 0,
-                               memory_budget=memory_budget))
+        for per_task, enc in zip(draws, tasks):
+            per_task.append(null_draw(lm, enc, ablation, seed=seed, n_check=n_check if k == 0 else 0,
+                                      memory_budget=memory_budget))
         del lm
+        if progress is not None:
+            progress(1)
     return draws
