@@ -15,9 +15,11 @@ student's architecture (seeded draws, ``circuitdiff.null``): ``null`` is their m
 ``null_q95`` their 95% quantile (linear interpolation). The verdict ``above_chance`` is
 true when the interval's lower bound exceeds ``null_q95``: a score counts as above
 chance only when even its pessimistic end beats 95% of what unrelated students reach,
-so neither the prompts' noise nor the luck of one random draw can make the claim. A
-student drawn like the null is declared above chance well under 5% of the time (its
-lower bound sits below its own score, which exceeds the q95 of ten others ~1 time in 11).
+so neither the prompts' noise nor the luck of one random draw can make the claim. For a
+student drawn like the null, the score alone would exceed the interpolated q95 of ten
+draws about 1.45 times in 11 (exchangeable draws); its lower bound does so more rarely
+(the test asks at most 2 in 10). With fewer draws the quantile is the maximum or less,
+hence the default of 10.
 """
 
 from __future__ import annotations

@@ -263,15 +263,20 @@ def _analyse(
 
 
 def interval_notes(task: str, alignment: dict[str, Any], concentration: dict[str, dict[str, Interval | None]]) -> list[str]:
-    """Say why an interval is missing: its point lies beyond 97.5% of the resamples (``bootstrap.bca_interval``)."""
-    missing = [f"{role} {name}" for role, stats in concentration.items() for name, iv in stats.items()
+    """Say why an interval is missing (``bootstrap.bca_interval``): bias beyond the spread, or no valid resample."""
+    missing = [(f"{role} {name}", iv.n_valid) for role, stats in concentration.items() for name, iv in stats.items()
                if iv is not None and np.isfinite(iv.point) and not np.isfinite(iv.lo)]
     if np.isfinite(alignment["score"]) and not np.isfinite(alignment["ci"][0]):
-        missing.insert(0, "alignment score")
-    if not missing:
-        return []
-    return [f"{task}: no interval for {', '.join(missing)}: the point estimate lies beyond 97.5% of its bootstrap "
-            "resamples, so the statistic's bias exceeds its spread at this number of prompts (more prompts help)"]
+        missing.insert(0, ("alignment score", alignment["n_boot"]))
+    biased = [name for name, valid in missing if valid > 0]
+    empty = [name for name, valid in missing if valid == 0]
+    notes = []
+    if biased:
+        notes.append(f"{task}: no interval for {', '.join(biased)}: the point estimate lies beyond 97.5% of its "
+                     "bootstrap resamples, so the statistic's bias exceeds its spread at this number of prompts")
+    if empty:
+        notes.append(f"{task}: no interval for {', '.join(empty)}: no resample had enough distinct prompts")
+    return notes
 
 
 NULL_CHECK_TOLERANCE = 0.02
