@@ -156,8 +156,8 @@ def run_comparison(
         t_run, s_run = with_less_memory(run_all, options.memory_budget, f"task '{item.name}'")
         same_tokens = same_tokenisation(item.teacher[1], item.student[1])
         result.runs[item.name] = (t_run, s_run)
-        analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []), n_boot=options.n_boot,
-                                seed=options.seed)
+        analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []),
+                                n_boot=options.n_boot, seed=options.seed)
         result.analyses[item.name] = analysis
         result.warnings.extend(analysis.warnings)
         if store is not None:

@@ -8,8 +8,11 @@ residual-stream read-outs for the report.
 
 Effects come from attribution patching (one forward and one backward for all
 components, which also records the read-position outputs), not from an exact sweep: a
-draw costs the reference run plus about three forward passes whatever the model's size, so ten draws cost less than the student's exact sweep from GPT-2-small
-shapes upward (one pass per component). A random model's components write small,
+draw costs a seeded initialisation, the reference run and about three forward passes
+whatever the number of components, while a sweep grows with it. Ten draws cost 1.3
+student sweeps for a 6-layer GPT-2-small-shaped student on one task (the models are
+built once for all tasks, so more tasks lower that), and less for deeper students
+(``benchmarks/null_and_intervals.py``). A random model's components write small,
 nearly independent perturbations, where the linear estimate is close; it is checked, not
 assumed: on the first draw the ``n_check`` components with the largest estimates are
 also ablated exactly, and the analysis recomputes that draw's score with the exact values
@@ -19,6 +22,7 @@ also ablated exactly, and the analysis recomputes that draw's score with the exa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -84,6 +88,8 @@ def null_draw(lm: LoadedModel, enc: EncodedTask, ablation: Ablation, *, seed: in
               memory_budget: int = DEFAULT_MEMORY_BUDGET) -> NullDraw:
     """One random student's read-position outputs and attribution effects; ``n_check`` of them also exact.
 
+    ``seed`` is the run's (resample ablation draws its sources from it, as for the student).
+
     Passes: the reference run (none for zero ablation) and one forward + backward, which
     also records the read-position outputs; denoising patches the corrupted run, so its
     clean outputs need one more forward.
@@ -127,8 +133,9 @@ def null_draws(student: LoadedModel, tasks: Sequence[EncodedTask], ablation: Abl
     for k in range(n_null):
         lm = random_like(student, null_seed(seed, k))
         for per_task, enc in zip(draws, tasks):
-            per_task.append(null_draw(lm, enc, ablation, seed=seed, n_check=n_check if k == 0 else 0,
-                                      memory_budget=memory_budget))
+            draw = null_draw(lm, enc, ablation, seed=seed, n_check=n_check if k == 0 else 0,
+                             memory_budget=memory_budget)
+            per_task.append(replace(draw, seed=null_seed(seed, k)))
         del lm
         if progress is not None:
             progress(1)

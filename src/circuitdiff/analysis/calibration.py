@@ -43,6 +43,7 @@ class NullDraw:
     """One randomly initialised student on one task: only what the chance level reads."""
 
     seed: int
+    """The torch seed the random student was initialised with."""
     read_acts: dict[str, np.ndarray]
     """Component outputs at the read position, (n_prompts, width) each, in component order."""
     effects: np.ndarray

@@ -262,7 +262,9 @@ def _analyse(
     )
 
 
-def interval_notes(task: str, alignment: dict[str, Any], concentration: dict[str, dict[str, Interval | None]]) -> list[str]:
+def interval_notes(
+    task: str, alignment: dict[str, Any], concentration: dict[str, dict[str, Interval | None]]
+) -> list[str]:
     """Say why an interval is missing (``bootstrap.bca_interval``): bias beyond the spread, or no valid resample."""
     missing = [(f"{role} {name}", iv.n_valid) for role, stats in concentration.items() for name, iv in stats.items()
                if iv is not None and np.isfinite(iv.point) and not np.isfinite(iv.lo)]

@@ -116,7 +116,8 @@ def _alignment_rows(results: dict[str, Any], name: str, task: dict[str, Any]) ->
     return [
         {"label": f"alignment score ({al.get('measure', 'linear_cka')})", "value": fmt(al.get("score"), ".3f"),
          "note": interval},
-        {"label": f"null (median of {al.get('n_null') or 0} random students; q95 {fmt(al.get('null_q95'), '.3f')})",
+        {"label": f"null (median of {al.get('n_null') or 0} random students; "
+                  f"q95 {fmt(al.get('null_q95'), '.3f')})",
          "value": fmt(al.get("null"), ".3f"),
          "note": "" if finite(al.get("null")) is not None else f"not available: {null_reason(results, name)}"},
         {"label": "paper A (reference study)", "value": fmt(paper, ".3f"),
