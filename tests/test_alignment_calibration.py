@@ -244,6 +244,7 @@ def test_random_like_draws_like_a_fresh_construction(family) -> None:
     torch.manual_seed(123)
     fresh = type(model)(model.config)
     a, b = random_like(lm, 1).model, random_like(lm, 2).model
+    fresh.requires_grad_(False)
     params = dict(fresh.named_parameters())
     for name, p in a.named_parameters():
         ref = params[name]
