@@ -7,8 +7,9 @@ paired with its own copy, exactly the estimator of the point estimate, with all 
 kept. Every component's Gram matrix is computed once and only re-weighted per resample.
 The score is a maximum over couplings, so noise in the similarity raises it: the point
 estimate sits low in its bootstrap distribution for weakly aligned pairs. The interval
-is therefore BCa (``bootstrap.bca_interval``), which corrects for that bias and always
-straddles the point unless every resample lies on one side of it.
+is therefore BCa (``bootstrap.bca_interval``), which corrects for that bias; it contains
+the point whenever at least 2.5% of the resamples lie on each side of it, and is not
+given otherwise.
 
 **Chance level.** The same score against ``n_null`` randomly initialised students of the
 student's architecture (seeded draws, ``circuitdiff.null``): ``null`` is their median,

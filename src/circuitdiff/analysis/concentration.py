@@ -118,9 +118,11 @@ class Interval:
     """A point estimate with its BCa bootstrap interval over prompts.
 
     BCa, not the plain percentile interval: these statistics are functions of |mean
-    effect|, which resampling noise inflates, so the point estimate can sit below nearly
-    every resample (an effective number of 44.41 had the percentile interval [44.58, 57.12]).
-    BCa re-centres the percentiles on the point and corrects for skew (jackknife).
+    effect|, which resampling noise distorts, so most resamples fall on one side of the
+    point; BCa corrects the percentiles for that bias and for skew (jackknife). ``lo`` and
+    ``hi`` are NaN when under 2.5% of the resamples lie on one side of the point (see
+    ``bootstrap.bca_interval``; an effective number of 44.41 once had the percentile
+    interval [44.58, 57.12]).
     """
 
     point: float
