@@ -51,10 +51,11 @@ def test_compare_end_to_end_on_builtin_and_custom_task(pair, tmp_path) -> None:
     task_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = tmp_path / "out"
     proc = cli("compare", "--teacher", str(teacher), "--student", str(student), "--task", "ioi", "--task", str(task_file),
-               "--n-prompts", "8", "--n-boot", "20", "--no-report", "--out", str(out))
+               "--n-prompts", "8", "--n-boot", "20", "--n-null", "3", "--no-report", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "alignment" in proc.stdout
     results = json.loads((out / "results.json").read_text())
+    assert results["options"]["n_null"] == 3 and len(results["tasks"]["ioi"]["alignment"]["null_values"]) == 3
     assert set(results["tasks"]) == {"ioi", "mine.jsonl"}
     assert results["teacher"]["n_layers"] == 2 and results["student"]["n_layers"] == 1
     assert results["tasks"]["mine.jsonl"]["n_prompts"] == 4

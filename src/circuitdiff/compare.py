@@ -16,12 +16,14 @@ import pandas as pd
 import torch
 
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
+from circuitdiff.analysis.calibration import NullDraw
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
 from circuitdiff.errors import TaskFileError
 from circuitdiff.interventions.ablation import Ablation
 from circuitdiff.interventions.methods import Method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, load_model
+from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
 from circuitdiff.results import (
     COMPONENTS_TABLE,
@@ -54,6 +56,8 @@ class CompareOptions:
     circuits: bool = True
     circuit_thresholds: tuple[float, ...] = SWEEP_THRESHOLDS
     null_model: bool = True
+    n_null: int = 10
+    """Random students behind the chance level (``circuitdiff.null``); 0 switches it off like ``null_model``."""
     memory_budget: int = DEFAULT_MEMORY_BUDGET
 
 
@@ -126,20 +130,20 @@ def run_comparison(
         prepared = prepare_tasks(teacher, student, tasks, options)
     result = Comparison(teacher, student, options)
     result.warnings.extend(dict.fromkeys(str(w.message) for w in caught if "circuitdiff" in w.filename))
-    null_student: LoadedModel | None = None
     thresholds = options.circuit_thresholds if options.circuits else ()
+    records = {item.name: store.load(item) if store is not None else None for item in prepared}
+    pending = [item for item in prepared if records[item.name] is None]
+    nulls = with_less_memory(lambda budget: run_null(student, pending, options, budget, progress),
+                             options.memory_budget, "the random students")
     for item in prepared:
         result.order.append(item.name)
-        record = store.load(item) if store is not None else None
+        record = records[item.name]
         if record is not None:
             result.restored[item.name] = record
             result.warnings.extend(record.warnings)
             if progress:
                 progress(f"{item.name}: finished earlier, reused", 1)(1)
             continue
-        if options.null_model and null_student is None:
-            null_student = random_like(student, options.seed)
-
         def run(role: str, lm: LoadedModel, side: tuple[Task, EncodedTask], circuits: Sequence[float],
                 budget: int) -> ModelTaskRun:
             task, enc = side
@@ -149,16 +153,15 @@ def run_comparison(
                                      exact_top=options.exact_top, circuit_thresholds=circuits,
                                      memory_budget=budget, progress=advance, encoded=enc, n_boot=options.n_boot)
 
-        def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun, ModelTaskRun | None]:
+        def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun]:
             return (run("teacher", teacher, item.teacher, thresholds, budget),
-                    run("student", student, item.student, thresholds, budget),
-                    run("null student", null_student, item.student, (), budget) if null_student is not None else None)
+                    run("student", student, item.student, thresholds, budget))
 
-        t_run, s_run, null_run = with_less_memory(run_all, options.memory_budget, f"task '{item.name}'")
+        t_run, s_run = with_less_memory(run_all, options.memory_budget, f"task '{item.name}'")
         same_tokens = same_tokenisation(item.teacher[1], item.student[1])
         result.runs[item.name] = (t_run, s_run)
-        analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_run=null_run, n_boot=options.n_boot,
-                                seed=options.seed)
+        analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []),
+                                n_boot=options.n_boot, seed=options.seed)
         result.analyses[item.name] = analysis
         result.warnings.extend(analysis.warnings)
         if store is not None:
@@ -180,13 +183,19 @@ def same_tokenisation(a: EncodedTask, b: EncodedTask) -> bool:
     return a.input_ids.shape == b.input_ids.shape and bool(torch.equal(a.input_ids, b.input_ids))
 
 
-def random_like(lm: LoadedModel, seed: int) -> LoadedModel:
-    """A freshly initialised model of ``lm``'s architecture: the chance baseline for alignment."""
-    torch.manual_seed(seed)
-    dtype = next(lm.model.parameters()).dtype  # a bf16 run gets a bf16 baseline (and half the memory)
-    model = type(lm.model)(lm.model.config).to(device=lm.device, dtype=dtype).eval()
-    model.requires_grad_(False)
-    return LoadedModel(f"random-init {lm.name}", model, lm.tokenizer, type(lm.adapter)(model))
+def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: CompareOptions, budget: int,
+             progress: Progress | None) -> dict[str, list[NullDraw]]:
+    """The chance level's random students on every task still to run (none when the null is off).
+
+    Each random student is built once and run on all those tasks before the next one.
+    """
+    n_null = options.n_null if options.null_model else 0
+    if n_null <= 0 or not items:
+        return {}
+    advance = progress(f"{n_null} random students (chance level)", n_null) if progress else None
+    draws = null_draws(student, [item.student[1] for item in items], options.ablation, seed=options.seed,
+                       n_null=n_null, memory_budget=budget, progress=advance)
+    return {item.name: per_task for item, per_task in zip(items, draws)}
 
 
 def compare(

@@ -29,8 +29,10 @@ sum_i p_i max_j S_ij and at most sum_j q_j max_i S_ij. It is undefined when eith
 has zero total influence: we raise ``ValueError`` rather than return a number.
 
 Caveats. Being a maximum, it is pulled up by noise in S: a pair of unrelated models
-scores above 0 (report it next to a control pair or a shuffled-prompt null). It depends
-on the similarity measure chosen, which should be named with it.
+scores above 0, so it is reported with a chance level (the same score for several
+randomly initialised students, ``circuitdiff.analysis.pair``) and a BCa interval (the
+maximum makes the score biased, and BCa corrects the interval for it). It depends on the
+similarity measure chosen, which should be named with it.
 
 **The reference study's A** (``paper_alignment``) is mean over student components of
 S * (1 - |I_s - I_t|) with greedy student -> most-similar-teacher matching and influences
@@ -93,6 +95,43 @@ def _clipped_similarity(sim: pd.DataFrame, same_kind: bool) -> np.ndarray:
     return s
 
 
+def same_kind_mask(sim: pd.DataFrame, same_kind: bool = True) -> np.ndarray:
+    """Boolean (teacher x student) mask of the cells the score may use (same kind when ``same_kind``)."""
+    mask = np.zeros(sim.shape, dtype=bool)
+    for r, c in kind_blocks(sim, same_kind):
+        mask[np.ix_(r, c)] = True
+    return mask
+
+
+def transport_plan(p: np.ndarray, q: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, float]:
+    """(plan, score) for shares ``p``, ``q`` (each summing to 1) and clipped similarity ``s``.
+
+    The array core of ``alignment_transport``, for callers that score many resamples.
+    """
+    rows, cols = np.flatnonzero(p > 0), np.flatnonzero(q > 0)
+    pr, qc = p[rows] / p[rows].sum(), q[cols] / q[cols].sum()
+    cost = 1.0 - s[np.ix_(rows, cols)]
+    sub, log = ot.emd(pr, qc, cost, numItermax=10_000_000, log=True)
+    if log.get("warning"):
+        raise RuntimeError(f"optimal transport did not converge: {log['warning']}")
+    plan = np.zeros_like(s)
+    plan[np.ix_(rows, cols)] = sub
+    return plan, float(np.clip((plan * s).sum(), 0.0, 1.0))
+
+
+def score_arrays(teacher_mass: np.ndarray, student_mass: np.ndarray, sim: np.ndarray, mask: np.ndarray) -> float:
+    """The alignment score from plain arrays: effects (signs ignored), raw similarity, usable-cell mask.
+
+    NaN similarity outside the mask is ignored; inside it raises, as in ``alignment_score``.
+    """
+    s = np.where(mask, sim, 0.0)
+    if np.isnan(s).any():
+        raise ValueError("similarity matrix has NaN where components may be compared")
+    p = _shares(np.abs(np.asarray(teacher_mass, dtype=np.float64)), "teacher")
+    q = _shares(np.abs(np.asarray(student_mass, dtype=np.float64)), "student")
+    return transport_plan(p, q, np.clip(s, 0.0, 1.0))[1]
+
+
 def alignment_transport(
     teacher_mass: Mass, student_mass: Mass, sim: pd.DataFrame, same_kind: bool = True
 ) -> pd.DataFrame:
@@ -103,17 +142,9 @@ def alignment_transport(
     """
     p = _shares(_masses(teacher_mass, sim.index, "teacher_mass"), "teacher")
     q = _shares(_masses(student_mass, sim.columns, "student_mass"), "student")
-    s = _clipped_similarity(sim, same_kind)
-    rows, cols = np.flatnonzero(p > 0), np.flatnonzero(q > 0)
-    pr, qc = p[rows] / p[rows].sum(), q[cols] / q[cols].sum()
-    cost = 1.0 - s[np.ix_(rows, cols)]
-    sub, log = ot.emd(pr, qc, cost, numItermax=10_000_000, log=True)
-    if log.get("warning"):
-        raise RuntimeError(f"optimal transport did not converge: {log['warning']}")
-    plan = np.zeros_like(s)
-    plan[np.ix_(rows, cols)] = sub
+    plan, score = transport_plan(p, q, _clipped_similarity(sim, same_kind))
     frame = pd.DataFrame(plan, index=sim.index, columns=sim.columns)
-    frame.attrs["score"] = float(np.clip((plan * s).sum(), 0.0, 1.0))
+    frame.attrs["score"] = score
     return frame
 
 

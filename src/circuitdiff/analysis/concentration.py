@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from circuitdiff.analysis.bootstrap import bootstrap_indices, percentile_interval, resample_weights
+from circuitdiff.analysis.bootstrap import bca_interval, bootstrap_indices, jackknife_weights, resample_weights
 from circuitdiff.analysis.influence import MIN_CLEAN_METRIC
 
 
@@ -115,7 +115,15 @@ def _worst_mean(d: np.ndarray, frac: float = 0.05) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with its percentile bootstrap interval over prompts."""
+    """A point estimate with its BCa bootstrap interval over prompts.
+
+    BCa, not the plain percentile interval: these statistics are functions of |mean
+    effect|, which resampling noise distorts, so most resamples fall on one side of the
+    point; BCa corrects the percentiles for that bias and for skew (jackknife). ``lo`` and
+    ``hi`` are NaN when under 2.5% of the resamples lie on one side of the point (see
+    ``bootstrap.bca_interval``; an effective number of 44.41 once had the percentile
+    interval [44.58, 57.12]).
+    """
 
     point: float
     lo: float
@@ -138,7 +146,9 @@ def concentration_summary(
 
     ``effects_per_prompt``: (n_components, n_prompts), ablated minus clean metric;
     ``clean_per_prompt``: (n_prompts,). Each resample draws prompt columns with
-    replacement, recomputes mean effects and mean clean, then the statistic. Drop
+    replacement, recomputes mean effects and mean clean, then the statistic; the interval
+    is BCa (bias from the share of resamples below the point, acceleration from the
+    jackknife over prompts). Drop
     statistics (``*_drop``, ``severity_tail`` with L=100, T=20, a=1) are None when the
     clean mean is not clearly positive (< ``min_clean`` or < 2 standard errors);
     resamples whose clean mean falls below ``min_clean`` are left out of their intervals.
@@ -151,8 +161,8 @@ def concentration_summary(
         raise ValueError("effects and clean metric must be finite")
     _vector(e.mean(axis=1))  # raises if no component has any mean effect
     boot = resample_weights(bootstrap_indices(c.size, n_boot, seed), c.size)
-    weights = np.vstack([np.full(c.size, 1.0 / c.size), boot])
-    means, cleans = weights @ e.T, weights @ c  # row 0: the point estimate
+    weights = np.vstack([np.full(c.size, 1.0 / c.size), boot, jackknife_weights(c.size)])
+    means, cleans = weights @ e.T, weights @ c  # row 0: the point estimate; the last c.size rows: jackknife
     shares = _shares(means)
     stats: dict[str, np.ndarray] = {"gini": _gini(shares), "effective_number": _effective(shares)}
     stats.update({f"top_{k}_share": _top_k(shares, k) for k in top_ks})
@@ -167,17 +177,18 @@ def concentration_summary(
         "worst5_mean_drop": _worst_mean(drops),
         "severity_tail": _severity(drops, 100.0, 20.0, 1.0),
     }
-    out: dict[str, Interval | None] = {name: _interval(v, level) for name, v in stats.items()}
+    out: dict[str, Interval | None] = {name: _interval(v, n_boot, level) for name, v in stats.items()}
     se = float(c.std(ddof=1)) / np.sqrt(c.size) if c.size > 1 else np.inf
     meaningful = bool(valid[0]) and cleans[0] >= 2.0 * se
     for name, v in percent.items():
-        out[name] = _interval(v, level) if meaningful else None
+        out[name] = _interval(v, n_boot, level) if meaningful else None
     return out
 
 
-def _interval(values: np.ndarray, level: float) -> Interval:
-    boot = values[1:]
-    lo, hi = percentile_interval(boot, level)
+def _interval(values: np.ndarray, n_boot: int, level: float) -> Interval:
+    """values: [point, n_boot resamples, jackknife values]."""
+    boot, jack = values[1 : 1 + n_boot], values[1 + n_boot :]
+    lo, hi = bca_interval(float(values[0]), boot, jack, level)
     return Interval(float(values[0]), lo, hi, level, int(np.isfinite(boot).sum()))
 
 

@@ -10,15 +10,17 @@ model, and the circuits compared through the matching.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from circuitdiff.analysis._arrays import DegenerateRepresentationWarning, SmallSampleWarning, is_degenerate
-from circuitdiff.analysis.alignment import alignment_score, alignment_transport, paper_alignment, paper_influence
-from circuitdiff.analysis.bootstrap import bootstrap_indices, percentile_interval
+from circuitdiff.analysis.alignment import alignment_transport, paper_alignment, paper_influence, same_kind_mask
+from circuitdiff.analysis.calibration import NullDraw, above_chance, alignment_interval, null_alignment, read_grams
 from circuitdiff.analysis.circuits import Circuit, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import drop_inputs, relative_problem, solved_problem
@@ -35,7 +37,6 @@ from circuitdiff.pipeline import ModelTaskRun
 MATCH_MEASURE = SimilarityMeasure.LINEAR_CKA
 MIN_PROMPTS = 4
 """Debiased CKA needs at least four distinct prompts."""
-N_BOOT_ALIGNMENT = 200
 
 
 @dataclass
@@ -140,28 +141,6 @@ def attention_matrix(t: ModelTaskRun, s: ModelTaskRun) -> pd.DataFrame:
 def _mean_effects(run: ModelTaskRun, weights: np.ndarray | None = None) -> np.ndarray:
     e = run.per_prompt_effects
     return e.mean(1) if weights is None else e @ weights
-
-
-def alignment_interval(t: ModelTaskRun, s: ModelTaskRun, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the score over prompt resamples.
-
-    Each resample recomputes mean effects on the resampled prompts, and the similarity on
-    the distinct prompts it drew (debiased CKA assumes distinct samples, so duplicates are
-    not fed to it). That is conservative: similarity is estimated from ~63% of the prompts.
-    """
-    n = len(t.clean)
-    scores = []
-    for idx in bootstrap_indices(n, n_boot, seed):
-        distinct = np.unique(idx)
-        if len(distinct) < MIN_PROMPTS:
-            continue
-        weights = np.bincount(idx, minlength=n) / n
-        sim = component_similarity(t, s, distinct)
-        try:
-            scores.append(alignment_score(_mean_effects(t, weights), _mean_effects(s, weights), sim))
-        except ValueError:
-            continue
-    return percentile_interval(np.asarray(scores), level) if scores else (float("nan"), float("nan"))
 
 
 def paper_score(t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool) -> tuple[float | None, str | None]:
@@ -276,11 +255,39 @@ def analyse_runs(
     s: ModelTaskRun,
     *,
     same_tokens: bool,
-    null_run: ModelTaskRun | None = None,
+    null_draws: Sequence[NullDraw] = (),
     n_boot: int = 1000,
     seed: int = 0,
 ) -> PairAnalysis:
-    """All pairwise analyses of one task (the models themselves are no longer needed)."""
+    """All pairwise analyses of one task (the models themselves are no longer needed).
+
+    BLAS runs single-threaded here: every matrix is small, and under contention a second
+    thread only waits (see README, performance).
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _analyse(t, s, same_tokens, null_draws, n_boot, seed)
+
+
+def alignment_summary(
+    t: ModelTaskRun, s: ModelTaskRun, sim: pd.DataFrame, null_draws: Sequence[NullDraw], n_boot: int, seed: int,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The score with its transport plan, BCa interval, chance level and verdict (``analysis.calibration``)."""
+    transport = alignment_transport(_mean_effects(t), _mean_effects(s), sim)
+    score = float(transport.attrs["score"])
+    mask = same_kind_mask(sim)
+    kt = read_grams(t.read_acts)
+    interval = alignment_interval((t.per_prompt_effects, s.per_prompt_effects), (kt, read_grams(s.read_acts)),
+                                  mask, score, n_boot, seed)
+    null = null_alignment(_mean_effects(t), kt, mask, null_draws, list(s.read_acts)) if null_draws else {
+        "null": None, "null_q95": None, "n_null": 0, "null_values": [], "null_check": None}
+    alignment = {"score": score, **interval, **null, "above_chance": above_chance(interval["ci"], null["null_q95"]),
+                 "measure": MATCH_MEASURE.value, "level": 0.95}
+    return alignment, transport
+
+
+def _analyse(
+    t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool, null_draws: Sequence[NullDraw], n_boot: int, seed: int,
+) -> PairAnalysis:
     notes: list[str] = list(dict.fromkeys(t.notes + s.notes))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SmallSampleWarning)
@@ -297,15 +304,8 @@ def analyse_runs(
         if matrices["attention"].attrs.get("constant"):
             notes.append(f"{t.task}: {matrices['attention'].attrs['constant']} attention-pattern similarities "
                          "compare a pattern that is the same on every prompt; they are set to 0, not measured")
-    t_eff, s_eff = _mean_effects(t), _mean_effects(s)
-    transport = alignment_transport(t_eff, s_eff, sim)
-    lo, hi = alignment_interval(t, s, min(n_boot, N_BOOT_ALIGNMENT), seed)
-    null = None
-    if null_run is not None:
-        try:
-            null = alignment_score(t_eff, _mean_effects(null_run), component_similarity(t, null_run))
-        except ValueError as exc:
-            notes.append(f"{t.task}: null score undefined ({exc})")
+    alignment, transport = alignment_summary(t, s, sim, null_draws, n_boot, seed)
+    notes += null_notes(t.task, alignment, bool(null_draws))
     for run, role in ((t, "teacher"), (s, "student")):
         if not run.circuits:
             notes.append(f"{t.task}: no {role} circuit (clean logit difference not clearly positive, denoising, "
@@ -313,11 +313,11 @@ def analyse_runs(
     paper, why = paper_score(t, s, same_tokens) if has_attention else (None, "paper A needs attention patterns (eager attention)")
     if why:
         notes.append(f"{t.task}: {why}")
+    alignment["paper"] = paper
     matching = match_one_to_one(sim)
-    alignment = {"score": float(transport.attrs["score"]), "ci": [lo, hi], "null": null, "paper": paper,
-                 "measure": MATCH_MEASURE.value, "level": 0.95}
     concentration = {role: robustness(run, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}
     heads_only = {role: robustness(run, heads_only=True, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}
+    notes += interval_notes(t.task, alignment, concentration)
     finding = task_finding(t, s)
     if not finding["claimed"]:
         notes.append(f"{t.task}: no concentration or alignment finding: {finding['reason']}")
@@ -335,3 +335,39 @@ def analyse_runs(
         concentration_heads=heads_only,
         finding=finding,
     )
+
+
+def interval_notes(
+    task: str, alignment: dict[str, Any], concentration: dict[str, dict[str, Interval | None]]
+) -> list[str]:
+    """Say why an interval is missing (``bootstrap.bca_interval``): bias beyond the spread, or no valid resample."""
+    missing = [(f"{role} {name}", iv.n_valid) for role, stats in concentration.items() for name, iv in stats.items()
+               if iv is not None and np.isfinite(iv.point) and not np.isfinite(iv.lo)]
+    if np.isfinite(alignment["score"]) and not np.isfinite(alignment["ci"][0]):
+        missing.insert(0, ("alignment score", alignment["n_boot"]))
+    biased = [name for name, valid in missing if valid > 0]
+    empty = [name for name, valid in missing if valid == 0]
+    notes = []
+    if biased:
+        notes.append(f"{task}: no interval for {', '.join(biased)}: the point estimate lies beyond 97.5% of its "
+                     "bootstrap resamples, so the statistic's bias exceeds its spread at this number of prompts")
+    if empty:
+        notes.append(f"{task}: no interval for {', '.join(empty)}: no resample had enough distinct prompts")
+    return notes
+
+
+NULL_CHECK_TOLERANCE = 0.02
+"""Largest change of a null score, when checked components get their exact effects, that passes silently."""
+
+
+def null_notes(task: str, alignment: dict[str, Any], wanted: bool) -> list[str]:
+    """Warnings about the chance level: missing, or its attribution estimates off on the checked draw."""
+    notes = []
+    if wanted and alignment["null"] is None:
+        notes.append(f"{task}: null score undefined (no random student had any influence)")
+    check = alignment.get("null_check")
+    if check and abs(check["score_with_exact"] - check["score_estimated"]) > NULL_CHECK_TOLERANCE:
+        notes.append(f"{task}: the null's attribution estimates are off: with exact effects for "
+                     f"{len(check['components'])} components the checked draw scores {check['score_with_exact']:.3f} "
+                     f"instead of {check['score_estimated']:.3f}")
+    return notes

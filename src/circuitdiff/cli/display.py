@@ -37,6 +37,12 @@ def _interval(stat: dict[str, Any] | None, spec: str = ".2f") -> str:
     return f"{stat['point']:{spec}} [{stat['lo']:{spec}}, {stat['hi']:{spec}}]"
 
 
+def _chance(al: dict[str, Any]) -> str:
+    """The verdict of ``analysis.calibration.above_chance`` in words."""
+    verdict = al.get("above_chance")
+    return "chance not available" if verdict is None else ("above chance" if verdict else "NOT above chance")
+
+
 def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
     """One table per task: influence, alignment with interval and null, concentration, preserved components."""
     t_name, s_name = results["teacher"]["name"], results["student"]["name"]
@@ -46,7 +52,8 @@ def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
         lo, hi = al["ci"]
         console.print(
             f"\n[bold]{task}[/] ({tr['n_prompts']} prompts, {tr['ablation']} ablation): "
-            f"alignment [bold]{_fmt(al['score'])}[/] [{_fmt(lo)}, {_fmt(hi)}], null {_fmt(al['null'])}, "
+            f"alignment [bold]{_fmt(al['score'])}[/] [{_fmt(lo)}, {_fmt(hi)}], null {_fmt(al['null'])} "
+            f"(q95 {_fmt(al.get('null_q95'))}, {al.get('n_null', 0)} random students): {_chance(al)}, "
             f"paper A {_fmt(al['paper'])}"
         )
         table = Table(show_header=True, header_style="bold")

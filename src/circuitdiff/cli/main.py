@@ -53,7 +53,8 @@ def compare(
     circuits: bool = typer.Option(True, help="Discover circuits (iterative pruning)."),
     circuit_thresholds: str = typer.Option("0.1,0.2,0.3", help="Pruning thresholds, each a share of the clean "
                                            "metric; each costs about one forward pass per component."),
-    null_model: bool = typer.Option(True, "--null/--no-null", help="Score a random student as a chance baseline."),
+    null_model: bool = typer.Option(True, "--null/--no-null", help="Score random students as a chance baseline."),
+    n_null: int = typer.Option(10, min=1, help="Random students (seeded initialisations) behind the chance level."),
     report: bool = typer.Option(True, help="Write report.html and figures."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda or cuda:1."),
     dtype: str = typer.Option("float32", help="Weights dtype: float32 | bfloat16 | float16."),
@@ -85,7 +86,7 @@ def compare(
     budget = DEFAULT_MEMORY_BUDGET if max_memory is None else parse_memory(max_memory) or 0  # 0: auto
     options = CompareOptions(ablation=ablation_kind, n_prompts=n_prompts, seed=seed, first_token=first_token,
                              n_boot=n_boot, circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
-                             null_model=null_model, memory_budget=budget,
+                             null_model=null_model, n_null=n_null, memory_budget=budget,
                              method=method_kind, exact_top=exact_top)
     with rich_progress(console) as progress:
         results = run_compare(teacher, student, task or default_tasks, options, out, allow_pickle=allow_pickle,

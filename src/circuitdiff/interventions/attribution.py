@@ -46,8 +46,12 @@ def attribute(
     micro_batch: int | None = 64,
     *,
     memory_budget: int | None = None,
+    reads: dict[str, list[torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(estimated effects (len(components), n_prompts), unablated metric (n_prompts,)).
+
+    ``reads``, when given, collects each component's activation at the read position
+    (float64, CPU, one tensor per micro-batch): the forward pass has them anyway.
 
     The metric comes from the same forward pass, so no extra pass is needed for the baseline.
     ``micro_batch`` prompts go through each forward+backward; with ``memory_budget`` (bytes)
@@ -66,7 +70,7 @@ def attribute(
             for start in range(0, len(base), step):
                 prompts = torch.arange(start, min(start + step, len(base)))
                 part = base.select(prompts.to(base.input_ids.device))
-                metric[prompts] = _attribute(adapter, part, prompts, replacement, components, out)
+                metric[prompts] = _attribute(adapter, part, prompts, replacement, components, out, reads)
     finally:
         handle.remove()
     return out, metric
@@ -79,6 +83,7 @@ def _attribute(
     replacement: Replacement,
     components: Sequence[Component],
     out: torch.Tensor,
+    reads: dict[str, list[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """One forward and one backward for ``part``; fills ``out[:, prompts]``, returns the metric."""
     with torch.enable_grad(), hooked(adapter, record=True, keep_grad=True) as rec:
@@ -90,4 +95,6 @@ def _attribute(
             target = replacement.values(c, prompts)
             delta = -act if target is None else target.to(act) - act
             out[j, prompts] = (grad * delta).flatten(1).sum(1).float().cpu()
+            if reads is not None:
+                reads.setdefault(c.name, []).append(act[torch.arange(len(part)), part.read_pos].double().cpu())
     return diff.detach().float().cpu()

@@ -147,7 +147,9 @@ def _alignment_rows(results: dict[str, Any], name: str, task: dict[str, Any]) ->
     return [
         {"label": f"alignment score ({al.get('measure', 'linear_cka')})", "value": fmt(al.get("score"), ".3f"),
          "note": interval},
-        {"label": "null (random student)", "value": fmt(al.get("null"), ".3f"),
+        {"label": f"null (median of {al.get('n_null') or 0} random students; "
+                  f"q95 {fmt(al.get('null_q95'), '.3f')})",
+         "value": fmt(al.get("null"), ".3f"),
          "note": "" if finite(al.get("null")) is not None else f"not available: {null_reason(results, name)}"},
         {"label": "paper A (reference study)", "value": fmt(paper, ".3f"),
          "note": "" if paper is not None else "not available: " + reason(results, name, "paper", default="not computed")},
@@ -276,12 +278,9 @@ _VERDICT_LABEL = {"fewer": "fewer components", "more": "more components", "no cl
 
 
 def _versus_chance(al: dict[str, Any]) -> str:
-    """Where the alignment interval stands against the random-student null."""
-    ci = list(al.get("ci") or []) + [None, None]
-    lo, hi, null = finite(ci[0]), finite(ci[1]), finite(al.get("null"))
-    if null is None or lo is None or hi is None:
-        return "n/a"
-    return "above" if lo > null else ("below" if hi < null else "not distinguishable")
+    """The verdict against the random students (``above_chance``: lower bound above their 95% quantile)."""
+    verdict = al.get("above_chance")
+    return "n/a" if verdict is None else ("above" if verdict else "not above")
 
 
 def _default_mapped(circuit: dict[str, Any]) -> list[str]:

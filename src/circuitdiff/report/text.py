@@ -140,16 +140,16 @@ def alignment_sentences(results: dict[str, Any], name: str, task: dict[str, Any]
                 "without a task both models solve, they do not show a shared mechanism."]
     if null is None:
         out.append(f"The random-student null is not available: {null_reason(results, name)}.")
-    elif lo is not None and hi is not None:
-        if lo > null:
-            verdict = "the student is clearly above chance (its whole interval lies above the null)"
-        elif hi < null:
-            verdict = "the student scores below the random baseline"
-        else:
-            verdict = "the student is not distinguishable from chance (the null lies inside its interval)"
-        out.append(f"A randomly initialised student of the same architecture scores {fmt(null)}: {verdict}.")
+        return out
+    q95, verdict = finite(al.get("null_q95")), al.get("above_chance")
+    spread = f" (median of {al.get('n_null')}; 95% of them score at most {fmt(q95)})" if q95 is not None else ""
+    if verdict is None:
+        said = "no verdict (the interval is missing)"
+    elif verdict:
+        said = "the student is above chance (its interval's lower bound exceeds that 95% level)"
     else:
-        out.append(f"A randomly initialised student of the same architecture scores {fmt(null)}.")
+        said = "the student is not shown to be above chance (its interval's lower bound does not exceed that 95% level)"
+    out.append(f"Randomly initialised students of the same architecture score {fmt(null)}{spread}: {said}.")
     return out
 
 

@@ -1,0 +1,142 @@
+"""Random students: the draws behind the alignment score's chance level.
+
+Each draw is a fresh random initialisation of the student's architecture (seeded), run
+on the student's own prompts with the same ablation, so its score differs from the
+student's only in the weights. A draw needs the components' outputs at the read position
+(for similarity) and their mean effects (for influence), nothing else: no circuits, no
+residual-stream read-outs for the report.
+
+Effects come from attribution patching (one forward and one backward for all
+components, which also records the read-position outputs), not from an exact sweep: a
+draw costs a seeded initialisation, the reference run and about three forward passes
+whatever the number of components, while a sweep grows with it. Ten draws cost 1.3
+student sweeps for a 6-layer GPT-2-small-shaped student on one task (the models are
+built once for all tasks, so more tasks lower that), and less for deeper students
+(``benchmarks/null_and_intervals.py``). A random model's components write small,
+nearly independent perturbations, where the linear estimate is close; it is checked, not
+assumed: on the first draw the ``n_check`` components with the largest estimates are
+also ablated exactly, and the analysis recomputes that draw's score with the exact values
+(``alignment.null_check``; a warning when it moves by more than 0.02).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from circuitdiff.analysis.calibration import NullDraw
+from circuitdiff.errors import TaskEncodingError
+from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement
+from circuitdiff.interventions.attribution import attribute
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.hooks import hooked
+from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep, rows_per_forward
+from circuitdiff.models.loading import LoadedModel
+from circuitdiff.pipeline import batches
+from circuitdiff.tasks.encode import EncodedTask
+
+N_CHECK = 4
+"""Components of the first draw whose attribution estimate is confirmed by exact ablation."""
+
+
+def null_seed(seed: int, draw: int) -> int:
+    """Torch seed of random student ``draw`` in a run with ``seed``: distinct across draws and runs."""
+    return 1_000_003 * seed + draw
+
+
+def random_like(lm: LoadedModel, seed: int) -> LoadedModel:
+    """A freshly initialised model of ``lm``'s architecture (same config, dtype and device), seeded.
+
+    Built on the meta device and initialised once by the model class's own ``init_weights``
+    (a plain construction initialises every weight twice: PyTorch's default, then Hugging
+    Face's): a third less time, same distributions. Buffers (rotary frequencies, position
+    ids) are not weights; they are copied from ``lm``.
+    """
+    dtype = next(lm.model.parameters()).dtype  # a bf16 run gets a bf16 baseline (and half the memory)
+    with torch.device("meta"):
+        model = type(lm.model)(lm.model.config)
+    model = model.to_empty(device=lm.device)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        model.init_weights()
+        source = dict(lm.model.named_buffers())
+        for name, buffer in model.named_buffers():
+            buffer.copy_(source[name])
+    model = model.to(dtype=dtype).eval()
+    model.requires_grad_(False)
+    return LoadedModel(f"random-init {lm.name}", model, lm.tokenizer, type(lm.adapter)(model))
+
+
+@torch.no_grad()
+def _cache(lm: LoadedModel, batch: Batch, memory_budget: int) -> ActivationCache:
+    """Every component's activations on ``batch``: the reference that mean/resample/patching replace with."""
+    step = rows_per_forward(lm.adapter, batch.input_ids.shape[1], memory_budget)
+    recs = []
+    for start in range(0, len(batch), step):
+        part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
+        with hooked(lm.adapter, record=True) as rec:
+            lm.adapter.base_forward(part.input_ids, part.attention_mask)
+        recs.append(rec)
+    cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu())
+    return ActivationCache(cache.heads.cpu(), cache.mlps.cpu(), cache.mask.cpu())
+
+
+def null_draw(lm: LoadedModel, enc: EncodedTask, ablation: Ablation, *, seed: int, n_check: int = 0,
+              memory_budget: int = DEFAULT_MEMORY_BUDGET) -> NullDraw:
+    """One random student's read-position outputs and attribution effects; ``n_check`` of them also exact.
+
+    ``seed`` is the run's (resample ablation draws its sources from it, as for the student).
+
+    Passes: the reference run (none for zero ablation) and one forward + backward, which
+    also records the read-position outputs; denoising patches the corrupted run, so its
+    clean outputs need one more forward.
+    """
+    clean_batch, corrupted_batch = batches(enc, lm.device)
+    if ablation.needs_corrupted and corrupted_batch is None:
+        raise TaskEncodingError(f"{ablation.value} patching needs corrupted prompts")
+    denoising = ablation is Ablation.DENOISING
+    reference_batch = clean_batch if denoising or corrupted_batch is None else corrupted_batch
+    reference = None if ablation is Ablation.ZERO else _cache(lm, reference_batch, memory_budget)
+    base_batch = corrupted_batch if denoising else clean_batch
+    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed)
+    components = lm.adapter.components()
+    collected: dict[str, list[torch.Tensor]] = {}
+    estimated, base = attribute(lm.adapter, base_batch, replacement, components, memory_budget=memory_budget,
+                                reads=None if denoising else collected)
+    if denoising:  # the reference run was the clean one: read its outputs from the cache
+        rows, pos = torch.arange(len(clean_batch)), clean_batch.read_pos.cpu()
+        reads = {c.name: reference.of(c)[rows, pos].double().numpy() for c in components}  # type: ignore[union-attr]
+    else:
+        reads = {name: torch.cat(parts).numpy() for name, parts in collected.items()}
+    effects = estimated.double().mean(1).numpy()
+    checked = None
+    if n_check > 0:
+        chosen = [components[i] for i in np.argsort(-np.abs(effects))[:n_check]]
+        with torch.no_grad():  # base: the unablated metric from the attribution's own forward pass
+            ablated = exact_sweep(lm.adapter, base_batch, replacement, chosen, memory_budget=memory_budget)
+        exact = (ablated.double() - base.double()[None, :]).mean(1).numpy()
+        checked = {c.name: float(v) for c, v in zip(chosen, exact)}
+    return NullDraw(seed=seed, read_acts=reads, effects=effects, checked=checked)
+
+
+def null_draws(student: LoadedModel, tasks: Sequence[EncodedTask], ablation: Ablation, *, seed: int, n_null: int,
+               n_check: int = N_CHECK, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+               progress: Callable[[float], None] | None = None) -> list[list[NullDraw]]:
+    """``n_null`` seeded random students of ``student``'s architecture on each task: result[task][draw].
+
+    Each random model is built once for all tasks, and only one is in memory at a time.
+    """
+    draws: list[list[NullDraw]] = [[] for _ in tasks]
+    for k in range(n_null):
+        lm = random_like(student, null_seed(seed, k))
+        for per_task, enc in zip(draws, tasks):
+            draw = null_draw(lm, enc, ablation, seed=seed, n_check=n_check if k == 0 else 0,
+                             memory_budget=memory_budget)
+            per_task.append(replace(draw, seed=null_seed(seed, k)))
+        del lm
+        if progress is not None:
+            progress(1)
+    return draws
