@@ -6,22 +6,24 @@ for both models and every task before any expensive computation starts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
 
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
-from circuitdiff.errors import TaskFileError
+from circuitdiff.errors import CircuitDiffError, TaskFileError
 from circuitdiff.interventions.ablation import Ablation
 from circuitdiff.interventions.methods import Method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
-from circuitdiff.models.loading import LoadedModel, load_model
+from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
+from circuitdiff.progress import Progress, progress_bars
 from circuitdiff.results import (
     COMPONENTS_TABLE,
     PER_PROMPT_TABLE,
@@ -35,13 +37,35 @@ from circuitdiff.sweep.resources import auto_budget, parse_dtype, with_less_memo
 from circuitdiff.sweep.resume import TaskRecord, TaskStore, run_fingerprint
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
 
-Progress = Callable[[str, float], Callable[[float], None]]
-"""Start a progress bar (description, total) and get its ``advance`` function."""
+E = TypeVar("E", bound=Enum)
+
+
+class OptionsError(CircuitDiffError, ValueError):
+    """A comparison option has an unknown name or an impossible value."""
+
+
+def as_enum(kind: type[E], value: E | str, what: str) -> E:
+    """``kind(value)`` for a name such as ``"zero"``; an unknown name lists the valid ones."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(m.value) for m in kind)
+        raise OptionsError(f"unknown {what} {value!r}; choose one of {choices}") from None
+
+
+MIN_BOOT = 10
+"""Fewer bootstrap resamples cannot place a 95% interval's ends."""
 
 
 @dataclass(frozen=True)
 class CompareOptions:
-    """Knobs of a comparison; all of them are written into results.json."""
+    """Knobs of a comparison; all of them are written into results.json.
+
+    ``ablation`` and ``method`` take their names as strings too (``ablation="zero"``,
+    ``method="attribution"``); every value is checked here, before any model is loaded.
+    """
 
     ablation: Ablation = Ablation.MEAN
     n_prompts: int = 64
@@ -54,6 +78,23 @@ class CompareOptions:
     circuit_thresholds: tuple[float, ...] = SWEEP_THRESHOLDS
     null_model: bool = True
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once, here
+        set_(self, "ablation", as_enum(Ablation, self.ablation, "ablation"))
+        set_(self, "method", as_enum(Method, self.method, "method"))
+        try:
+            set_(self, "circuit_thresholds", tuple(float(t) for t in self.circuit_thresholds))
+        except (TypeError, ValueError):
+            raise OptionsError(f"circuit_thresholds must be numbers, got {self.circuit_thresholds!r}") from None
+        for name, low in (("n_prompts", MIN_PROMPTS), ("n_boot", MIN_BOOT), ("exact_top", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise OptionsError(f"{name} must be an integer >= {low}, got {value!r}")
+        if any(not 0 < t < 1 for t in self.circuit_thresholds):
+            raise OptionsError(f"circuit thresholds must lie strictly between 0 and 1, got {self.circuit_thresholds}")
+        if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int):
+            raise OptionsError(f"memory_budget must be a number of bytes (<= 0: automatic), got {self.memory_budget!r}")
 
 
 @dataclass
@@ -185,40 +226,98 @@ def random_like(lm: LoadedModel, seed: int) -> LoadedModel:
     return LoadedModel(f"random-init {lm.name}", model, lm.tokenizer, type(lm.adapter)(model))
 
 
+ModelArg = Any
+"""A model for ``compare``: a built-in name, a folder, a ``.gguf`` file, a Hub id, a
+``LoadedModel``, or an in-memory Hugging Face ``(model, tokenizer)`` pair."""
+
+
+def check_paths(tasks: Sequence[str], options: CompareOptions, out: str | Path | None) -> None:
+    """Fail on a bad task name or file, or an unusable output folder, before any model loads."""
+    for name in tasks:
+        get_task(name, n_prompts=options.n_prompts, seed=options.seed)  # parses files; cheap for built-ins
+    if out is None:
+        return
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OptionsError(f"output folder '{out}' is an existing file; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionsError(f"cannot create output folder '{out}' ({exc.strerror or type(exc).__name__})") from None
+
+
+def as_loaded_model(spec: ModelArg, **load_kwargs: Any) -> LoadedModel:
+    """Any ``ModelArg`` as a ``LoadedModel``: strings are loaded, a (model, tokenizer) pair is wrapped."""
+    if isinstance(spec, LoadedModel):
+        return spec
+    if isinstance(spec, (str, Path)):
+        return load_model(str(spec), **load_kwargs)
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return from_hugging_face(*spec)
+    raise OptionsError(f"a model must be a name, a path, a LoadedModel or a (model, tokenizer) pair, "
+                       f"not {type(spec).__name__}")
+
+
 def compare(
-    teacher: str | LoadedModel,
-    student: str | LoadedModel,
-    tasks: Sequence[str] = ("ioi",),
-    options: CompareOptions = CompareOptions(),
+    teacher: ModelArg,
+    student: ModelArg,
+    tasks: str | Sequence[str] = ("ioi",),
+    options: CompareOptions | None = None,
     out: str | Path | None = None,
     *,
+    progress: bool | Progress = True,
+    report: bool = True,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     device: str = "cpu",
-    progress: Progress | None = None,
     dtype: str | torch.dtype = torch.float32,
     device_map: str | None = None,
     resume: bool = True,
+    **option_values: Any,
 ) -> dict[str, Any]:
-    """Compare a teacher with its student on ``tasks``; returns the results dict (and writes it to ``out``).
+    """Compare a teacher with its student on ``tasks`` and return the results dict.
 
-    With ``out`` and ``resume``, tasks finished by an earlier run with the same options and
-    models are reused from ``out/tasks`` and each new task is checkpointed there.
+    Args:
+        teacher: a built-in name (``tiny-gpt2``), a folder, a ``.gguf`` file, a Hub id, a
+            ``LoadedModel``, or an in-memory Hugging Face ``(model, tokenizer)`` pair.
+        student: the same forms as ``teacher``.
+        tasks: built-in task names or JSONL task files (one name is accepted as a string).
+        options: a ``CompareOptions``; or give its fields as keywords (``n_prompts=16``,
+            ``ablation="zero"``), which override the fields of ``options``.
+        out: folder to write ``results.json``, the Parquet tables and (with ``report``)
+            ``report.html``, exactly as the ``circuitdiff compare`` command does.
+        progress: progress bars (rich in a terminal, tqdm widgets in Jupyter); ``False``
+            silences them; a callable ``start(description, total) -> advance`` gets the events.
+        report: with ``out``, also write ``report.html`` and its figures.
+        resume: with ``out``, reuse tasks an interrupted run with the same options finished
+            there, and checkpoint each new task.
+
     ``options.memory_budget <= 0`` means automatic (half the free accelerator memory).
+    Every task, file and option is checked before a model is loaded.
     """
+    unknown = sorted(set(option_values) - {f.name for f in fields(CompareOptions)})
+    if unknown:
+        raise OptionsError(f"unknown option {', '.join(unknown)}; options are "
+                           f"{', '.join(f.name for f in fields(CompareOptions))}")
+    options = replace(options or CompareOptions(), **option_values)
+    task_names = [tasks] if isinstance(tasks, str) else list(tasks)
+    check_paths(task_names, options, out)
     torch_dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
-    load = lambda spec: spec if isinstance(spec, LoadedModel) else load_model(  # noqa: E731
-        spec, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device, dtype=torch_dtype,
-        device_map=device_map,
-    )
-    t_model, s_model = load(teacher), load(student)
+    load_kwargs = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device,
+                       dtype=torch_dtype, device_map=device_map)
+    t_model, s_model = as_loaded_model(teacher, **load_kwargs), as_loaded_model(student, **load_kwargs)
     if options.memory_budget <= 0:
         options = replace(options, memory_budget=auto_budget(t_model.device, DEFAULT_MEMORY_BUDGET))
     store = TaskStore(Path(out), run_fingerprint(t_model, s_model, options)) if out is not None and resume else None
-    comparison = run_comparison(t_model, s_model, tasks, options, progress, store=store)
+    with progress_bars(progress) as start:
+        comparison = run_comparison(t_model, s_model, task_names, options, start, store=store)
     results = results_dict(comparison)
     if out is not None:
         write_outputs(comparison, results, Path(out))
+        if report:
+            from circuitdiff.report import write_report
+
+            write_report(results, Path(out))
     return results
 
 
@@ -286,7 +385,7 @@ def per_prompt_frame(comparison: Comparison) -> pd.DataFrame:
 
 
 def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) -> None:
-    """results.json, the Parquet tables and the report, each written atomically."""
+    """results.json and the Parquet tables, each written atomically (``compare`` adds the report)."""
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / COMPONENTS_TABLE, components_frame(results))
     write_table(out / PER_PROMPT_TABLE, per_prompt_frame(comparison))

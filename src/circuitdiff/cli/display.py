@@ -1,28 +1,12 @@
-"""Terminal output: progress bars and the end-of-run summary (rich)."""
+"""Terminal output: the end-of-run summary and the task list (rich); bars are in ``circuitdiff.progress``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-
-@contextmanager
-def rich_progress(console: Console) -> Iterator[Callable[[str, float], Callable[[float], None]]]:
-    """A progress factory for ``compare``: each call starts one bar and returns its advance function."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-
-        def start(description: str, total: float) -> Callable[[float], None]:
-            task_id = progress.add_task(description, total=total)
-            return lambda amount: progress.advance(task_id, amount)
-
-        yield start
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
