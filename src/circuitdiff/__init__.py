@@ -30,5 +30,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # importing the submodule bound ``compare`` to it; the function wins
+        return value
     raise AttributeError(f"module 'circuitdiff' has no attribute {name!r}")

@@ -6,7 +6,10 @@ for both models and every task before any expensive computation starts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import types
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -231,6 +234,21 @@ ModelArg = Any
 ``LoadedModel``, or an in-memory Hugging Face ``(model, tokenizer)`` pair."""
 
 
+@contextmanager
+def hf_progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own bars (loading weights) follow ``progress``; the global switch is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    if before and not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before and not enabled:
+            hf_logging.enable_progress_bar()
+
+
 def check_paths(tasks: Sequence[str], options: CompareOptions, out: str | Path | None) -> None:
     """Fail on a bad task name or file, or an unusable output folder, before any model loads."""
     for name in tasks:
@@ -305,7 +323,8 @@ def compare(
     torch_dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
     load_kwargs = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device,
                        dtype=torch_dtype, device_map=device_map)
-    t_model, s_model = as_loaded_model(teacher, **load_kwargs), as_loaded_model(student, **load_kwargs)
+    with hf_progress_bars(progress is not False):
+        t_model, s_model = as_loaded_model(teacher, **load_kwargs), as_loaded_model(student, **load_kwargs)
     if options.memory_budget <= 0:
         options = replace(options, memory_budget=auto_budget(t_model.device, DEFAULT_MEMORY_BUDGET))
     store = TaskStore(Path(out), run_fingerprint(t_model, s_model, options)) if out is not None and resume else None
@@ -393,3 +412,14 @@ def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) ->
             else comparison.analyses[task].similarity_long(task) for task in comparison.task_names()]
     write_table(out / SIMILARITY_TABLE, pd.concat(sims, ignore_index=True))
     write_json(out / RESULTS_JSON, results)
+
+
+class _CallableModule(types.ModuleType):
+    """``circuitdiff.compare`` is both this module and the function: Python binds a package's
+    attribute to a submodule when that is imported, so the module forwards calls to the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
