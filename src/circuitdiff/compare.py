@@ -20,7 +20,7 @@ import torch
 
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
-from circuitdiff.errors import CircuitDiffError, TaskFileError
+from circuitdiff.errors import CircuitDiffError, TaskEncodingError, TaskFileError
 from circuitdiff.interventions.ablation import Ablation
 from circuitdiff.interventions.methods import Method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
@@ -123,6 +123,8 @@ class Comparison:
     """Tasks finished by an earlier, interrupted run (see ``circuitdiff.sweep.resume``)."""
     order: list[str] = field(default_factory=list)
     """Task names in output order, computed and restored ones together."""
+    examples: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each computed task's first prompt, as the report shows it."""
 
     def task_names(self) -> list[str]:
         return self.order or list(self.runs)
@@ -199,11 +201,34 @@ def run_comparison(
         result.runs[item.name] = (t_run, s_run)
         analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_run=null_run, n_boot=options.n_boot,
                                 seed=options.seed)
+        analysis.warnings.extend(truncation_notes(item, (teacher, student), options))
         result.analyses[item.name] = analysis
+        result.examples[item.name] = task_example(item.teacher[0])
         result.warnings.extend(analysis.warnings)
         if store is not None:
             store.save(item, task_record(result, item.name))
     return result
+
+
+def task_example(task: Task) -> dict[str, str]:
+    """The first prompt of a task, for the report."""
+    first = task.prompts[0]
+    return {"prompt": first.prompt, "answer": first.answer, "distractor": first.distractor}
+
+
+def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[str]:
+    """With ``first_token``: which model's tokenizer cut which answers to their first token."""
+    if not options.first_token:
+        return []
+    notes = []
+    for lm, (task, _) in zip(models, (item.teacher, item.student)):
+        try:
+            encode_task(task, lm.tokenizer, first_token=False)
+        except TaskEncodingError as exc:
+            detail = str(exc).split(": ", 1)[-1]
+            notes.append(f"{item.name}: --first-token scored multi-token answers by their first token only for "
+                         f"{lm.name} ({detail[:300]})")
+    return notes
 
 
 def task_record(comparison: Comparison, name: str) -> TaskRecord:
@@ -212,7 +237,8 @@ def task_record(comparison: Comparison, name: str) -> TaskRecord:
 
     t_run, s_run = comparison.runs[name]
     analysis = comparison.analyses[name]
-    return TaskRecord(name, _jsonable(_task_entry(t_run, s_run, analysis)), list(analysis.warnings),
+    entry = {**_task_entry(t_run, s_run, analysis), "example": comparison.examples.get(name)}
+    return TaskRecord(name, _jsonable(entry), list(analysis.warnings),
                       _per_prompt_task_frame(name, (t_run, s_run)), analysis.similarity_long(name))
 
 
@@ -374,7 +400,7 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
             tasks[name] = comparison.restored[name].entry
             continue
         t_run, s_run = comparison.runs[name]
-        tasks[name] = _task_entry(t_run, s_run, comparison.analyses[name])
+        tasks[name] = {**_task_entry(t_run, s_run, comparison.analyses[name]), "example": comparison.examples.get(name)}
     return {
         "circuitdiff_version": __version__,
         "options": options,

@@ -21,6 +21,7 @@ from circuitdiff.analysis.alignment import alignment_score, alignment_transport,
 from circuitdiff.analysis.bootstrap import bootstrap_indices, percentile_interval
 from circuitdiff.analysis.circuits import Circuit, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
+from circuitdiff.analysis.influence import MIN_CLEAN_METRIC, clean_is_meaningful
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
@@ -237,7 +238,13 @@ def analyse_runs(
             notes.append(f"{t.task}: null score undefined ({exc})")
     for run, role in ((t, "teacher"), (s, "student")):
         if not run.circuits:
-            notes.append(f"{t.task}: no {role} circuit (clean logit difference too close to 0, or circuits off)")
+            base = np.asarray(run.base, dtype=float)
+            se = float(np.std(base, ddof=1)) / np.sqrt(len(base)) if len(base) > 1 else float("inf")
+            why = ("circuit discovery was off" if clean_is_meaningful(base) else
+                   f"its logit difference ({float(base.mean()):.3f}, standard error {se:.3f}) is not clearly away "
+                   f"from 0, so there is nothing to prune against (needs |mean| >= {MIN_CLEAN_METRIC:g} and two "
+                   f"standard errors)")
+            notes.append(f"{t.task}: no {role} circuit: {why}")
     paper, why = paper_score(t, s, same_tokens) if has_attention else (None, "paper A needs attention patterns (eager attention)")
     if why:
         notes.append(f"{t.task}: {why}")
