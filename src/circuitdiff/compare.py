@@ -333,8 +333,17 @@ def compare(
         progress: progress bars (rich in a terminal, tqdm widgets in Jupyter); ``False``
             silences them; a callable ``start(description, total) -> advance`` gets the events.
         report: with ``out``, also write ``report.html`` and its figures.
+        allow_pickle: allow pickle checkpoints (unsafe: loading runs code from the file).
+        trust_remote_code: allow model code from a checkpoint's repository.
+        device: torch device for models loaded here, e.g. ``"cuda"``.
+        dtype: weights dtype for models loaded here (``"bfloat16"`` or a ``torch.dtype``).
+        device_map: ``"auto"`` shards models loaded here over all devices (needs accelerate).
         resume: with ``out``, reuse tasks an interrupted run with the same options finished
             there, and checkpoint each new task.
+        **option_values: ``CompareOptions`` fields by name; an unknown name is an ``OptionsError``.
+
+    Returns:
+        The results dict that ``out/results.json`` holds.
 
     ``options.memory_budget <= 0`` means automatic (half the free accelerator memory).
     Every task, file and option is checked before a model is loaded.
