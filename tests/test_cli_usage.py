@@ -64,6 +64,11 @@ def test_paths_are_checked_before_any_model_loads(tmp_path: Path) -> None:
     a_file.write_text("not a folder")
     proc = run("compare", "--teacher", missing, "--student", missing, "--out", str(a_file))
     assert_usage_error(proc, "taken", "existing file")
+    proc = run("compare", "--teacher", missing, "--student", missing, "--out", str(a_file / "below"))
+    assert_usage_error(proc, "cannot create output folder", "below")
+    sweep = tmp_path / "study.yaml"
+    sweep.write_text(f"pairs: [{{teacher: {missing}, student: {missing}}}]\ntasks: [ioi]\n")
+    assert_usage_error(run("sweep", str(sweep), "--out", str(a_file)), "taken", "existing file")
     proc = run("compare", "--teacher", missing, "--student", missing, "--task", str(tmp_path / "gone.jsonl"),
                "--out", str(tmp_path / "o"))
     assert_usage_error(proc, "gone.jsonl", "not found")

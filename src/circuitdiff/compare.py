@@ -279,8 +279,12 @@ def check_paths(tasks: Sequence[str], options: CompareOptions, out: str | Path |
     """Fail on a bad task name or file, or an unusable output folder, before any model loads."""
     for name in tasks:
         get_task(name, n_prompts=options.n_prompts, seed=options.seed)  # parses files; cheap for built-ins
-    if out is None:
-        return
+    if out is not None:
+        make_out_folder(out)
+
+
+def make_out_folder(out: str | Path) -> Path:
+    """Create the output folder now, so that an unusable ``--out`` fails before any model loads."""
     folder = Path(out).expanduser()
     if folder.exists() and not folder.is_dir():
         raise OptionsError(f"output folder '{out}' is an existing file; choose another --out")
@@ -288,6 +292,7 @@ def check_paths(tasks: Sequence[str], options: CompareOptions, out: str | Path |
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OptionsError(f"cannot create output folder '{out}' ({exc.strerror or type(exc).__name__})") from None
+    return folder
 
 
 def as_loaded_model(spec: ModelArg, **load_kwargs: Any) -> LoadedModel:
