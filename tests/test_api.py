@@ -109,7 +109,10 @@ def test_notebook_gets_tqdm_and_a_callable_gets_the_events(monkeypatch) -> None:
     with progress_mod.progress_bars(False) as start:
         assert start is None
     assert not progress_mod.in_notebook()
-    shell = type("ZMQInteractiveShell", (), {})()
+    terminal = type("TerminalInteractiveShell", (), {"config": {"TerminalIPythonApp": {}}})()
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: terminal))
+    assert not progress_mod.in_notebook()  # IPython in a terminal keeps rich bars
+    shell = type("Shell", (), {"config": {"IPKernelApp": {"connection_file": "kernel.json"}}})()  # e.g. Colab's
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
     assert progress_mod.in_notebook()
     with progress_mod.progress_bars(True) as start:

@@ -21,7 +21,10 @@ def in_notebook() -> bool:
     if shell is None:
         return False
     ipython = getattr(shell, "get_ipython", lambda: None)()
-    return ipython is not None and type(ipython).__name__ == "ZMQInteractiveShell"
+    if ipython is None:
+        return False
+    # a kernel (Jupyter, VS Code, Colab's Shell subclass) has IPKernelApp in its config; a terminal IPython has not
+    return "IPKernelApp" in (getattr(ipython, "config", None) or {}) or type(ipython).__name__ == "ZMQInteractiveShell"
 
 
 @contextmanager
