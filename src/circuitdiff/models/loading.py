@@ -185,10 +185,12 @@ def from_hugging_face(model: torch.nn.Module, tokenizer: Any, name: str | None =
     config = getattr(model, "config", None)
     if not isinstance(model, torch.nn.Module) or config is None:
         raise ModelLoadError(f"expected a Hugging Face model, got {type(model).__name__}")
-    if not callable(getattr(tokenizer, "__call__", None)) or not hasattr(tokenizer, "convert_tokens_to_ids"):
+    if not hasattr(tokenizer, "convert_tokens_to_ids"):
         raise ModelLoadError(f"expected a Hugging Face tokenizer, got {type(tokenizer).__name__}")
     adapter_cls = adapter_class_for(config.model_type)
     if getattr(config, "_attn_implementation", "eager") != "eager":
+        if not hasattr(model, "set_attn_implementation"):  # older transformers
+            raise ModelLoadError("load the model with attn_implementation='eager' (circuitdiff reads attention weights)")
         model.set_attn_implementation("eager")
     model.eval()
     model.requires_grad_(False)

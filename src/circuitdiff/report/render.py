@@ -138,7 +138,8 @@ def _circuit(results: dict[str, Any], name: str, task: dict[str, Any]) -> dict[s
     if not entries:
         if not results.get("options", {}).get("circuits", True):
             return {"rows": [], "missing": "circuit discovery was switched off for this run"}
-        why = [n.split(":", 1)[1].strip() for n in task_notes(results, name) if "circuit" in n.lower()]
+        notes = [n.split(":", 1)[1].strip() for n in task_notes(results, name)]
+        why = [n for n in notes if n.startswith(("no teacher circuit", "no student circuit"))]
         return {"rows": [], "missing": "; ".join(why) or "no circuit was found"}
     rows = [{"threshold": fmt(e["threshold"]),
              "teacher": f"{e['teacher']['size']} (faithful {fmt(e['teacher']['faithfulness'])}, "
