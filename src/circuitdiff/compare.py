@@ -6,11 +6,15 @@ for both models and every task before any expensive computation starts.
 
 from __future__ import annotations
 
+import sys
+import types
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -18,13 +22,14 @@ import torch
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
 from circuitdiff.analysis.calibration import NullDraw
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
-from circuitdiff.errors import TaskFileError
+from circuitdiff.errors import CircuitDiffError, TaskEncodingError, TaskFileError
 from circuitdiff.interventions.ablation import Ablation
 from circuitdiff.interventions.methods import Method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
-from circuitdiff.models.loading import LoadedModel, load_model
+from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
+from circuitdiff.progress import Progress, progress_bars
 from circuitdiff.results import (
     COMPONENTS_TABLE,
     PER_PROMPT_TABLE,
@@ -38,13 +43,35 @@ from circuitdiff.sweep.resources import auto_budget, parse_dtype, with_less_memo
 from circuitdiff.sweep.resume import TaskRecord, TaskStore, run_fingerprint
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
 
-Progress = Callable[[str, float], Callable[[float], None]]
-"""Start a progress bar (description, total) and get its ``advance`` function."""
+E = TypeVar("E", bound=Enum)
+
+
+class OptionsError(CircuitDiffError, ValueError):
+    """A comparison option has an unknown name or an impossible value."""
+
+
+def as_enum(kind: type[E], value: E | str, what: str) -> E:
+    """``kind(value)`` for a name such as ``"zero"``; an unknown name lists the valid ones."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(m.value) for m in kind)
+        raise OptionsError(f"unknown {what} {value!r}; choose one of {choices}") from None
+
+
+MIN_BOOT = 10
+"""Fewer bootstrap resamples cannot place a 95% interval's ends."""
 
 
 @dataclass(frozen=True)
 class CompareOptions:
-    """Knobs of a comparison; all of them are written into results.json."""
+    """Knobs of a comparison; all of them are written into results.json.
+
+    ``ablation`` and ``method`` take their names as strings too (``ablation="zero"``,
+    ``method="attribution"``); every value is checked here, before any model is loaded.
+    """
 
     ablation: Ablation = Ablation.MEAN
     n_prompts: int = 64
@@ -59,6 +86,23 @@ class CompareOptions:
     n_null: int = 10
     """Random students behind the chance level (``circuitdiff.null``); 0 switches it off like ``null_model``."""
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once, here
+        set_(self, "ablation", as_enum(Ablation, self.ablation, "ablation"))
+        set_(self, "method", as_enum(Method, self.method, "method"))
+        try:
+            set_(self, "circuit_thresholds", tuple(float(t) for t in self.circuit_thresholds))
+        except (TypeError, ValueError):
+            raise OptionsError(f"circuit_thresholds must be numbers, got {self.circuit_thresholds!r}") from None
+        for name, low in (("n_prompts", MIN_PROMPTS), ("n_boot", MIN_BOOT), ("exact_top", 1), ("n_null", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise OptionsError(f"{name} must be an integer >= {low}, got {value!r}")
+        if any(not 0 < t < 1 for t in self.circuit_thresholds):
+            raise OptionsError(f"circuit thresholds must lie strictly between 0 and 1, got {self.circuit_thresholds}")
+        if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int):
+            raise OptionsError(f"memory_budget must be a number of bytes (<= 0: automatic), got {self.memory_budget!r}")
 
 
 @dataclass
@@ -84,6 +128,8 @@ class Comparison:
     """Tasks finished by an earlier, interrupted run (see ``circuitdiff.sweep.resume``)."""
     order: list[str] = field(default_factory=list)
     """Task names in output order, computed and restored ones together."""
+    examples: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each computed task's first prompt, as the report shows it."""
 
     def task_names(self) -> list[str]:
         return self.order or list(self.runs)
@@ -162,11 +208,34 @@ def run_comparison(
         result.runs[item.name] = (t_run, s_run)
         analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []),
                                 n_boot=options.n_boot, seed=options.seed)
+        analysis.warnings.extend(truncation_notes(item, (teacher, student), options))
         result.analyses[item.name] = analysis
+        result.examples[item.name] = task_example(item.teacher[0])
         result.warnings.extend(analysis.warnings)
         if store is not None:
             store.save(item, task_record(result, item.name))
     return result
+
+
+def task_example(task: Task) -> dict[str, str]:
+    """The first prompt of a task, for the report."""
+    first = task.prompts[0]
+    return {"prompt": first.prompt, "answer": first.answer, "distractor": first.distractor}
+
+
+def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[str]:
+    """With ``first_token``: which model's tokenizer cut which answers to their first token."""
+    if not options.first_token:
+        return []
+    notes = []
+    for lm, (task, _) in zip(models, (item.teacher, item.student)):
+        try:
+            encode_task(task, lm.tokenizer, first_token=False)
+        except TaskEncodingError as exc:
+            detail = str(exc).split(": ", 1)[-1]
+            notes.append(f"{item.name}: --first-token scored multi-token answers by their first token only for "
+                         f"{lm.name} ({detail[:300]})")
+    return notes
 
 
 def task_record(comparison: Comparison, name: str) -> TaskRecord:
@@ -175,7 +244,8 @@ def task_record(comparison: Comparison, name: str) -> TaskRecord:
 
     t_run, s_run = comparison.runs[name]
     analysis = comparison.analyses[name]
-    return TaskRecord(name, _jsonable(_task_entry(t_run, s_run, analysis)), list(analysis.warnings),
+    entry = {**_task_entry(t_run, s_run, analysis), "example": comparison.examples.get(name)}
+    return TaskRecord(name, _jsonable(entry), list(analysis.warnings),
                       _per_prompt_task_frame(name, (t_run, s_run)), analysis.similarity_long(name))
 
 
@@ -198,40 +268,128 @@ def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: Compa
     return {item.name: per_task for item, per_task in zip(items, draws)}
 
 
+ModelArg = Any
+"""A model for ``compare``: a built-in name, a folder, a ``.gguf`` file, a Hub id, a
+``LoadedModel``, or an in-memory Hugging Face ``(model, tokenizer)`` pair."""
+
+
+@contextmanager
+def hf_progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own bars (loading weights) follow ``progress``; the global switch is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    if before and not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before and not enabled:
+            hf_logging.enable_progress_bar()
+
+
+def check_paths(tasks: Sequence[str], options: CompareOptions, out: str | Path | None) -> None:
+    """Fail on a bad task name or file, or an unusable output folder, before any model loads."""
+    for name in tasks:
+        get_task(name, n_prompts=options.n_prompts, seed=options.seed)  # parses files; cheap for built-ins
+    if out is not None:
+        make_out_folder(out)
+
+
+def make_out_folder(out: str | Path) -> Path:
+    """Create the output folder now, so that an unusable ``--out`` fails before any model loads."""
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OptionsError(f"output folder '{out}' is an existing file; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionsError(f"cannot create output folder '{out}' ({exc.strerror or type(exc).__name__})") from None
+    return folder
+
+
+def as_loaded_model(spec: ModelArg, **load_kwargs: Any) -> LoadedModel:
+    """Any ``ModelArg`` as a ``LoadedModel``: strings are loaded, a (model, tokenizer) pair is wrapped."""
+    if isinstance(spec, LoadedModel):
+        return spec
+    if isinstance(spec, (str, Path)):
+        return load_model(str(spec), **load_kwargs)
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return from_hugging_face(*spec)
+    raise OptionsError(f"a model must be a name, a path, a LoadedModel or a (model, tokenizer) pair, "
+                       f"not {type(spec).__name__}")
+
+
 def compare(
-    teacher: str | LoadedModel,
-    student: str | LoadedModel,
-    tasks: Sequence[str] = ("ioi",),
-    options: CompareOptions = CompareOptions(),
+    teacher: ModelArg,
+    student: ModelArg,
+    tasks: str | Sequence[str] = ("ioi",),
+    options: CompareOptions | None = None,
     out: str | Path | None = None,
     *,
+    progress: bool | Progress = True,
+    report: bool = True,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     device: str = "cpu",
-    progress: Progress | None = None,
     dtype: str | torch.dtype = torch.float32,
     device_map: str | None = None,
     resume: bool = True,
+    **option_values: Any,
 ) -> dict[str, Any]:
-    """Compare a teacher with its student on ``tasks``; returns the results dict (and writes it to ``out``).
+    """Compare a teacher with its student on ``tasks`` and return the results dict.
 
-    With ``out`` and ``resume``, tasks finished by an earlier run with the same options and
-    models are reused from ``out/tasks`` and each new task is checkpointed there.
+    Args:
+        teacher: a built-in name (``tiny-gpt2``), a folder, a ``.gguf`` file, a Hub id, a
+            ``LoadedModel``, or an in-memory Hugging Face ``(model, tokenizer)`` pair.
+        student: the same forms as ``teacher``.
+        tasks: built-in task names or JSONL task files (one name is accepted as a string).
+        options: a ``CompareOptions``; or give its fields as keywords (``n_prompts=16``,
+            ``ablation="zero"``), which override the fields of ``options``.
+        out: folder to write ``results.json``, the Parquet tables and (with ``report``)
+            ``report.html``, exactly as the ``circuitdiff compare`` command does.
+        progress: progress bars (rich in a terminal, tqdm widgets in Jupyter); ``False``
+            silences them; a callable ``start(description, total) -> advance`` gets the events.
+        report: with ``out``, also write ``report.html`` and its figures.
+        allow_pickle: allow pickle checkpoints (unsafe: loading runs code from the file).
+        trust_remote_code: allow model code from a checkpoint's repository.
+        device: torch device for models loaded here, e.g. ``"cuda"``.
+        dtype: weights dtype for models loaded here (``"bfloat16"`` or a ``torch.dtype``).
+        device_map: ``"auto"`` shards models loaded here over all devices (needs accelerate).
+        resume: with ``out``, reuse tasks an interrupted run with the same options finished
+            there, and checkpoint each new task.
+        **option_values: ``CompareOptions`` fields by name; an unknown name is an ``OptionsError``.
+
+    Returns:
+        The results dict that ``out/results.json`` holds.
+
     ``options.memory_budget <= 0`` means automatic (half the free accelerator memory).
+    Every task, file and option is checked before a model is loaded.
     """
+    unknown = sorted(set(option_values) - {f.name for f in fields(CompareOptions)})
+    if unknown:
+        raise OptionsError(f"unknown option {', '.join(unknown)}; options are "
+                           f"{', '.join(f.name for f in fields(CompareOptions))}")
+    options = replace(options or CompareOptions(), **option_values)
+    task_names = [tasks] if isinstance(tasks, str) else list(tasks)
+    check_paths(task_names, options, out)
     torch_dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
-    load = lambda spec: spec if isinstance(spec, LoadedModel) else load_model(  # noqa: E731
-        spec, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device, dtype=torch_dtype,
-        device_map=device_map,
-    )
-    t_model, s_model = load(teacher), load(student)
+    load_kwargs = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device,
+                       dtype=torch_dtype, device_map=device_map)
+    with hf_progress_bars(progress is not False):
+        t_model, s_model = as_loaded_model(teacher, **load_kwargs), as_loaded_model(student, **load_kwargs)
     if options.memory_budget <= 0:
         options = replace(options, memory_budget=auto_budget(t_model.device, DEFAULT_MEMORY_BUDGET))
     store = TaskStore(Path(out), run_fingerprint(t_model, s_model, options)) if out is not None and resume else None
-    comparison = run_comparison(t_model, s_model, tasks, options, progress, store=store)
+    with progress_bars(progress) as start:
+        comparison = run_comparison(t_model, s_model, task_names, options, start, store=store)
     results = results_dict(comparison)
     if out is not None:
         write_outputs(comparison, results, Path(out))
+        if report:
+            from circuitdiff.report import write_report
+
+            write_report(results, Path(out))
     return results
 
 
@@ -269,7 +427,7 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
             tasks[name] = comparison.restored[name].entry
             continue
         t_run, s_run = comparison.runs[name]
-        tasks[name] = _task_entry(t_run, s_run, comparison.analyses[name])
+        tasks[name] = {**_task_entry(t_run, s_run, comparison.analyses[name]), "example": comparison.examples.get(name)}
     return {
         "circuitdiff_version": __version__,
         "options": options,
@@ -299,7 +457,7 @@ def per_prompt_frame(comparison: Comparison) -> pd.DataFrame:
 
 
 def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) -> None:
-    """results.json, the Parquet tables and the report, each written atomically."""
+    """results.json and the Parquet tables, each written atomically (``compare`` adds the report)."""
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / COMPONENTS_TABLE, components_frame(results))
     write_table(out / PER_PROMPT_TABLE, per_prompt_frame(comparison))
@@ -307,3 +465,14 @@ def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) ->
             else comparison.analyses[task].similarity_long(task) for task in comparison.task_names()]
     write_table(out / SIMILARITY_TABLE, pd.concat(sims, ignore_index=True))
     write_json(out / RESULTS_JSON, results)
+
+
+class _CallableModule(types.ModuleType):
+    """``circuitdiff.compare`` is both this module and the function: Python binds a package's
+    attribute to a submodule when that is imported, so the module forwards calls to the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

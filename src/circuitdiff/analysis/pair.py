@@ -23,7 +23,7 @@ from circuitdiff.analysis.alignment import alignment_transport, paper_alignment,
 from circuitdiff.analysis.calibration import NullDraw, above_chance, alignment_interval, null_alignment, read_grams
 from circuitdiff.analysis.circuits import Circuit, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
-from circuitdiff.analysis.influence import drop_inputs, relative_problem, solved_problem
+from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
@@ -308,8 +308,11 @@ def _analyse(
     notes += null_notes(t.task, alignment, bool(null_draws))
     for run, role in ((t, "teacher"), (s, "student")):
         if not run.circuits:
-            notes.append(f"{t.task}: no {role} circuit (clean logit difference not clearly positive, denoising, "
-                         "or circuits off)")
+            problem = clean_problem(run.clean)
+            why = ("circuits are not pruned under denoising (the base run is the corrupted one)"
+                   if run.ablation == "denoising" else
+                   f"there is nothing to prune against: {problem}" if problem else "circuit discovery was off")
+            notes.append(f"{t.task}: no {role} circuit: {why}")
     paper, why = paper_score(t, s, same_tokens) if has_attention else (None, "paper A needs attention patterns (eager attention)")
     if why:
         notes.append(f"{t.task}: {why}")

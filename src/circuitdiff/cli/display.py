@@ -1,30 +1,13 @@
-"""Terminal output: progress bars and the end-of-run summary (rich)."""
+"""Terminal output: the end-of-run summary and the task list (rich); bars are in ``circuitdiff.progress``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from circuitdiff.analysis.influence import PATCHING
-
-
-@contextmanager
-def rich_progress(console: Console) -> Iterator[Callable[[str, float], Callable[[float], None]]]:
-    """A progress factory for ``compare``: each call starts one bar and returns its advance function."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-
-        def start(description: str, total: float) -> Callable[[float], None]:
-            task_id = progress.add_task(description, total=total)
-            return lambda amount: progress.advance(task_id, amount)
-
-        yield start
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -63,7 +46,7 @@ def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
         table.add_row("clean logit diff", _fmt(t["clean_metric"]), _fmt(s["clean_metric"]))
         table.add_row("accuracy", _fmt(t["accuracy"], ".1%"), _fmt(s["accuracy"], ".1%"))
         ct, cs = tr["concentration"]["teacher"], tr["concentration"]["student"]
-        basis = "% of gap" if tr.get("ablation") in PATCHING else "% of clean"
+        basis = "% of gap" if tr.get("ablation") in ("noising", "denoising") else "% of clean"  # no scipy import for --help
         for key, label in (("effective_number", "effective # components"), ("gini", "Gini of |effect|"),
                            ("top_1_share", "top-1 share"), ("n_for_0.8", "components for 80%"),
                            ("worst_drop", f"worst single drop ({basis})"), ("mean_drop", f"mean drop ({basis})"),

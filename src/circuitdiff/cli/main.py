@@ -1,7 +1,9 @@
-"""The ``circuitdiff`` command line: compare, tasks, lab.
+"""The ``circuitdiff`` command line: compare, report, tasks, sweep, lab.
 
-User errors print one line and exit 2; an interrupt exits 130 after the files already
-written (each written atomically) stay in place.
+Every user error, circuitdiff's own or a usage error from typer, prints one line and
+exits 2; an interrupt exits 130 after the files already written (each written atomically)
+stay in place. torch and transformers are imported only by the commands that run models,
+so ``--help`` and ``tasks`` answer at once.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from circuitdiff.cli.display import print_summary, rich_progress, tasks_table
+from circuitdiff.cli.display import print_summary, tasks_table
 from circuitdiff.errors import CircuitDiffError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="What did distillation do to a model's insides?")
@@ -65,37 +66,24 @@ def compare(
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the checkpoint's repository."),
 ) -> None:
     """Measure every head and MLP in both models, match them and score the alignment."""
-    from circuitdiff.compare import CompareOptions, compare as run_compare
-    from circuitdiff.interventions.ablation import Ablation
-    from circuitdiff.interventions.methods import Method
+    from circuitdiff.compare import CompareOptions, check_paths, compare as run_compare
     from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
     from circuitdiff.pairs_index import resolve_pair
     from circuitdiff.sweep.resources import check_device, parse_dtype, parse_memory
 
-    try:
-        ablation_kind = Ablation(ablation)
-    except ValueError:
-        raise CircuitDiffError(f"unknown ablation '{ablation}'; choose one of {', '.join(a.value for a in Ablation)}") from None
-    try:
-        method_kind = Method(method)
-    except ValueError:
-        raise CircuitDiffError(f"unknown method '{method}'; choose one of {', '.join(m.value for m in Method)}") from None
+    budget = DEFAULT_MEMORY_BUDGET if max_memory is None else parse_memory(max_memory) or 0  # 0: auto
+    options = CompareOptions(ablation=ablation, n_prompts=n_prompts, seed=seed, first_token=first_token,
+                             n_boot=n_boot, circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
+                             null_model=null_model, n_null=n_null, memory_budget=budget, method=method,
+                             exact_top=exact_top)
     teacher, student, default_tasks = resolve_pair(pair, teacher, student)
+    tasks = task or default_tasks
+    check_paths(tasks, options, out)  # before any model is loaded
     parse_dtype(dtype)
     check_device(device, device_map)
-    budget = DEFAULT_MEMORY_BUDGET if max_memory is None else parse_memory(max_memory) or 0  # 0: auto
-    options = CompareOptions(ablation=ablation_kind, n_prompts=n_prompts, seed=seed, first_token=first_token,
-                             n_boot=n_boot, circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
-                             null_model=null_model, n_null=n_null, memory_budget=budget,
-                             method=method_kind, exact_top=exact_top)
-    with rich_progress(console) as progress:
-        results = run_compare(teacher, student, task or default_tasks, options, out, allow_pickle=allow_pickle,
-                              trust_remote_code=trust_remote_code, device=device, progress=progress, dtype=dtype,
-                              device_map=device_map, resume=resume)
-    if report:
-        from circuitdiff.report import write_report
-
-        write_report(results, out)
+    results = run_compare(teacher, student, tasks, options, out, allow_pickle=allow_pickle,
+                          trust_remote_code=trust_remote_code, device=device, progress=True, dtype=dtype,
+                          device_map=device_map, resume=resume, report=report)
     print_summary(Console(), results, out)
 
 
@@ -113,10 +101,21 @@ def list_tasks() -> None:
     Console().print(tasks_table())
 
 
-def _mount_lab() -> None:
-    from circuitdiff.lab.cli import app as lab_app
+LAB_HELP = "Train teachers and distil students (the distillation lab)."
 
-    app.add_typer(lab_app, name="lab", help="Train teachers and distil students (the distillation lab).")
+
+def _command_name(args: list[str]) -> str | None:
+    """The subcommand ``args`` invoke (the first word that is not an option)."""
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def _mount_lab(args: list[str]) -> None:
+    """The real lab app only when it runs: it imports torch, which ``--help`` must not wait for."""
+    if _command_name(args) == "lab":
+        from circuitdiff.lab.cli import app as lab_app
+    else:  # listed in --help under the same name and text; never invoked
+        lab_app = typer.Typer()
+    app.add_typer(lab_app, name="lab", help=LAB_HELP)
 
 
 def _mount_sweep() -> None:
@@ -134,30 +133,41 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _one_line(message: str) -> None:
+    # escaped: messages quote user input, which must not be read as markup; never wrapped
+    console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
+def run_app(args: list[str]) -> int:
+    """Run the CLI on ``args`` and return the exit code; every user mistake is one line on stderr."""
+    try:
+        code = app(args, prog_name="circuitdiff", standalone_mode=False)
+    except CircuitDiffError as exc:
+        _one_line(str(exc))
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.TyperException as exc:  # click's usage errors (typer >= 0.29 ships its own click)
+        message = exc.format_message()
+        if message:  # empty for a bare group: its help is already shown
+            _one_line(message)
+        return 2 if exc.exit_code in (1, 2) else exc.exit_code
+    if code == 130:  # typer turns KeyboardInterrupt (and so SIGTERM) into exit code 130
+        console.print("interrupted: files already written are complete and kept")
+    return code if isinstance(code, int) else 0
+
+
 def main() -> None:
     """Entry point: one-line errors for user mistakes, tracebacks only for bugs."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by transformers on import; our bars say enough
     _interrupt_on_sigterm()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own bars say what is happening
-    _mount_lab()
+    args = sys.argv[1:]
+    _mount_lab(args)
     _mount_sweep()
-    try:
-        code = app(standalone_mode=False)
-    except CircuitDiffError as exc:
-        # escaped: messages quote user input, which must not be read as markup; never wrapped
-        console.print(f"[bold red]error:[/] {escape(' '.join(str(exc).splitlines()))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        console.print("interrupted: files already written are complete and kept")
-        sys.exit(130)
-    except click.ClickException as exc:  # usage errors, in click's own one-line format
-        exc.show()
-        sys.exit(exc.exit_code)
-    if code == 130:  # typer turns KeyboardInterrupt (and so SIGTERM) into exit code 130
-        console.print("interrupted: files already written are complete and kept")
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(run_app(args))
 
 
 if __name__ == "__main__":

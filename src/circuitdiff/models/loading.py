@@ -174,3 +174,25 @@ def load_model(
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(spec, model, tokenizer, adapter_cls(model))
+
+
+def from_hugging_face(model: torch.nn.Module, tokenizer: Any, name: str | None = None) -> LoadedModel:
+    """Wrap an already-loaded Hugging Face model and its tokenizer (e.g. in a notebook).
+
+    The model is switched, in place, to eval mode, frozen, and to eager attention (clean
+    passes read attention weights), exactly as ``load_model`` leaves a model it loads.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or config is None:
+        raise ModelLoadError(f"expected a Hugging Face model, got {type(model).__name__}")
+    if not hasattr(tokenizer, "convert_tokens_to_ids"):
+        raise ModelLoadError(f"expected a Hugging Face tokenizer, got {type(tokenizer).__name__}")
+    adapter_cls = adapter_class_for(config.model_type)
+    if getattr(config, "_attn_implementation", "eager") != "eager":
+        if not hasattr(model, "set_attn_implementation"):  # older transformers
+            raise ModelLoadError("load the model with attn_implementation='eager' (circuitdiff reads attention weights)")
+        model.set_attn_implementation("eager")
+    model.eval()
+    model.requires_grad_(False)
+    label = name or getattr(config, "_name_or_path", "") or type(model).__name__
+    return LoadedModel(str(label), model, tokenizer, adapter_cls(model))

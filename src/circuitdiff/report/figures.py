@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
+from matplotlib.patches import PathPatch, Rectangle
+from matplotlib.path import Path as MplPath
 
 from circuitdiff.report.data import parse_name
 from circuitdiff.report.svg import new_figure
@@ -24,8 +23,6 @@ TEACHER, STUDENT = "#2f6db3", "#d1495b"
 ROLE_COLOR = {"teacher": TEACHER, "student": STUDENT}
 SUPPORT_CMAP = "RdBu_r"
 SIM_CMAP = "viridis"
-MATCH_CMAP = ListedColormap(colormaps["Greys"](np.linspace(0.25, 1.0, 256)), name="match")
-"""Matches: light grey for dissimilar pairs, black for identical ones."""
 
 
 def _grid(comps: pd.DataFrame, value: str) -> np.ndarray:
@@ -189,70 +186,88 @@ def layer_cka(matrix: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def _column_positions(comps: pd.DataFrame) -> dict[str, float]:
-    """Vertical position of each component, layer 0 at the top, spread over [0, 1]."""
-    names = list(comps["name"])
+def _spread(names: list[str]) -> dict[str, float]:
+    """Evenly spaced heights in [0, 1], first name at the top."""
     n = len(names)
-    return {name: 1.0 - (i + 0.5) / n for i, name in enumerate(names)}
+    return {name: 0.5 if n == 1 else 1.0 - i / (n - 1) for i, name in enumerate(names)}
 
 
-def _layer_labels(ax: Any, comps: pd.DataFrame, y: dict[str, float], x: float, ha: str) -> None:
-    """A bracket and a label beside each layer's group of nodes."""
-    step = 0.5 / max(len(comps), 1)
-    tick = -0.015 if ha == "right" else 0.015
-    for layer, part in comps.groupby("layer"):
-        ys = [y[n] for n in part["name"]]
-        top, bottom = max(ys) + step * 0.8, min(ys) - step * 0.8
-        ax.plot([x, x], [bottom, top], color="#aaa", linewidth=0.8)
-        ax.text(x + tick, float(np.mean(ys)), f"L{int(layer)}", ha=ha, va="center", fontsize=7, color="#555")
+def _flows_to_draw(t: pd.DataFrame, s: pd.DataFrame, transport: list[dict[str, Any]], max_flows: int
+                   ) -> list[dict[str, Any]]:
+    known_t, known_s = set(t["name"]), set(s["name"])
+    flows = [f for f in transport if f["teacher"] in known_t and f["student"] in known_s and f["mass"] > 0]
+    return sorted(flows, key=lambda f: -f["mass"])[:max_flows]
+
+
+def _band(ax: Any, y0: float, y1: float, width: float) -> None:
+    """An S-shaped flow from the teacher column (x=0) to the student column (x=1)."""
+    path = MplPath([(0, y0), (0.5, y0), (0.5, y1), (1, y1)], [MplPath.MOVETO, MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4])
+    ax.add_patch(PathPatch(path, facecolor="none", edgecolor="#f4a340", alpha=0.55, linewidth=width,
+                           capstyle="butt", zorder=1))
+
+
+def _nodes(ax: Any, comps: pd.DataFrame, y: dict[str, float], x: float, role: str, labels: dict[str, str]) -> None:
+    """Markers sized by share (circle: head, square: MLP), each with its label beside it."""
+    frame = comps.set_index("name").loc[list(y)]
+    top = max(float(comps["share"].max()), 1e-12)
+    left = role == "teacher"
+    for name, row in frame.iterrows():
+        ax.plot([x], [y[name]], marker="s" if row["kind"] == "mlp" else "o", markersize=4 + 8 * float(row["share"]) / top,
+                color=ROLE_COLOR[role], markeredgewidth=0, linestyle="", zorder=3)
+        ax.text(x - 0.04 if left else x + 0.04, y[name], labels[name], ha="right" if left else "left", va="center",
+                fontsize=7, color="#222", zorder=4)
 
 
 def matching_diagram(
     t: pd.DataFrame, s: pd.DataFrame, matching: list[dict[str, Any]], transport: list[dict[str, Any]],
-    max_flows: int = 40,
+    max_flows: int = 14,
 ) -> Figure | None:
-    """Teacher components (left) to student components (right): matches coloured by CKA, flows by mass."""
-    if t.empty or s.empty or not (matching or transport):
+    """Where the teacher's reliance goes: the largest optimal-transport flows between labelled components.
+
+    Only components carrying a drawn flow are shown, each labelled with its name and share of
+    reliance; a student component also names its one-to-one match and that match's CKA. Teacher
+    components keep layer order; student components are ordered by the mass-weighted mean height
+    of the teacher components feeding them (barycentre ordering), which removes most crossings.
+    """
+    flows = _flows_to_draw(t, s, transport, max_flows)
+    if t.empty or s.empty or not flows:
         return None
-    yt, ys = _column_positions(t), _column_positions(s)
-    fig = new_figure(7.5, 5.2)
-    ax = fig.subplots()
-    flows = sorted((f for f in transport if f["teacher"] in yt and f["student"] in ys), key=lambda f: -f["mass"])
-    flows = flows[:max_flows]
-    top = max((f["mass"] for f in flows), default=1.0) or 1.0
+    layer_order = {name: i for i, name in enumerate(t["name"])}
+    yt = _spread(sorted({f["teacher"] for f in flows}, key=layer_order.__getitem__))
+    pull: dict[str, list[float]] = {}
     for f in flows:
-        ax.plot([0, 1], [yt[f["teacher"]], ys[f["student"]]], color="#f4a340", alpha=0.45,
-                linewidth=1.0 + 11.0 * f["mass"] / top, solid_capstyle="butt", zorder=1)
-    cmap, norm = MATCH_CMAP, Normalize(0, 1)
-    for m in matching:
-        if m["teacher"] in yt and m["student"] in ys:
-            ax.plot([0, 1], [yt[m["teacher"]], ys[m["student"]]], color=cmap(norm(m["similarity"])),
-                    linewidth=0.8, alpha=0.85, zorder=2)
-    for comps, y, x, role in ((t, yt, 0.0, "teacher"), (s, ys, 1.0, "student")):
-        share = comps["share"].to_numpy(dtype=float)
-        # a few discrete sizes: each size is one SVG marker definition reused by every node
-        level = np.round(6 * share / max(float(share.max()), 1e-12))
-        mlp = (comps["kind"] == "mlp").to_numpy()
-        pos = np.array([y[n] for n in comps["name"]])
-        for marker, mask in (("o", ~mlp), ("s", mlp)):
-            for lv in np.unique(level[mask]):
-                pick = mask & (level == lv)
-                ax.plot(np.full(pick.sum(), x), pos[pick], linestyle="", marker=marker, markersize=2.0 + 1.3 * lv,
-                        color=ROLE_COLOR[role], markeredgewidth=0, zorder=3)
-        ax.text(x, 1.02, role, ha="center", va="bottom", color=ROLE_COLOR[role], fontsize=10, weight="bold")
-    _layer_labels(ax, t, yt, -0.04, "right")
-    _layer_labels(ax, s, ys, 1.04, "left")
-    ax.set_xlim(-0.2, 1.2)
-    ax.set_ylim(-0.01, 1.06)
+        pull.setdefault(f["student"], [0.0, 0.0])
+        pull[f["student"]][0] += f["mass"] * yt[f["teacher"]]
+        pull[f["student"]][1] += f["mass"]
+    student_order = {name: i for i, name in enumerate(s["name"])}
+    ys = _spread(sorted(pull, key=lambda n: (-pull[n][0] / pull[n][1], student_order[n])))
+    share = {**dict(zip(t["name"], t["share"])), **dict(zip(s["name"], s["share"]))}
+    match = {m["student"]: m for m in matching}
+    t_labels = {n: f"{n} ({share[n]:.0%})" for n in yt}
+    s_labels = {n: f"{n} ({share[n]:.0%})" + (f"  ≈ {match[n]['teacher']}, CKA {match[n]['similarity']:.2f}"
+                                               if n in match else "") for n in ys}
+    fig = new_figure(7.5, min(7.0, 1.2 + 0.32 * max(len(yt), len(ys))))
+    ax = fig.subplots()
+    top = flows[0]["mass"]
+    for f in flows:
+        _band(ax, yt[f["teacher"]], ys[f["student"]], 1.5 + 12.0 * f["mass"] / top)
+    _nodes(ax, t, yt, 0.0, "teacher", t_labels)
+    _nodes(ax, s, ys, 1.0, "student", s_labels)
+    for x, role in ((0.0, "teacher"), (1.0, "student")):
+        ax.text(x, 1.08, role, ha="center", va="bottom", color=ROLE_COLOR[role], fontsize=10, weight="bold")
+    shown = sum(f["mass"] for f in flows)
+    total = sum(f["mass"] for f in transport if f["mass"] > 0) or shown
+    ax.set_title(f"{len(flows)} largest flows: {shown / total:.0%} of the teacher's reliance", fontsize=8, color="#555",
+                 loc="center", pad=18)
+    ax.set_xlim(-0.75, 1.95)
+    ax.set_ylim(-0.08, 1.08)
     ax.axis("off")
     handles = [
-        Line2D([], [], color=cmap(0.8), linewidth=1, label="one-to-one match (darker: higher CKA)"),
         Line2D([], [], color="#f4a340", alpha=0.6, linewidth=6, label="reliance moved by optimal transport (width: mass)"),
         Line2D([], [], color="#555", marker="o", linestyle="", label="head (size: share of reliance)"),
         Line2D([], [], color="#555", marker="s", linestyle="", label="MLP"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
-    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, shrink=0.5, pad=0.0).set_label("linear CKA of the match", fontsize=8)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     return fig
 
 
@@ -278,10 +293,11 @@ def circuits(t: pd.DataFrame, s: pd.DataFrame, teacher_circuit: list[str], stude
     axes = fig.subplots(1, 2)
     for ax, comps, members, role in ((axes[0], t, teacher_circuit, "teacher"), (axes[1], s, student_circuit, "student")):
         n_heads = int(comps.loc[comps["kind"] == "head", "head"].max() + 1) if (comps["kind"] == "head").any() else 0
-        grid = _membership_grid(comps, set(members), n_heads, rows)
+        own_rows = int(comps["layer"].max()) + 1  # only the layers this model has
+        grid = _membership_grid(comps, set(members), n_heads, own_rows)
         edges = np.concatenate([np.arange(n_heads + 1), [n_heads + 0.4, n_heads + 1.4]])
         cmap = ListedColormap(["#e6e7ec", ROLE_COLOR[role]])
-        ax.pcolormesh(edges, np.arange(rows + 1), np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1,
+        ax.pcolormesh(edges, np.arange(own_rows + 1), np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1,
                       edgecolors="white", linewidth=1.0, rasterized=True)
         if role == "teacher":
             for name in set(student_mapped):
@@ -292,11 +308,12 @@ def circuits(t: pd.DataFrame, s: pd.DataFrame, teacher_circuit: list[str], stude
                     ax.plot(x + 0.5, layer + 0.5, marker="o", markersize=4, color="white",
                             markeredgecolor=STUDENT, markeredgewidth=1.2, linestyle="")
         ax.set_xlim(0, n_heads + 1.4)
-        ax.set_ylim(rows, 0)
+        ax.set_ylim(own_rows, 0)
         ax.set_aspect("equal")
+        ax.set_anchor("N")  # a shallower student sits level with the teacher's first layers
         ax.set_xticks([h + 0.5 for h in range(n_heads)] + [n_heads + 0.9],
                       [str(h) for h in range(n_heads)] + ["MLP"], fontsize=7)
-        ax.set_yticks(np.arange(rows) + 0.5, [f"L{i}" for i in range(rows)], fontsize=7)
+        ax.set_yticks(np.arange(own_rows) + 0.5, [f"L{i}" for i in range(own_rows)], fontsize=7)
         ax.tick_params(length=0)
         for side in ("left", "bottom"):
             ax.spines[side].set_visible(False)

@@ -177,7 +177,9 @@ def _circuit(results: dict[str, Any], name: str, task: dict[str, Any]) -> dict[s
     if not entries:
         if not results.get("options", {}).get("circuits", True):
             return {"rows": [], "missing": "circuit discovery was switched off for this run"}
-        return {"rows": [], "missing": reason(results, name, "circuit", default="no circuit was found")}
+        notes = [n.split(":", 1)[1].strip() for n in task_notes(results, name)]
+        why = [n for n in notes if n.startswith(("no teacher circuit", "no student circuit"))]
+        return {"rows": [], "missing": "; ".join(why) or "no circuit was found"}
     rows = [{"threshold": fmt(e["threshold"]),
              "teacher": f"{e['teacher']['size']} (faithful {fmt(e['teacher']['faithfulness'])}, "
                         f"complete {fmt(e['teacher']['completeness'])})",
@@ -223,8 +225,9 @@ def _task_figures(results: dict[str, Any], name: str, key: str, tables: Tables, 
                               "Layer-by-layer CKA of the residual streams.", no_layer_cka),
         "matching": figs.add(
             lambda: figures.matching_diagram(t, s, task.get("matching") or [], task.get("transport") or []),
-            f"{key}_matching", "Teacher-to-student matching (thin lines, darker for higher CKA) and the optimal "
-            "transport of reliance behind the alignment score (orange bands, width by mass).", "no matching in the results"),
+            f"{key}_matching", "The largest flows of the teacher's reliance under the optimal transport behind the "
+            "alignment score (band width: mass), between labelled components with their share of reliance; each "
+            "student component names its one-to-one teacher match and that pair's CKA.", "no transport plan in the results"),
         "circuits": {"figure": None, "missing": circuit_missing, "caption": ""},
     }
     if circuit_missing is None:
@@ -269,7 +272,7 @@ def _task_context(results: dict[str, Any], name: str, key: str, tables: Tables, 
                       for p in task.get("preserved") or []],
         "flows": [{"teacher": f["teacher"], "student": f["student"], "mass": fmt(f["mass"], ".1%"),
                    "similarity": _cell(sim, f["teacher"], f["student"])} for f in transport],
-        "notes": task_notes(results, name),
+        "notes": task_notes(results, name), "example": task.get("example"),
     }
 
 
@@ -297,6 +300,40 @@ def _cell(frame: pd.DataFrame | None, row: str, col: str) -> str:
     if frame is None or row not in frame.index or col not in frame.columns:
         return "—"
     return fmt(frame.loc[row, col])
+
+
+def human_bytes(n: int | float) -> str:
+    """1073741824 -> '1 GiB' (binary units, as the default budget is defined)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} TiB"
+
+
+def _option_rows(options: dict[str, Any]) -> dict[str, str]:
+    """Run options as a reader wants them: sizes in GiB, lists without brackets."""
+    shown: dict[str, str] = {}
+    for key, value in options.items():
+        if key == "memory_budget" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            shown[key] = "automatic" if value <= 0 else f"{human_bytes(value)} per forward pass"
+        elif isinstance(value, (list, tuple)):
+            shown[key] = ", ".join(str(v) for v in value) or "none"
+        else:
+            shown[key] = str(value)
+    return shown
+
+
+def _prompt_counts(tasks: list[dict[str, Any]]) -> str:
+    """The header's prompt count, from the tasks themselves (a file task has its own count)."""
+    counts = {t["name"]: t["n_prompts"] for t in tasks if t.get("n_prompts") is not None}
+    if not counts:
+        return "no tasks"
+    if len(set(counts.values())) == 1:
+        n = next(iter(counts.values()))
+        return f"{n} prompts" + (" per task" if len(counts) > 1 else "")
+    return "prompts: " + ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
 def _model_rows(results: dict[str, Any]) -> list[dict[str, str]]:
@@ -328,7 +365,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     names = {role: str((results.get(role) or {}).get("name", role)) for role in ("teacher", "student")}
     html = _environment().get_template("report.html.j2").render(
         names=names, tasks=tasks, overall=overall_finding(verdicts), glossary=GLOSSARY,
-        models=_model_rows(results), options=options, warnings=results.get("warnings") or [],
+        models=_model_rows(results), options=_option_rows(options), prompt_counts=_prompt_counts(tasks),
+        warnings=results.get("warnings") or [],
         missing_tables=tables.missing, version=results.get("circuitdiff_version", "?"),
     )
     path = out / REPORT_HTML

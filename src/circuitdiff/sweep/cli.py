@@ -33,7 +33,10 @@ def sweep(
     from circuitdiff.sweep.runner import run_sweep
     from circuitdiff.sweep.spec import load_sweep
 
+    from circuitdiff.compare import make_out_folder
+
     spec = load_sweep(sweep_file)
+    make_out_folder(out)
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     parse_dtype(dtype)

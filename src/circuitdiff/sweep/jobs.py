@@ -108,7 +108,7 @@ def run_job(job: Job, out: str, settings: RunSettings) -> dict[str, Any]:
         if not settings.resume:
             _clear(folder)
         teacher, student = _load(job.pair.teacher, settings), _load(job.pair.student, settings)
-        compare(teacher, student, [job.task], options, folder, resume=settings.resume)
+        compare(teacher, student, [job.task], options, folder, resume=settings.resume, progress=False, report=False)
         seconds = time.perf_counter() - start
         write_json(folder / DONE, {"key": job_key(job, settings), "seconds": seconds})
         return {"ok": True, "seconds": seconds}

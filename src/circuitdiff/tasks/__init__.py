@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from circuitdiff.tasks.base import MASK, Task, TaskPrompt
-from circuitdiff.tasks.encode import EncodedTask, encode_task
 from circuitdiff.tasks.jsonl import load_jsonl_task
 from circuitdiff.tasks.registry import (
     BUILTIN_TASKS,
@@ -32,3 +33,15 @@ __all__ = [
     "task_vocabulary",
     "training_prompts",
 ]
+
+if TYPE_CHECKING:
+    from circuitdiff.tasks.encode import EncodedTask, encode_task
+
+
+def __getattr__(name: str) -> Any:
+    """Encoding needs torch; it is imported on first use so that listing tasks stays instant."""
+    if name in ("EncodedTask", "encode_task"):
+        from circuitdiff.tasks import encode
+
+        return getattr(encode, name)
+    raise AttributeError(f"module 'circuitdiff.tasks' has no attribute {name!r}")
