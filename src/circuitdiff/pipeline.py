@@ -13,8 +13,9 @@ import numpy as np
 from scipy.stats import spearmanr
 import torch
 
-from circuitdiff.analysis.circuits import Circuit, discover
+from circuitdiff.analysis.circuits import Circuit, CircuitCurve
 from circuitdiff.analysis.influence import ComponentEffect, clean_is_meaningful, component_effects
+from circuitdiff.circuits import discover, other_ablation
 from circuitdiff.errors import NumericalError, TaskEncodingError
 from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement
 from circuitdiff.interventions.forward import Batch
@@ -65,6 +66,7 @@ class ModelTaskRun:
     attention_read: np.ndarray | None = field(repr=False)
     seq_len: int = 0
     circuits: list[Circuit] = field(default_factory=list)
+    circuit_curve: CircuitCurve | None = None
     attribution_spearman: float | None = None
     """Rank correlation of attribution-patching estimates with the exact effects (exact runs only)."""
 
@@ -177,9 +179,13 @@ def run_model_on_task(
         estimate = attribution_effects(adapter, base_batch, replacement, components, memory_budget=memory_budget)
         attribution_rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
     circuits: list[Circuit] = []
+    curve: CircuitCurve | None = None
     if circuit_thresholds and clean_is_meaningful(base):
-        circuits = discover(adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
-                            circuit_thresholds, progress)
+        cross = other_ablation(ablation)
+        found = discover(adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
+                         circuit_thresholds, progress, seed=seed, memory_budget=memory_budget,
+                         other=Replacement(cross, reference, n_base=len(clean_batch), seed=seed) if cross else None)
+        circuits, curve = found.circuits, found.curve
     elif progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
         progress(len(components) * len(circuit_thresholds))
     return ModelTaskRun(
@@ -199,5 +205,6 @@ def run_model_on_task(
         attention_read=clean.attention_read,
         seq_len=int(clean_batch.input_ids.shape[1]),
         circuits=circuits,
+        circuit_curve=curve,
         attribution_spearman=attribution_rho,
     )
