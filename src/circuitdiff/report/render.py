@@ -55,7 +55,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-FIGURE_KINDS = ("influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits")
+FIGURE_KINDS = ("influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits", "circuit_curve")
 
 
 class _Figures:
@@ -139,14 +139,17 @@ def _circuit(results: dict[str, Any], name: str, task: dict[str, Any]) -> dict[s
         if not results.get("options", {}).get("circuits", True):
             return {"rows": [], "missing": "circuit discovery was switched off for this run"}
         return {"rows": [], "missing": reason(results, name, "circuit", default="no circuit was found")}
-    rows = [{"threshold": fmt(e["threshold"]),
-             "teacher": f"{e['teacher']['size']} (faithful {fmt(e['teacher']['faithfulness'])}, "
-                        f"complete {fmt(e['teacher']['completeness'])})",
-             "student": f"{e['student']['size']} (faithful {fmt(e['student']['faithfulness'])}, "
-                        f"complete {fmt(e['student']['completeness'])})",
+    rows = [{"threshold": fmt(e["threshold"]), "teacher": _circuit_cell(e["teacher"]), "student": _circuit_cell(e["student"]),
              "jaccard": fmt(e.get("overlap_jaccard")), "recall": fmt(e.get("teacher_recall"), ".0%"),
              "default": finite(e["threshold"]) == finite(circuit.get("threshold"))} for e in entries]
     return {"rows": rows, "missing": None}
+
+
+def _circuit_cell(c: dict[str, Any]) -> str:
+    """Size, faithfulness (own ablation; under the other one) and Wang et al.'s incompleteness gap."""
+    other = f", {c['other_ablation']} {fmt(c.get('faithfulness_other'))}" if c.get("other_ablation") else ""
+    return (f"{c['size']} (faithful {fmt(c.get('faithfulness'))}{other}; "
+            f"incompleteness {fmt(c.get('completeness_gap'))})")
 
 
 def _per_prompt(tables: Tables, name: str, frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray | None]:
@@ -187,12 +190,19 @@ def _task_figures(results: dict[str, Any], name: str, key: str, tables: Tables, 
             f"{key}_matching", "Teacher-to-student matching (thin lines, darker for higher CKA) and the optimal "
             "transport of reliance behind the alignment score (orange bands, width by mass).", "no matching in the results"),
         "circuits": {"figure": None, "missing": circuit_missing, "caption": ""},
+        "circuit_curve": {"figure": None, "missing": circuit_missing, "caption": ""},
     }
     if circuit_missing is None:
         out["circuits"] = figs.add(
             lambda: figures.circuits(t, s, circuit.get("teacher") or [], circuit.get("student") or [], _default_mapped(circuit)),
             f"{key}_circuits", f"Circuits at threshold {fmt(circuit.get('threshold'))}: filled cells are kept components.",
             "no components in the results")
+        found = {role: [e[role] for e in circuit.get("thresholds") or []] for role in ("teacher", "student")}
+        out["circuit_curve"] = figs.add(
+            lambda: figures.circuit_curves(circuit.get("curve") or {}, found), f"{key}_circuit_curve",
+            "Metric kept against circuit size: the most influential components kept, every other one ablated at once "
+            "(each point an exact run; left end: everything ablated, right end: the clean model). Diamonds: the "
+            "pruned circuits.", "no metric curve in the results (an older results.json)")
     return out
 
 
