@@ -74,6 +74,8 @@ class CircuitEvaluator:
         self._values: dict[Component, torch.Tensor | None] = {}
         self._memo: dict[State, float] = {}
         self._prefixes: dict[State, Prefix] = {}
+        self.pinned: set[State] = set()
+        """States whose prefixes stay cached (e.g. the pruned circuits, which the measures start from)."""
         self.passes = 0
         self.block_rows = 0
         """Accounting: block evaluations run (rows x blocks), the unit the benchmark compares."""
@@ -88,20 +90,29 @@ class CircuitEvaluator:
         return self._prefixes[state]
 
     def forget_except(self, keep: Iterable[State]) -> None:
-        """Drop cached prefixes of states no search needs any more (the clean one stays)."""
-        wanted = set(keep) | {CLEAN}
+        """Drop cached prefixes of states no search needs any more (the clean and ``pinned`` ones stay)."""
+        wanted = set(keep) | {CLEAN} | self.pinned
         for state in [s for s in self._prefixes if s not in wanted]:
             del self._prefixes[state]
+
+    def _base_for(self, ablated: State) -> State:
+        """The cached state inside ``ablated`` from which a pass can start latest (clean at worst)."""
+        best, best_start = CLEAN, self._start(ablated)
+        for state in self._prefixes:
+            if state and state < ablated and self._start(ablated - state) > best_start:
+                best, best_start = state, self._start(ablated - state)
+        return best
 
     # --- evaluation ----------------------------------------------------------------------
     def ablated(self, sets: Sequence[Iterable[Component]]) -> list[float]:
         """Mean metric with each set ablated (everything else kept), from the clean prefix."""
         keys = [frozenset(s) for s in sets]
-        todo = sorted({k for k in keys if k not in self._memo and k}, key=self._start)
+        todo = [(self._base_for(k), k) for k in dict.fromkeys(keys) if k not in self._memo and k]
+        todo.sort(key=lambda v: self._start(v[1] - v[0]))
         for first in range(0, len(todo), self.max_variants):
             chunk = todo[first : first + self.max_variants]
-            values, _ = self._run([(CLEAN, k) for k in chunk], record=False)
-            self._memo.update(zip(chunk, values))
+            values, _ = self._run(chunk, record=False)
+            self._memo.update(zip((k for _, k in chunk), values))
         if any(not k for k in keys) and CLEAN not in self._memo:
             self._memo[CLEAN] = self._clean_metric()
         return [self._memo[k] for k in keys]
@@ -110,16 +121,17 @@ class CircuitEvaluator:
         """Mean metric with only each set kept: every component outside it ablated at once."""
         return self.ablated([[c for c in self.components if c not in set(s)] for s in sets])
 
-    def extend(self, steps: Sequence[tuple[State, Component]]) -> list[tuple[float, State]]:
-        """For each (state, c): the mean metric with state + {c} ablated, recording that state's prefix.
+    def extend(self, steps: Sequence[tuple[State, Component | Iterable[Component]]]) -> list[tuple[float, State]]:
+        """For each (state, c): the mean metric with state + c ablated (c: one component or several),
+        recording the new state's prefix.
 
         ``state`` must have a recorded prefix. The new state's prefix is kept (``forget_except``
-        drops it); its blocks below c's layer are the old state's, unchanged by c.
+        drops it); its blocks below the lowest added layer are the old state's, unchanged.
         """
         out: list[tuple[float, State]] = []
         for first in range(0, len(steps), self.max_variants):
             chunk = steps[first : first + self.max_variants]
-            variants = [(state, state | {c}) for state, c in chunk]
+            variants = [(state, state | ({c} if isinstance(c, Component) else frozenset(c))) for state, c in chunk]
             values, records = self._run(variants, record=True)
             for (state, new), value, record in zip(variants, values, records):
                 start = min(c.layer for c in new - state)

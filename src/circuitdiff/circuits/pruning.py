@@ -40,4 +40,5 @@ def prune_thresholds(
         evaluator.forget_except(states.values())
         if progress is not None:
             progress(len(thresholds))
+    evaluator.pinned |= set(states.values())  # the measures of each circuit start from its pruned state
     return {t: [c for c in evaluator.components if c not in states[t]] for t in thresholds}
