@@ -21,7 +21,7 @@ from circuitdiff.interventions.ablation import Replacement
 from circuitdiff.interventions.forward import Batch, logit_difference
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.prefix import block_outputs, needed_width, start_at, trim
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
+from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, MIN_PASS_TOKENS, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -50,12 +50,13 @@ def take_rows(value: Any, rows: slice) -> Any:
     return value
 
 
-def _clone(value: Any) -> Any:
-    """A copy that does not keep the whole stacked pass alive."""
+def _compact(value: Any) -> Any:
+    """The same values without keeping the whole stacked pass they were sliced from alive."""
     if isinstance(value, torch.Tensor):
-        return value.clone()
+        whole = value.untyped_storage().nbytes()
+        return value.clone() if whole > value.numel() * value.element_size() else value
     if isinstance(value, tuple):
-        return tuple(_clone(v) for v in value)
+        return tuple(_compact(v) for v in value)
     return value
 
 
@@ -70,6 +71,8 @@ class CircuitEvaluator:
         self.base = trim(base, self.width)
         self.n = len(base)
         self.max_variants = max(1, rows_per_forward(adapter, self.width, memory_budget) // self.n)
+        self.efficient_variants = max(1, min(self.max_variants, MIN_PASS_TOKENS // (self.n * self.width)))
+        """Variants a pass needs to keep a CPU matrix multiply efficient (see ``sweep.MIN_PASS_TOKENS``)."""
         self.prompts = torch.arange(self.n)
         self._values: dict[Component, torch.Tensor | None] = {}
         self._memo: dict[State, float] = {}
@@ -94,6 +97,8 @@ class CircuitEvaluator:
         wanted = set(keep) | {CLEAN} | self.pinned
         for state in [s for s in self._prefixes if s not in wanted]:
             del self._prefixes[state]
+        for state, prefix in self._prefixes.items():  # survivors: copy out of the passes they were recorded in
+            self._prefixes[state] = {l: _compact(v) for l, v in prefix.items()}
 
     def _base_for(self, ablated: State) -> State:
         """The cached state inside ``ablated`` from which a pass can start latest (clean at worst)."""
@@ -105,7 +110,11 @@ class CircuitEvaluator:
 
     # --- evaluation ----------------------------------------------------------------------
     def ablated(self, sets: Sequence[Iterable[Component]]) -> list[float]:
-        """Mean metric with each set ablated (everything else kept), from the clean prefix."""
+        """Mean metric with each set ablated (everything else kept).
+
+        Each pass starts from the cached state inside the set that lets it start latest
+        (the clean prefix at worst); values are memoised by set.
+        """
         keys = [frozenset(s) for s in sets]
         todo = [(self._base_for(k), k) for k in dict.fromkeys(keys) if k not in self._memo and k]
         todo.sort(key=lambda v: self._start(v[1] - v[0]))
@@ -136,7 +145,7 @@ class CircuitEvaluator:
             for (state, new), value, record in zip(variants, values, records):
                 start = min(c.layer for c in new - state)
                 old = self._prefixes[state]
-                self._prefixes[new] = {l: (old[l] if l < start else _clone(record[l])) for l in old}
+                self._prefixes[new] = {l: (old[l] if l < start else record[l]) for l in old}
                 self._memo[new] = value
                 out.append((value, new))
         return out
