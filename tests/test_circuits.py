@@ -122,7 +122,8 @@ def test_planted_circuit_is_recovered_and_complete() -> None:
     components = adapter.components()
     effects = (exact_sweep(adapter, base, replacement, components) - clean).mean(1).tolist()
     decided: list[float] = []
-    found = discover(adapter, base, replacement, effects, clean, thresholds=(0.05,), progress=decided.append)
+    found = discover(adapter, base, replacement, effects, clean, thresholds=(0.05,), progress=decided.append,
+                     greedy_budget=32)
     [circuit] = found.circuits
     assert sum(decided) == len(components)  # the progress bar ends exactly full
     assert set(circuit.components) == {c.name for c in PLANTED}
@@ -141,7 +142,7 @@ def test_planted_circuit_is_recovered_and_complete() -> None:
             zero_weights(with_model, k)
             expected = max(expected, abs(plain_metric(with_circuit, base) - plain_metric(with_model, base)))
     evaluator = CircuitEvaluator(adapter, base, replacement)
-    wang = completeness(evaluator, partial, clean, n_subsets=16, seed=0)
+    wang = completeness(evaluator, partial, clean, n_subsets=16, seed=0, greedy_budget=32)
     assert wang.gap == pytest.approx(expected / abs(clean), rel=1e-4) and expected > 0.1 * abs(clean)
     assert wang.greedy_gap == pytest.approx(expected / abs(clean), rel=1e-4)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from circuitdiff.analysis.circuits import DEFAULT_THRESHOLD, Circuit, CircuitCurve
 from circuitdiff.circuits.evaluation import CircuitEvaluator
-from circuitdiff.circuits.measures import N_SUBSETS, completeness, metric_curve
+from circuitdiff.circuits.measures import GREEDY_BUDGET, N_SUBSETS, completeness, metric_curve
 from circuitdiff.circuits.pruning import prune_thresholds
 from circuitdiff.circuits.scoring import influence_order, pruning_order
 from circuitdiff.interventions.ablation import Ablation, Replacement
@@ -49,12 +49,14 @@ def discover(
     other: Replacement | None = None,
     seed: int = 0,
     n_subsets: int = N_SUBSETS,
+    greedy_budget: int = GREEDY_BUDGET,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> Discovery:
     """Circuits at every threshold from one shared pruning pass, each measured; plus the metric curve.
 
     ``effects`` (single-ablation, one per component in model order) only order the candidates.
-    ``other`` replaces components for the cross-check under the other ablation type.
+    ``other`` replaces components for the cross-check under the other ablation type;
+    ``n_subsets`` and ``greedy_budget`` set Wang et al.'s completeness search (see ``measures``).
     ``progress`` is told of each decision (components x thresholds in all).
     """
     components = adapter.components()
@@ -63,16 +65,17 @@ def discover(
         kept = prune_thresholds(evaluator, pruning_order(components, effects), clean, thresholds, progress)
         curve = metric_curve(evaluator, influence_order(components, effects), clean)
         cross = CircuitEvaluator(adapter, base, other, memory_budget) if other is not None else None
-        circuits = [_measure(evaluator, cross, other, kept[t], clean, t, seed, n_subsets) for t in thresholds]
+        circuits = [_measure(evaluator, cross, other, kept[t], clean, t, seed, n_subsets, greedy_budget) for t in thresholds]
     return Discovery(circuits, curve)
 
 
 def _measure(evaluator: CircuitEvaluator, cross: CircuitEvaluator | None, other: Replacement | None,
-             circuit: list[Component], clean: float, threshold: float, seed: int, n_subsets: int) -> Circuit:
+             circuit: list[Component], clean: float, threshold: float, seed: int, n_subsets: int,
+             greedy_budget: int) -> Circuit:
     denom = clean if clean != 0 else float("nan")
     [own] = evaluator.kept([circuit])
     [without] = evaluator.ablated([circuit])
-    wang = completeness(evaluator, circuit, clean, n_subsets=n_subsets, seed=seed)
+    wang = completeness(evaluator, circuit, clean, n_subsets=n_subsets, seed=seed, greedy_budget=greedy_budget)
     return Circuit(
         threshold=threshold,
         components=[c.name for c in circuit],
