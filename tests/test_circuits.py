@@ -223,3 +223,37 @@ def test_shared_pruning_equals_sequential_reference(mean_setup) -> None:
         assert shared[t] == [c for c in components if c not in pruned], t
         sizes.add(len(shared[t]))
     assert len(sizes) >= 3  # the thresholds disagree, so their states diverged and were tracked apart
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert", "distilbert", "llama", "gpt_neox"])
+def test_states_and_stacked_sets_equal_full_forward_passes(family: str) -> None:
+    """Every family: a chain of states grown from recorded prefixes, and stacked sets from the clean prefix,
+    give the metric of one full hooked forward pass per set from the embeddings."""
+    from circuitdiff.interventions.forward import logit_difference
+    from circuitdiff.interventions.hooks import Patch
+    from test_adapters import make_batch
+
+    model = tiny_model(family, seed=5, n_layers=3)
+    adapter = adapter_for(model)
+    base = make_batch(n=6, seq=9, seed=4)
+    cache = record_activations(adapter, make_batch(n=6, seq=9, seed=8))
+    mean = Replacement(Ablation.MEAN, cache, n_base=len(base))
+    components = adapter.components()
+    rows = torch.arange(len(base))
+
+    def full(ablated: Iterable[Component]) -> float:
+        patches = [Patch(c, rows, mean.values(c, rows)) for c in ablated]
+        return float(logit_difference(adapter, base, patches).double().mean())
+
+    gen = torch.Generator().manual_seed(0)
+    order = [components[i] for i in torch.randperm(len(components), generator=gen)]
+    evaluator = CircuitEvaluator(adapter, base, mean)
+    state = frozenset()
+    evaluator.prefix(state)
+    for k in range(0, 12, 3):  # grow a state three components at a time, each pass starting late
+        [(value, state)] = evaluator.extend([(state, order[k : k + 3])])
+        assert value == pytest.approx(full(state), abs=1e-6)
+    sets = [order[:2], order[3:9], components[-2:], order[5:6]]
+    for got, ablated in zip(evaluator.ablated(sets), sets):
+        assert got == pytest.approx(full(ablated), abs=1e-6)
+    assert abs(full(order[:12]) - full([])) > 1e-4  # 100x the tolerance: the checks can fail
