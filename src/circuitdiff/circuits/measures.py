@@ -10,8 +10,8 @@
   independently with probability 1/2, numpy's default generator seeded with ``seed``), and
   separately over a greedy K (grown one member at a time, each step adding the member that
   widens the gap most, up to 3 steps) with as many steps as ``greedy_budget`` evaluations
-  allow (off by default). K = empty gives |F(C) - F(M)| = |1 - faithfulness| (times |clean|), so the gap is at
-  least that; what it adds is any K that opens a wider one.
+  allow (off by default). K = empty gives |F(C) - F(M)| = |1 - faithfulness| (times |clean|),
+  so the gap is at least that; what it adds is any K that opens a wider one.
 """
 
 from __future__ import annotations
