@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from circuitdiff.analysis.alignment import alignment_transport
-from circuitdiff.analysis.circuits import Circuit
+from circuitdiff.analysis.circuits import Circuit, CircuitCurve
 from circuitdiff.analysis.concentration import concentration_summary
 from circuitdiff.analysis.influence import component_effects
 from circuitdiff.analysis.matching import match_many_to_one, match_one_to_one
@@ -58,12 +58,15 @@ def _run(info: ModelInfo, task: str, rng: np.random.Generator, n_prompts: int, s
     ablated = clean[None, :] + 0.05 * profile[:, None] * (1 + 0.3 * rng.standard_normal((len(comps), n_prompts)))
     effects = component_effects(comps, ablated, clean, clean)
     ranked = [e.name for e in sorted(effects, key=lambda e: -e.share)]
-    circuits = [Circuit(t, ranked[: max(1, int(circuit_size * 0.2 / t))], max(1, int(circuit_size * 0.2 / t)), 0.9, 0.8)
+    circuits = [Circuit(t, ranked[: max(1, int(circuit_size * 0.2 / t))], max(1, int(circuit_size * 0.2 / t)), 0.9,
+                        faithfulness_other=0.7, other_ablation="zero", completeness_gap=0.1, necessity=0.8)
                 for t in (0.1, 0.2, 0.3)]
+    sizes = list(range(len(comps) + 1))
+    curve = CircuitCurve(sizes, [2.0 * (1 - np.exp(-k / 5)) for k in sizes], 2.0, ranked)
     return ModelTaskRun(info=info, task=task, n_prompts=n_prompts, ablation="mean", method="exact", components=comps,
                         clean=clean, base=clean, ablated=ablated, answer_prob=np.full(n_prompts, 0.3), effects=effects,
                         read_acts={}, residual_read=np.zeros((1, 1, 1)), attention_read=None, seq_len=16,
-                        circuits=circuits)
+                        circuits=circuits, circuit_curve=curve)
 
 
 def _similarity(t: ModelTaskRun, s: ModelTaskRun, rng: np.random.Generator) -> pd.DataFrame:
@@ -96,7 +99,7 @@ def _analysis(task: str, t: ModelTaskRun, s: ModelTaskRun, rng: np.random.Genera
         transport=transport,
         concentration={role: concentration_summary(run.per_prompt_effects, run.clean, n_boot=50)
                        for role, run in (("teacher", t), ("student", s))},
-        circuit=compare_circuits(t.circuits, s.circuits, matching),
+        circuit=compare_circuits(t.circuits, s.circuits, matching, {"teacher": t.circuit_curve, "student": s.circuit_curve}),
         preserved=preserved_components(t, sim),
         warnings=[f"{task}: a synthetic note about {task}"],
     )
@@ -160,7 +163,7 @@ def root_attribute(dom: str, name: str) -> str | None:
 def test_report_files_figures_and_self_containment(big_folder: Path) -> None:
     page = (big_folder / "report.html").read_text(encoding="utf-8")
     figures = sorted((big_folder / "figures").glob("*.svg"))
-    kinds = {"influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits"}
+    kinds = {"influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits", "circuit_curve"}
     assert {f.stem for f in figures} == {f"{task}_{kind}" for task in ("ioi", "numerals") for kind in kinds}
     for f in figures:
         assert f"figures/{f.name}" in page, f"{f.name} is not referenced"
@@ -189,6 +192,8 @@ def test_report_shows_missing_parts_with_reasons(tmp_path: Path) -> None:
     results = make_results_folder(tmp_path, shape=(4, 2, 4), tasks=("ioi",), n_prompts=12)
     write_report(results, tmp_path)
     assert (tmp_path / "figures" / "ioi_circuits.svg").exists()
+    assert (tmp_path / "figures" / "ioi_circuit_curve.svg").exists()
+    assert "faithful 0.90, zero 0.70; incompleteness 0.10" in (tmp_path / "report.html").read_text(encoding="utf-8")
     task = results["tasks"]["ioi"]
     task["alignment"].update(null=None, paper=None, ci=[None, None])
     for role in ("teacher", "student"):
@@ -208,6 +213,7 @@ def test_report_shows_missing_parts_with_reasons(tmp_path: Path) -> None:
     assert "Not available: similarity.parquet was not found next to results.json" in page
     assert "no clear difference can be claimed without intervals" in page
     assert not (tmp_path / "figures" / "ioi_circuits.svg").exists(), "a stale figure from the first render was kept"
+    assert not (tmp_path / "figures" / "ioi_circuit_curve.svg").exists()
     assert not (tmp_path / "figures" / "ioi_layer_cka.svg").exists()
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import spearmanr
 import torch
 
-from circuitdiff.analysis.circuits import Circuit, discover
+from circuitdiff.analysis.circuits import Circuit, CircuitCurve
 from circuitdiff.analysis.influence import (
     PATCHING,
     WITHHELD,
@@ -23,6 +23,7 @@ from circuitdiff.analysis.influence import (
     component_effects,
     relative_problem,
 )
+from circuitdiff.circuits import discover, other_ablation
 from circuitdiff.errors import NumericalError, TaskEncodingError
 from circuitdiff.interventions.ablation import (
     MIN_TEMPLATE_PROMPTS,
@@ -79,6 +80,7 @@ class ModelTaskRun:
     attention_read: np.ndarray | None = field(repr=False)
     seq_len: int = 0
     circuits: list[Circuit] = field(default_factory=list)
+    circuit_curve: CircuitCurve | None = None
     attribution_spearman: float | None = None
     """Rank correlation of attribution-patching estimates with the exact effects (exact runs only)."""
     corrupted: np.ndarray | None = None
@@ -209,8 +211,11 @@ def run_model_on_task(
         if caught:
             notes.append(f"{task.name}: model '{name}': attribution-vs-exact rank correlation undefined "
                          f"({caught[0].message})")
-    circuits = _circuits(lm, task.name, ablation, base_batch, replacement, effects, clean.logit_diff, base,
-                         circuit_thresholds, progress, notes)
+    cross = other_ablation(ablation)
+    other = Replacement(cross, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
+                        min_group=min_group) if cross else None
+    circuits, curve = _circuits(lm, task.name, ablation, base_batch, replacement, other, effects, clean.logit_diff,
+                                base, circuit_thresholds, progress, notes, seed=seed, memory_budget=memory_budget)
     return ModelTaskRun(
         info=lm.info,
         task=task.name,
@@ -228,6 +233,7 @@ def run_model_on_task(
         attention_read=clean.attention_read,
         seq_len=int(clean_batch.input_ids.shape[1]),
         circuits=circuits,
+        circuit_curve=curve,
         attribution_spearman=attribution_rho,
         corrupted=corrupted_np,
         notes=notes,
@@ -235,19 +241,24 @@ def run_model_on_task(
 
 
 def _circuits(lm: LoadedModel, task: str, ablation: Ablation, base_batch: Batch, replacement: Replacement,
-              effects: list[ComponentEffect], clean: np.ndarray, base: np.ndarray, thresholds: Sequence[float],
-              progress: Callable[[float], None] | None, notes: list[str]) -> list[Circuit]:
-    """Pruned circuits, only where pruning against the clean metric means something."""
+              other: Replacement | None, effects: list[ComponentEffect], clean: np.ndarray, base: np.ndarray,
+              thresholds: Sequence[float], progress: Callable[[float], None] | None, notes: list[str], *,
+              seed: int, memory_budget: int) -> tuple[list[Circuit], CircuitCurve | None]:
+    """Pruned circuits and their metric curve, only where pruning against the clean metric means something.
+
+    ``other`` is the replacement for the cross-check ablation (faithfulness under the other ablation type).
+    """
     prunable = ablation is not Ablation.DENOISING and clean_problem(clean) is None
     if thresholds and prunable:
-        return discover(lm.adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
-                        thresholds, progress)
+        found = discover(lm.adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
+                         thresholds, progress, seed=seed, memory_budget=memory_budget, other=other)
+        return found.circuits, found.curve
     if progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
         progress(len(effects) * len(thresholds))
     if thresholds and ablation is Ablation.DENOISING:
         notes.append(f"{task}: model '{lm.name}': no circuits under denoising (pruning keeps the clean metric; "
                      "the denoising base run is the corrupted one)")
-    return []
+    return [], None
 
 
 def _run_notes(name: str, task: str, ablation: Ablation, enc: EncodedTask, clean: np.ndarray,

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from circuitdiff.analysis._arrays import DegenerateRepresentationWarning, SmallSampleWarning, is_degenerate
 from circuitdiff.analysis.alignment import alignment_transport, paper_alignment, paper_influence, same_kind_mask
 from circuitdiff.analysis.calibration import NullDraw, above_chance, alignment_interval, null_alignment, read_grams
-from circuitdiff.analysis.circuits import Circuit, jaccard
+from circuitdiff.analysis.circuits import Circuit, CircuitCurve, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
@@ -192,10 +192,14 @@ def preserved_components(t: ModelTaskRun, sim: pd.DataFrame, top: int = 10) -> l
     return sorted(rows, key=lambda r: -r["similarity"])
 
 
-def compare_circuits(t_circuits: list[Circuit], s_circuits: list[Circuit], matching: list[Match]) -> dict[str, Any]:
-    """Circuits of both models, with the student's mapped onto teacher names through the matching."""
+def compare_circuits(t_circuits: list[Circuit], s_circuits: list[Circuit], matching: list[Match],
+                     curves: dict[str, CircuitCurve | None] | None = None) -> dict[str, Any]:
+    """Circuits of both models, with the student's mapped onto teacher names through the matching,
+    and each model's metric curve (``curves``: role -> curve) when circuits were discovered."""
     to_teacher = {m.student: m.teacher for m in matching}
     out: dict[str, Any] = {"thresholds": []}
+    if curves and any(c is not None for c in curves.values()):
+        out["curve"] = {role: c.to_json() if c is not None else None for role, c in curves.items()}
     for tc, sc in zip(t_circuits, s_circuits):
         mapped = [to_teacher[c] for c in sc.components if c in to_teacher]
         entry = {
@@ -332,7 +336,8 @@ def _analyse(
         alignment=alignment,
         transport=transport,
         concentration=concentration,
-        circuit=compare_circuits(t.circuits, s.circuits, matching),
+        circuit=compare_circuits(t.circuits, s.circuits, matching,
+                                 {"teacher": t.circuit_curve, "student": s.circuit_curve}),
         preserved=preserved_components(t, sim),
         warnings=list(dict.fromkeys(notes)),
         concentration_heads=heads_only,

@@ -323,3 +323,37 @@ def circuits(t: pd.DataFrame, s: pd.DataFrame, teacher_circuit: list[str], stude
                                markeredgewidth=1.2, linestyle="", label="teacher component matched by a student circuit component")],
                loc="outside lower center", fontsize=7, frameon=False)
     return fig
+
+
+def circuit_curves(curves: dict[str, dict[str, Any] | None], circuits: dict[str, list[dict[str, Any]]]) -> Figure | None:
+    """Metric kept (share of clean) against components kept, most influential first, per model.
+
+    Every point is an exactly evaluated run with the rest ablated; markers are each threshold's
+    pruned circuit (size, faithfulness), which need not lie on the curve (pruning skips components).
+    """
+    drawn = {role: c for role, c in curves.items() if c and c.get("sizes")}
+    if not drawn:
+        return None
+    fig = new_figure(6.4, 3.6)
+    ax = fig.subplots()
+    for role, curve in drawn.items():
+        n = max(curve["sizes"])
+        ax.plot(curve["sizes"], curve["fraction_of_clean"], color=ROLE_COLOR[role], linewidth=1.4, marker=".",
+                markersize=3, label=f"{role} ({n} components)")
+        found = [(c["size"], c["faithfulness"], c["threshold"]) for c in circuits.get(role, []) if c.get("faithfulness") is not None]
+        for size, faithful, threshold in found:
+            ax.plot([size], [faithful], marker="D", markersize=5, color="white", markeredgecolor=ROLE_COLOR[role],
+                    markeredgewidth=1.3, linestyle="")
+            ax.annotate(f"T={threshold:g}", (size, faithful), textcoords="offset points", xytext=(4, -9), fontsize=6,
+                        color=ROLE_COLOR[role])
+    ax.axhline(1.0, color="#888", linewidth=0.8, linestyle=":")
+    ax.axhline(0.0, color="#bbb", linewidth=0.6)
+    ax.set_xlabel("components kept (most influential first; the rest ablated)")
+    ax.set_ylabel("metric kept (share of clean)")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="D", markersize=5, color="white", markeredgecolor="#555", linestyle=""))
+    labels.append("pruned circuit at threshold T")
+    ax.legend(handles, labels, fontsize=7, frameon=False, loc="lower right")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig

@@ -80,7 +80,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-FIGURE_KINDS = ("influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits")
+FIGURE_KINDS = ("influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits", "circuit_curve")
 
 
 class _Figures:
@@ -180,14 +180,17 @@ def _circuit(results: dict[str, Any], name: str, task: dict[str, Any]) -> dict[s
         notes = [n.split(":", 1)[1].strip() for n in task_notes(results, name)]
         why = [n for n in notes if n.startswith(("no teacher circuit", "no student circuit"))]
         return {"rows": [], "missing": "; ".join(why) or "no circuit was found"}
-    rows = [{"threshold": fmt(e["threshold"]),
-             "teacher": f"{e['teacher']['size']} (faithful {fmt(e['teacher']['faithfulness'])}, "
-                        f"complete {fmt(e['teacher']['completeness'])})",
-             "student": f"{e['student']['size']} (faithful {fmt(e['student']['faithfulness'])}, "
-                        f"complete {fmt(e['student']['completeness'])})",
+    rows = [{"threshold": fmt(e["threshold"]), "teacher": _circuit_cell(e["teacher"]), "student": _circuit_cell(e["student"]),
              "jaccard": fmt(e.get("overlap_jaccard")), "recall": fmt(e.get("teacher_recall"), ".0%"),
              "default": finite(e["threshold"]) == finite(circuit.get("threshold"))} for e in entries]
     return {"rows": rows, "missing": None}
+
+
+def _circuit_cell(c: dict[str, Any]) -> str:
+    """Size, faithfulness (own ablation; under the other one) and Wang et al.'s incompleteness gap."""
+    other = f", {c['other_ablation']} {fmt(c.get('faithfulness_other'))}" if c.get("other_ablation") else ""
+    return (f"{c['size']} (faithful {fmt(c.get('faithfulness'))}{other}; "
+            f"incompleteness {fmt(c.get('completeness_gap'))})")
 
 
 def _per_prompt(tables: Tables, name: str, frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray | None]:
@@ -229,12 +232,19 @@ def _task_figures(results: dict[str, Any], name: str, key: str, tables: Tables, 
             "alignment score (band width: mass), between labelled components with their share of reliance; each "
             "student component names its one-to-one teacher match and that pair's CKA.", "no transport plan in the results"),
         "circuits": {"figure": None, "missing": circuit_missing, "caption": ""},
+        "circuit_curve": {"figure": None, "missing": circuit_missing, "caption": ""},
     }
     if circuit_missing is None:
         out["circuits"] = figs.add(
             lambda: figures.circuits(t, s, circuit.get("teacher") or [], circuit.get("student") or [], _default_mapped(circuit)),
             f"{key}_circuits", f"Circuits at threshold {fmt(circuit.get('threshold'))}: filled cells are kept components.",
             "no components in the results")
+        found = {role: [e[role] for e in circuit.get("thresholds") or []] for role in ("teacher", "student")}
+        out["circuit_curve"] = figs.add(
+            lambda: figures.circuit_curves(circuit.get("curve") or {}, found), f"{key}_circuit_curve",
+            "Metric kept against circuit size: the most influential components kept, every other one ablated at once "
+            "(each point an exact run; left end: everything ablated, right end: the clean model). Diamonds: the "
+            "pruned circuits.", "no metric curve in the results (an older results.json)")
     return out
 
 

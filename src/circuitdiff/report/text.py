@@ -56,8 +56,10 @@ GLOSSARY: list[tuple[str, str]] = [
     ("Circuit",
      "The components left after pruning, from the least to the most influential, every component whose removal "
      "(on top of those already removed) keeps the metric within a threshold share of the clean value. "
-     "Faithfulness: metric with only the circuit kept, over clean (1 is best; within the threshold of 1 by "
-     "construction). Completeness: how much of the behaviour disappears when the circuit is removed (1 is best)."),
+     "Faithfulness: metric with only the circuit kept, over clean (within the threshold of 1 by construction "
+     "under the run's ablation; not under the other ablation type). Incompleteness (Wang et al. 2022): the largest "
+     "gap, over sampled subsets K of the circuit, between removing K from the circuit and removing K from the "
+     "whole model, as a share of clean (0: the circuit holds everything the model uses)."),
     ("Intervals",
      "95% percentile bootstrap intervals over prompts: the range the number would take on other prompts of the "
      "same task."),

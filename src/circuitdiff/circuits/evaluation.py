@@ -1,0 +1,198 @@
+"""Running a circuit: every component outside it ablated at once, many sets per forward pass.
+
+This is the evaluation half of discovery (scoring/ordering is the other half), written so
+that any search can use it: give sets of ablated components, get the mean metric of each.
+Passes reuse the ``prefix.py`` machinery of the node sweep: prompts are trimmed to the
+positions the metric depends on, variants are stacked along the batch, and a pass starts
+at the lowest layer it must recompute. The prefix it starts from is either the clean one
+or that of an ablated *state* (a set of components already ablated, e.g. everything pruned
+so far), recorded while that state was evaluated, so a pruning step that adds a component
+at layer L costs what the sweep pays for that component: blocks L..end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from circuitdiff.interventions.ablation import Replacement
+from circuitdiff.interventions.forward import Batch, logit_difference
+from circuitdiff.interventions.hooks import Patch
+from circuitdiff.interventions.prefix import block_outputs, needed_width, start_at, trim
+from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, MIN_PASS_TOKENS, rows_per_forward
+from circuitdiff.models.adapters.base import Adapter
+from circuitdiff.models.components import Component
+
+State = frozenset[Component]
+Prefix = dict[int, Any]
+"""Block index -> that block's exact return value for all prompts (trimmed), under one state."""
+CLEAN: State = frozenset()
+
+
+def cat_rows(values: Sequence[Any]) -> Any:
+    """Block return values (tensor, tuple or None) of several variants, concatenated along the batch."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return first if len(values) == 1 else torch.cat(list(values))
+    if isinstance(first, tuple):
+        return tuple(cat_rows([v[i] for v in values]) for i in range(len(first)))
+    return first
+
+
+def take_rows(value: Any, rows: slice) -> Any:
+    """The batch rows ``rows`` of a block's return value."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    if isinstance(value, tuple):
+        return tuple(take_rows(v, rows) for v in value)
+    return value
+
+
+def _compact(value: Any) -> Any:
+    """The same values without keeping the whole stacked pass they were sliced from alive."""
+    if isinstance(value, torch.Tensor):
+        whole = value.untyped_storage().nbytes()
+        return value.clone() if whole > value.numel() * value.element_size() else value
+    if isinstance(value, tuple):
+        return tuple(_compact(v) for v in value)
+    return value
+
+
+class CircuitEvaluator:
+    """Mean metric over the prompts with a set of components ablated; memoised, batched, prefix-reusing."""
+
+    def __init__(self, adapter: Adapter, base: Batch, replacement: Replacement,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        self.adapter, self.replacement = adapter, replacement
+        self.components = adapter.components()
+        self.width = int(needed_width(adapter, base).max())
+        self.base = trim(base, self.width)
+        self.n = len(base)
+        self.max_variants = max(1, rows_per_forward(adapter, self.width, memory_budget) // self.n)
+        self.efficient_variants = max(1, min(self.max_variants, MIN_PASS_TOKENS // (self.n * self.width)))
+        """Variants a pass needs to keep a CPU matrix multiply efficient (see ``sweep.MIN_PASS_TOKENS``)."""
+        self.prompts = torch.arange(self.n)
+        self._values: dict[Component, torch.Tensor | None] = {}
+        self._memo: dict[State, float] = {}
+        self._prefixes: dict[State, Prefix] = {}
+        self.pinned: set[State] = set()
+        """States whose prefixes stay cached (e.g. the pruned circuits, which the measures start from)."""
+        self.passes = 0
+        self.block_rows = 0
+        """Accounting: block evaluations run (rows x blocks), the unit the benchmark compares."""
+
+    # --- prefixes of states ---------------------------------------------------------------
+    def prefix(self, state: State) -> Prefix:
+        if state not in self._prefixes:
+            if state != CLEAN:
+                raise KeyError("the prefix of a state is recorded while the state is evaluated (see extend)")
+            self._prefixes[CLEAN] = block_outputs(self.adapter, self.base, range(self.adapter.n_layers - 1))
+            self.block_rows += self.n * (self.adapter.n_layers - 1)
+        return self._prefixes[state]
+
+    def forget_except(self, keep: Iterable[State]) -> None:
+        """Drop cached prefixes of states no search needs any more (the clean and ``pinned`` ones stay)."""
+        wanted = set(keep) | {CLEAN} | self.pinned
+        for state in [s for s in self._prefixes if s not in wanted]:
+            del self._prefixes[state]
+        for state, prefix in self._prefixes.items():  # survivors: copy out of the passes they were recorded in
+            self._prefixes[state] = {l: _compact(v) for l, v in prefix.items()}
+
+    def _base_for(self, ablated: State) -> State:
+        """The cached state inside ``ablated`` from which a pass can start latest (clean at worst)."""
+        best, best_start = CLEAN, self._start(ablated)
+        for state in self._prefixes:
+            if state and state < ablated and self._start(ablated - state) > best_start:
+                best, best_start = state, self._start(ablated - state)
+        return best
+
+    # --- evaluation ----------------------------------------------------------------------
+    def ablated(self, sets: Sequence[Iterable[Component]]) -> list[float]:
+        """Mean metric with each set ablated (everything else kept).
+
+        Each pass starts from the cached state inside the set that lets it start latest
+        (the clean prefix at worst); values are memoised by set.
+        """
+        keys = [frozenset(s) for s in sets]
+        todo = [(self._base_for(k), k) for k in dict.fromkeys(keys) if k not in self._memo and k]
+        todo.sort(key=lambda v: self._start(v[1] - v[0]))
+        for first in range(0, len(todo), self.max_variants):
+            chunk = todo[first : first + self.max_variants]
+            values, _ = self._run(chunk, record=False)
+            self._memo.update(zip((k for _, k in chunk), values))
+        if any(not k for k in keys) and CLEAN not in self._memo:
+            self._memo[CLEAN] = self._clean_metric()
+        return [self._memo[k] for k in keys]
+
+    def kept(self, sets: Sequence[Iterable[Component]]) -> list[float]:
+        """Mean metric with only each set kept: every component outside it ablated at once."""
+        return self.ablated([[c for c in self.components if c not in set(s)] for s in sets])
+
+    def extend(self, steps: Sequence[tuple[State, Component | Iterable[Component]]]) -> list[tuple[float, State]]:
+        """For each (state, c): the mean metric with state + c ablated (c: one component or several),
+        recording the new state's prefix.
+
+        ``state`` must have a recorded prefix. The new state's prefix is kept (``forget_except``
+        drops it); its blocks below the lowest added layer are the old state's, unchanged.
+        """
+        out: list[tuple[float, State]] = []
+        for first in range(0, len(steps), self.max_variants):
+            chunk = steps[first : first + self.max_variants]
+            variants = [(state, state | ({c} if isinstance(c, Component) else frozenset(c))) for state, c in chunk]
+            values, records = self._run(variants, record=True)
+            for (state, new), value, record in zip(variants, values, records):
+                start = min(c.layer for c in new - state)
+                old = self._prefixes[state]
+                self._prefixes[new] = {l: (old[l] if l < start else record[l]) for l in old}
+                self._memo[new] = value
+                out.append((value, new))
+        return out
+
+    def _start(self, ablated: State) -> int:
+        return min(c.layer for c in ablated)
+
+    def _clean_metric(self) -> float:
+        self.passes += 1
+        self.block_rows += self.n * self.adapter.n_layers
+        return float(logit_difference(self.adapter, self.base).double().mean())
+
+    def _value(self, c: Component) -> torch.Tensor | None:
+        if c not in self._values:
+            values = self.replacement.values(c, self.prompts)
+            self._values[c] = None if values is None else values[:, : self.width]
+        return self._values[c]
+
+    @torch.no_grad()
+    def _run(self, variants: list[tuple[State, State]], record: bool) -> tuple[list[float], list[Prefix]]:
+        """One stacked pass: variant j ablates its full set, starting from its base state's prefix."""
+        adapter, n, k = self.adapter, self.n, len(variants)
+        start = min(self._start(full - base) for base, full in variants)
+        device = self.base.input_ids.device
+        members: dict[Component, list[int]] = {}
+        for j, (_, full) in enumerate(variants):
+            for c in full:
+                if c.layer >= start:
+                    members.setdefault(c, []).append(j)
+        patches = []
+        for c, js in members.items():
+            rows = (torch.tensor(js)[:, None] * n + self.prompts[None, :]).flatten().to(device)
+            value = self._value(c)
+            patches.append(Patch(c, rows, None if value is None else value.repeat(len(js), 1, 1)))
+        prefix = cat_rows([self.prefix(base)[start - 1] for base, _ in variants]) if start > 0 else None
+        recorded: dict[int, Any] = {}
+        blocks = adapter.blocks()
+        handles = [blocks[l].register_forward_hook(lambda _m, _a, out, l=l: recorded.__setitem__(l, out))
+                   for l in range(start, adapter.n_layers - 1)] if record else []
+        try:
+            with start_at(adapter, start, prefix):
+                diff = logit_difference(adapter, self.base.repeat(k), patches)
+        finally:
+            for h in handles:
+                h.remove()
+        self.passes += 1
+        self.block_rows += k * n * (adapter.n_layers - start)
+        values = diff.double().view(k, n).mean(1).tolist()
+        records = [{l: take_rows(v, slice(j * n, (j + 1) * n)) for l, v in recorded.items()} for j in range(k)]
+        return values, records
