@@ -43,6 +43,15 @@ class Adapter:
     """Path from the LM model to the final vocabulary projection."""
     base_kwargs: ClassVar[dict[str, object]] = {"use_cache": False}
     """Extra keyword arguments for the base model's forward (decoders: no KV cache)."""
+    # --- edge sites (see circuitdiff.interventions.graph); None where edges are refused ---
+    attn_norm_path: ClassVar[str | None] = None
+    """Path from a block to the norm whose *input* is the residual stream that q, k and v read."""
+    mlp_norm_path: ClassVar[str | None] = None
+    """Path from a block to the norm whose input is the residual stream that the MLP reads."""
+    final_norm_path: ClassVar[str | None] = None
+    """Path from the LM model to the final norm (its input is the residual stream the logits read)."""
+    edges_refusal: ClassVar[str | None] = None
+    """Why edges are not defined for this family (one line), or None where they are."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -69,6 +78,25 @@ class Adapter:
 
     def mlp_out(self, layer: int) -> nn.Module:
         return get_submodule(self.blocks()[layer], self.mlp_out_path)
+
+    def attn_norm(self, layer: int) -> nn.Module:
+        return get_submodule(self.blocks()[layer], self._edge_path(self.attn_norm_path))
+
+    def mlp_norm(self, layer: int) -> nn.Module:
+        return get_submodule(self.blocks()[layer], self._edge_path(self.mlp_norm_path))
+
+    def final_norm(self) -> nn.Module:
+        return get_submodule(self.model, self._edge_path(self.final_norm_path))
+
+    def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
+        """(module, offset, stride) of a q/k/v channel: head ``h``'s columns of the module's
+        output are ``offset + h * stride + arange(d_head)``. ``k``/``v`` heads are key/value heads."""
+        raise NotImplementedError(self.edges_refusal or f"{self.family}: no q/k/v projection map")
+
+    def _edge_path(self, path: str | None) -> str:
+        if path is None:
+            raise NotImplementedError(self.edges_refusal or f"{self.family}: edges are not defined")
+        return path
 
     def components(self) -> list[Component]:
         return all_components(self.n_layers, self.n_heads)
