@@ -15,9 +15,11 @@ import pandas as pd
 import torch
 
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
+from circuitdiff.analysis.edges import EDGES_TABLE, edges_frame
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
 from circuitdiff.errors import TaskFileError
 from circuitdiff.interventions.ablation import Ablation
+from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
 from circuitdiff.interventions.methods import Method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, load_model
@@ -54,6 +56,8 @@ class CompareOptions:
     circuit_thresholds: tuple[float, ...] = SWEEP_THRESHOLDS
     null_model: bool = True
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    edges: str = "none"
+    """Edge effects: none | exact | eap | eap-ig (see ``circuitdiff.interventions.edge_methods``)."""
 
 
 @dataclass
@@ -120,6 +124,9 @@ def run_comparison(
     store: TaskStore | None = None,
 ) -> Comparison:
     """Run every task on both models; with a ``store``, reuse finished tasks and checkpoint each new one."""
+    edge_method = parse_edge_method(options.edges)
+    for lm in (teacher, student):
+        check_edge_support(lm.adapter, edge_method, lm.name)
     prepared = prepare_tasks(teacher, student, tasks, options)
     result = Comparison(teacher, student, options)
     null_student: LoadedModel | None = None
@@ -143,7 +150,8 @@ def run_comparison(
             advance = progress(f"{item.name}: {role}", steps) if progress else None
             return run_model_on_task(lm, task, options.ablation, seed=options.seed, method=options.method,
                                      exact_top=options.exact_top, circuit_thresholds=circuits,
-                                     memory_budget=budget, progress=advance, encoded=enc)
+                                     memory_budget=budget, progress=advance, encoded=enc,
+                                     edges=edge_method if role != "null student" else EdgeMethod.NONE)
 
         def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun, ModelTaskRun | None]:
             return (run("teacher", teacher, item.teacher, thresholds, budget),
@@ -231,6 +239,7 @@ def _model_task_summary(run: ModelTaskRun) -> dict[str, Any]:
         "seq_len": run.seq_len,
         "attribution_spearman": run.attribution_spearman,
         "components": [asdict(e) for e in run.effects],
+        **({"edges": run.edges.to_json()} if run.edges is not None else {}),
     }
 
 
@@ -293,4 +302,6 @@ def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) ->
     sims = [comparison.restored[task].similarity if task in comparison.restored
             else comparison.analyses[task].similarity_long(task) for task in comparison.task_names()]
     write_table(out / SIMILARITY_TABLE, pd.concat(sims, ignore_index=True))
+    if comparison.options.edges != EdgeMethod.NONE.value:
+        write_table(out / EDGES_TABLE, edges_frame(results))
     write_json(out / RESULTS_JSON, results)

@@ -20,6 +20,7 @@ from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replac
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.attribution import attribution_effects
+from circuitdiff.interventions.edge_methods import EdgeMethod, EdgeScores, base_cache_for, score_edges
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
@@ -67,6 +68,8 @@ class ModelTaskRun:
     circuits: list[Circuit] = field(default_factory=list)
     attribution_spearman: float | None = None
     """Rank correlation of attribution-patching estimates with the exact effects (exact runs only)."""
+    edges: EdgeScores | None = None
+    """Edge effects (``--edges``), see ``circuitdiff.interventions.edge_methods``."""
 
     @property
     def per_prompt_effects(self) -> np.ndarray:
@@ -144,6 +147,7 @@ def run_model_on_task(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: Callable[[float], None] | None = None,
     encoded: EncodedTask | None = None,
+    edges: EdgeMethod = EdgeMethod.NONE,
 ) -> ModelTaskRun:
     """Measure every component's effect on ``task`` under ``ablation``, then prune its circuits.
 
@@ -182,6 +186,11 @@ def run_model_on_task(
                             circuit_thresholds, progress)
     elif progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
         progress(len(components) * len(circuit_thresholds))
+    edge_scores = None
+    if edges is not EdgeMethod.NONE:
+        base_cache = base_cache_for(clean.cache, corrupted.cache if corrupted else None, ablation.base_is_corrupted)
+        edge_scores = score_edges(adapter, base_batch, base_cache, replacement, edges, memory_budget=memory_budget,
+                                  base_metric=base)
     return ModelTaskRun(
         info=lm.info,
         task=task.name,
@@ -200,4 +209,5 @@ def run_model_on_task(
         seq_len=int(clean_batch.input_ids.shape[1]),
         circuits=circuits,
         attribution_spearman=attribution_rho,
+        edges=edge_scores,
     )

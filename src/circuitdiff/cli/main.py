@@ -45,6 +45,7 @@ def compare(
     ablation: str = typer.Option("mean", help="zero | mean | resample | noising | denoising."),
     method: str = typer.Option("exact", help="exact | attribution (one forward+backward, a linear estimate) | hybrid."),
     exact_top: int = typer.Option(20, min=1, help="With --method hybrid: how many top components get exact effects."),
+    edges: str = typer.Option("none", help="Edge effects: none | exact (also scores eap, eap-ig) | eap | eap-ig."),
     n_prompts: int = typer.Option(64, min=2, help="Prompts per built-in task."),
     seed: int = typer.Option(0, help="Seed for task generation, resampling and bootstrap."),
     out: Path = typer.Option(Path("circuitdiff-out"), help="Output folder."),
@@ -66,6 +67,7 @@ def compare(
     """Measure every head and MLP in both models, match them and score the alignment."""
     from circuitdiff.compare import CompareOptions, compare as run_compare
     from circuitdiff.interventions.ablation import Ablation
+    from circuitdiff.interventions.edge_methods import parse_edge_method
     from circuitdiff.interventions.methods import Method
     from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
     from circuitdiff.pairs_index import resolve_pair
@@ -86,7 +88,7 @@ def compare(
     options = CompareOptions(ablation=ablation_kind, n_prompts=n_prompts, seed=seed, first_token=first_token,
                              n_boot=n_boot, circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
                              null_model=null_model, memory_budget=budget,
-                             method=method_kind, exact_top=exact_top)
+                             method=method_kind, exact_top=exact_top, edges=parse_edge_method(edges).value)
     with rich_progress(console) as progress:
         results = run_compare(teacher, student, task or default_tasks, options, out, allow_pickle=allow_pickle,
                               trust_remote_code=trust_remote_code, device=device, progress=progress, dtype=dtype,

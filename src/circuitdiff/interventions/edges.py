@@ -104,11 +104,10 @@ def sender_writes(adapter: Adapter, cache: ActivationCache, replacement: Replace
         target = replacement.values(c, prompts)
         delta = -clean if target is None else target.to(clean) - clean
         delta = delta[:, :width] if width is not None else delta
+        weight, _ = in_out_weight(adapter.attn_out(c.layer))
+        delta = delta.to(device=weight.device, dtype=weight.dtype)
         if c.head is not None:
-            weight, _ = in_out_weight(adapter.attn_out(c.layer))
-            rows = slice(c.head * adapter.d_head, (c.head + 1) * adapter.d_head)
-            w = weight[rows]
-            delta = delta.to(device=w.device, dtype=w.dtype) @ w
+            delta = delta @ weight[c.head * adapter.d_head:(c.head + 1) * adapter.d_head]
         out[c] = delta
     return out
 
