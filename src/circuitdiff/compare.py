@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
-from circuitdiff.analysis.edges import EDGES_TABLE, edges_frame
+from circuitdiff.analysis.edges import EDGES_TABLE, compare_edge_circuits, edges_frame
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
 from circuitdiff.errors import TaskFileError
 from circuitdiff.interventions.ablation import Ablation
@@ -244,13 +244,17 @@ def _model_task_summary(run: ModelTaskRun) -> dict[str, Any]:
 
 
 def _task_entry(t_run: ModelTaskRun, s_run: ModelTaskRun, analysis: PairAnalysis) -> dict[str, Any]:
-    return {
+    entry = {
         "n_prompts": t_run.n_prompts,
         "ablation": t_run.ablation,
         "teacher": _model_task_summary(t_run),
         "student": _model_task_summary(s_run),
         **analysis.to_json(),
     }
+    if t_run.edges is not None and s_run.edges is not None:
+        entry["edge_circuits"] = compare_edge_circuits(entry["teacher"]["edges"], entry["student"]["edges"],
+                                                       analysis.matching)
+    return entry
 
 
 def results_dict(comparison: Comparison) -> dict[str, Any]:

@@ -190,7 +190,7 @@ def run_model_on_task(
     if edges is not EdgeMethod.NONE:
         base_cache = base_cache_for(clean.cache, corrupted.cache if corrupted else None, ablation.base_is_corrupted)
         edge_scores = score_edges(adapter, base_batch, base_cache, replacement, edges, memory_budget=memory_budget,
-                                  base_metric=base)
+                                  base_metric=base, circuits=clean_is_meaningful(base))
     return ModelTaskRun(
         info=lm.info,
         task=task.name,

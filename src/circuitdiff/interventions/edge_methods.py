@@ -19,6 +19,8 @@ from scipy.stats import spearmanr
 from circuitdiff.errors import CircuitDiffError
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.eap import DEFAULT_IG_STEPS, eap_scores
+from circuitdiff.interventions.edge_circuits import (THRESHOLDS, TOP_K, EdgeCircuit, evaluate_edge_circuit,
+                                                      select_threshold, select_top_k)
 from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics, receiver_name
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
@@ -55,6 +57,7 @@ class EdgeScores:
     effects: dict[str, np.ndarray] = field(default_factory=dict)
     spearman: dict[str, float] = field(default_factory=dict)
     """Rank correlation of each gradient method with the exact effects (exact runs only)."""
+    circuits: list[EdgeCircuit] = field(default_factory=list)
 
     def records(self) -> list[dict[str, Any]]:
         rows = []
@@ -66,7 +69,7 @@ class EdgeScores:
 
     def to_json(self) -> dict[str, Any]:
         return {"n_edges": len(self.edges), "methods": list(self.effects), "spearman_vs_exact": self.spearman,
-                "records": self.records()}
+                "circuits": [c.to_json() for c in self.circuits], "records": self.records()}
 
 
 def score_edges(
@@ -79,9 +82,11 @@ def score_edges(
     ig_steps: int = DEFAULT_IG_STEPS,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     base_metric: np.ndarray,
+    circuits: bool = True,
     progress: Callable[[float], None] | None = None,
 ) -> EdgeScores:
-    """Every edge's effect by ``method`` (exact also runs both gradient methods for comparison)."""
+    """Every edge's effect by ``method`` (exact also runs both gradient methods for comparison),
+    then with ``circuits`` the edge circuits selected by ``method``'s scores, each run for its faithfulness."""
     edges = all_edges(adapter)
     scores = EdgeScores(edges, adapter.grouped_query_attention)
     if method is EdgeMethod.EXACT:
@@ -94,6 +99,14 @@ def score_edges(
             scores.effects[name] = estimate.double().mean(1).numpy()
             if "exact" in scores.effects:
                 scores.spearman[name] = float(spearmanr(scores.effects["exact"], scores.effects[name]).statistic)
+    if circuits:
+        clean = float(base_metric.mean())
+        values = scores.effects[method.value]
+        rules = [("top-k", float(k), select_top_k(values, k)) for k in TOP_K]
+        rules += [("threshold", t, select_threshold(values, t, clean)) for t in THRESHOLDS]
+        scores.circuits = [evaluate_edge_circuit(adapter, base, base_cache, replacement, edges, keep, clean,
+                                                 method=method.value, rule=rule, parameter=p, memory_budget=memory_budget)
+                           for rule, p, keep in rules]
     return scores
 
 
