@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -51,6 +52,22 @@ def test_compare_with_exact_edges_writes_every_method_and_agrees_with_node_effec
         assert list(edge["receiver"]) == ["logits"]
         assert edge["effect"].iloc[0] == pytest.approx(node, abs=1e-5, rel=1e-4)
     assert json.loads((out / "results.json").read_text())["options"]["edges"] == "exact"
+    assert entry["edge_circuits"] == []  # random models: clean logit difference too close to 0 for circuits
+
+
+def test_builtin_pair_edge_circuits_are_run_and_compared(tmp_path) -> None:
+    options = CompareOptions(n_prompts=8, n_boot=20, circuits=False, null_model=False, edges="eap-ig")
+    results = compare("tiny-gpt2", "tiny-distilgpt2", ["ioi"], options, out=tmp_path, resume=False)
+    entry = results["tasks"]["ioi"]
+    assert set(pd.read_parquet(tmp_path / "edges.parquet")["method"]) == {"eap-ig"}
+    assert {(c["rule"], c["parameter"]) for c in entry["edge_circuits"]} == {("top-k", 20.0), ("threshold", 0.05)}
+    for comparison in entry["edge_circuits"]:
+        for role in ("teacher", "student"):
+            circuit = comparison[role]
+            assert circuit["size"] > 0 and np.isfinite(circuit["faithfulness"]) and np.isfinite(circuit["completeness"])
+        assert 0.0 <= comparison["overlap_jaccard"] <= 1.0
+        kept = comparison["teacher_recall"] * comparison["teacher"]["size"]
+        assert kept + len(comparison["dropped"]) == pytest.approx(comparison["teacher"]["size"])
 
 
 def test_compare_without_edges_writes_no_edge_table(pair, tmp_path) -> None:
