@@ -39,8 +39,8 @@ def _strong(model: nn.Module) -> nn.Module:
     return model
 
 
-def _setup(family: str, ablation: Ablation = Ablation.MEAN):
-    model = _strong(tiny_model(family))
+def _setup(family: str, ablation: Ablation = Ablation.MEAN, dtype: torch.dtype = torch.float32):
+    model = _strong(tiny_model(family)).to(dtype)
     adapter = adapter_for(model)
     base, ref = _batches()
     cache = record_activations(adapter, base)
@@ -79,7 +79,7 @@ def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tens
     o_proj = adapter.attn_out(sender.layer)
     sl = slice(sender.head * adapter.d_head, (sender.head + 1) * adapter.d_head)
     clean, other = _record(model, base, o_proj, True)[..., sl], _record(model, ref, o_proj, True)[..., sl]
-    x = torch.zeros(N, SEQ, adapter.n_heads * adapter.d_head)
+    x = torch.zeros(N, SEQ, adapter.n_heads * adapter.d_head, dtype=o_proj.weight.dtype)
     x[..., sl] = other.mean(0, keepdim=True) - clean
     with torch.no_grad():
         return o_proj(x) - o_proj(torch.zeros_like(x))
@@ -102,9 +102,10 @@ def _norms(family: str, model: nn.Module, block: nn.Module) -> tuple[nn.Module, 
     return block.input_layernorm, block.post_attention_layernorm, final
 
 
-def _reference_edge(family: str, model, adapter, base, ref, sender: Component, receiver: str, channel: str) -> torch.Tensor:
+def _reference_edge(family: str, model, adapter, base, ref, sender: Component, receiver: str, channel: str,
+                    scale: float = 1.0) -> torch.Tensor:
     """Path patching by hand: run A feeds the patched stream to the receiver's norm; run B takes only its columns."""
-    write = _reference_write(model, adapter, base, ref, sender)
+    write = scale * _reference_write(model, adapter, base, ref, sender)
     add = lambda _m, args: (args[0] + write, *args[1:])  # noqa: E731
     if receiver == "logits":
         norm = _norms(family, model, adapter.blocks()[0])[2]
@@ -161,6 +162,28 @@ def test_exact_edge_effects_match_plain_hook_reference(family: str) -> None:
         got = effects[index[(sender, receiver, channel)]]
         assert expected.abs().max() > 1e-5, (sender, receiver, channel)  # the edge does something
         torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-3, msg=f"{family} {sender}->{receiver}.{channel}")
+
+
+@pytest.mark.parametrize("family", EDGE_FAMILIES)
+def test_eap_is_the_derivative_of_path_patching_along_the_sender_write(family: str) -> None:
+    """EAP's per-head q/k/v, MLP and logits gradients against central differences of the
+    plain-hook path patching reference, in float64."""
+    model, adapter, base, ref, cache, replacement = _setup(family, dtype=torch.float64)
+    edges = all_edges(adapter)
+    index = _named(edges, adapter.grouped_query_attention)
+    kv = "L1.KV1" if adapter.grouped_query_attention else "L1.H1"
+    cases = [("L0.H1", "L1.H2", "q"), ("L0.H3", kv, "k"), ("L0.MLP", kv, "v"), ("L0.MLP", "L1.MLP", "input"),
+             ("L0.H2", "logits", "input")]
+    chosen = [edges[index[c]] for c in cases]
+    scores = eap_scores(adapter, base, cache, replacement, chosen).double()
+    eps = 1e-2 if family == "llama" else 1e-4  # Llama's RMSNorm computes in float32 even in a float64 model
+    for case, score in zip(cases, scores):
+        sender = Component.parse(case[0])
+        up = _reference_edge(family, model, adapter, base, ref, sender, *case[1:], scale=eps)
+        down = _reference_edge(family, model, adapter, base, ref, sender, *case[1:], scale=-eps)
+        derivative = (up - down) / (2 * eps)
+        assert derivative.abs().max() > 1e-4, case
+        torch.testing.assert_close(score, derivative, atol=5e-5, rtol=1e-3, msg=str(case))
 
 
 @pytest.mark.parametrize("family", EDGE_FAMILIES)

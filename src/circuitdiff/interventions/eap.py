@@ -90,22 +90,29 @@ def _mean_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache, 
         with torch.enable_grad(), intervene(adapter, ivs, split=True) as split:
             h = read_hidden(adapter, part)
             adapter.logit_difference(h, part.answer_ids, part.distractor_ids).sum().backward()
-        g = torch.stack([_grad_at(split, r) for r in receivers]).detach()
+        g = torch.stack(_receiver_grads(split, receivers)).detach()
         total = g if total is None else total + g
     assert total is not None
     return total / len(alphas)
 
 
-def _grad_at(split: SplitInputs, site: Site) -> torch.Tensor:
-    if site.kind == "resid_final":
-        x = split.final
-    elif site.kind == "mlp_input":
-        x = split.mlp[site.layer]
-    else:
-        x = split.qkv[(site.layer, site.channel or "")]
-    if x is None or x.grad is None:
-        raise RuntimeError(f"no gradient reached {site.name}")
-    return x.grad if site.channel is None else x.grad[:, :, site.index]
+def _receiver_grads(split: SplitInputs, receivers: list[Site]) -> list[torch.Tensor]:
+    qkv: dict[tuple[int, str], torch.Tensor] = {}
+    out = []
+    for site in receivers:
+        if site.kind == "resid_final":
+            grad = split.final.grad if split.final is not None else None
+        elif site.kind == "mlp_input":
+            grad = split.mlp[site.layer].grad
+        else:
+            key = (site.layer, site.channel or "")
+            if key not in qkv:
+                qkv[key] = split.qkv_grad(*key)
+            grad = qkv[key][:, :, site.index]
+        if grad is None:
+            raise RuntimeError(f"no gradient reached {site.name}")
+        out.append(grad)
+    return out
 
 
 def _output_shifts(adapter: Adapter, cache: ActivationCache, replacement: Replacement, prompts: torch.Tensor,

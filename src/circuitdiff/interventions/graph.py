@@ -101,14 +101,32 @@ class Intervention:
 class SplitInputs:
     """With ``split=True``: every receiver input as its own tensor, in the graph with retained gradients.
 
-    ``qkv[(layer, channel)]`` is (b, s, n, d_model), one copy of the residual stream per head
-    (n query heads for q, n key/value heads for k and v); ``mlp[layer]`` and ``final`` are
-    (b, s, d_model). Their ``.grad`` after a backward pass is d(objective)/d(receiver input).
+    Per layer and channel one copy per head (n query heads for q, n key/value heads for k
+    and v), read with ``qkv_grad``; ``mlp[layer]`` and ``final`` are (b, s, d_model) and
+    their ``.grad`` after a backward pass is d(objective)/d(receiver input).
     """
 
     qkv: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    """(b, s, n, d_model): each head's copy of the *normalised* stream its q/k/v projection reads."""
     mlp: dict[int, torch.Tensor] = field(default_factory=dict)
     final: torch.Tensor | None = None
+    resid: dict[int, torch.Tensor] = field(default_factory=dict)
+    norms: dict[int, nn.Module] = field(default_factory=dict)
+
+    def qkv_grad(self, layer: int, channel: str) -> torch.Tensor:
+        """d(objective)/d(each head's q/k/v input), (b, s, n, d_model), after ``backward``.
+
+        The gradient at each head's normalised copy, pulled back through the real norm at this
+        layer's residual stream (one vector-Jacobian product per head, batched).
+        """
+        grad = self.qkv[(layer, channel)].grad
+        if grad is None:
+            raise RuntimeError(f"no gradient reached layer {layer}'s {channel} inputs")
+        x = self.resid[layer].detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = self.norms[layer].forward(x)
+            (g,) = torch.autograd.grad(y, x, grad.movedim(2, 0).contiguous(), is_grads_batched=True)
+        return g.movedim(0, 2)
 
 
 def check_edges_supported(adapter: Adapter) -> None:
@@ -273,13 +291,13 @@ def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]]
         if not (todo or split):
             continue
 
-        def hook(mod: nn.Module, _args: tuple, output: torch.Tensor, channels: list[str] = channels,
+        def hook(mod: nn.Module, args: tuple, output: torch.Tensor, channels: list[str] = channels,
                  todo: list[tuple[Site, Intervention]] = todo) -> torch.Tensor:
             out = output.clone()
             resid = seen["resid"]
             if split:
                 for channel in channels:
-                    _split_channel(adapter, layer, channel, mod, norm, resid, out, split_inputs)
+                    _split_channel(adapter, layer, channel, mod, norm, resid, args[0], out, split_inputs)
             for site, iv in todo:
                 rows = iv.rows.to(out.device)
                 _, cols = head_columns(adapter, layer, site.channel or "", site.index)
@@ -294,16 +312,22 @@ def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]]
 
 
 def _split_channel(adapter: Adapter, layer: int, channel: str, module: nn.Module, norm: nn.Module,
-                   resid: torch.Tensor, out: torch.Tensor, split_inputs: SplitInputs) -> None:
-    """Every head's q/k/v from its own copy of the residual stream, with the real weights' columns."""
+                   resid: torch.Tensor, normed: torch.Tensor, out: torch.Tensor, split_inputs: SplitInputs) -> None:
+    """Every head's q/k/v from its own copy of the normalised stream, with the real weights' columns.
+
+    The copies are taken after the norm (which acts per position, so one norm serves all
+    heads); ``SplitInputs.qkv_grad`` carries each copy's gradient back through the norm.
+    """
     n = n_channel_heads(adapter, channel)
-    x = resid.unsqueeze(2).expand(*resid.shape[:2], n, resid.shape[-1])
-    if x.requires_grad:
-        x.retain_grad()
-    split_inputs.qkv[(layer, channel)] = x
+    y = normed.unsqueeze(2).expand(*normed.shape[:2], n, normed.shape[-1])
+    if y.requires_grad:
+        y.retain_grad()
+    split_inputs.qkv[(layer, channel)] = y
+    split_inputs.resid[layer] = resid.detach()
+    split_inputs.norms[layer] = norm
     cols = torch.stack([head_columns(adapter, layer, channel, h)[1] for h in range(n)]).to(out.device)  # (n, d_head)
     weight, bias = in_out_weight(module)
-    y = torch.einsum("bsnd,dne->bsne", norm.forward(x), weight[:, cols])
+    y = torch.einsum("bsnd,dne->bsne", y, weight[:, cols])
     if bias is not None:
         y = y + bias[cols]
     out[..., cols.flatten()] = y.flatten(2).to(out.dtype)
