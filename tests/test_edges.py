@@ -232,14 +232,17 @@ def test_eap_and_eap_ig_equal_exact_where_the_metric_is_linear_in_the_sender() -
 def test_split_receiver_inputs_compute_the_plain_model(family: str) -> None:
     model, adapter, base, *_ = _setup(family)
     plain = _plain_metric(model, base)
+    embed = model.get_input_embeddings().register_forward_hook(lambda _m, _a, out: out.requires_grad_(True))
     with torch.enable_grad(), intervene(adapter, split=True) as split:
         out = model(input_ids=base.input_ids, attention_mask=base.attention_mask).logits
-    rows = torch.arange(N)
-    at = out[rows, base.read_pos]
-    torch.testing.assert_close((at[rows, base.answer_ids] - at[rows, base.distractor_ids]).detach(), plain,
-                               atol=1e-5, rtol=1e-5)
-    assert set(split.qkv) == {(l, c) for l in range(adapter.n_layers) for c in "qkv"}
-    assert split.qkv[(0, "k")].shape[2] == adapter.n_kv_heads
+        rows = torch.arange(N)
+        at = out[rows, base.read_pos]
+        metric = at[rows, base.answer_ids] - at[rows, base.distractor_ids]
+        metric.sum().backward()
+    embed.remove()
+    torch.testing.assert_close(metric.detach(), plain, atol=1e-5, rtol=1e-5)
+    assert set(split.projections) == {(l, c) for l in range(adapter.n_layers) for c in "qkv"}
+    assert split.qkv_grad(0, "k").shape == (N, SEQ, adapter.n_kv_heads, adapter.d_model)
 
 
 def test_site_names_round_trip_and_interventions_hit_the_right_site() -> None:

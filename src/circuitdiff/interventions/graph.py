@@ -99,33 +99,35 @@ class Intervention:
 
 @dataclass
 class SplitInputs:
-    """With ``split=True``: every receiver input as its own tensor, in the graph with retained gradients.
+    """With ``split=True``: what a backward pass needs to give every receiver input its own gradient.
 
-    Per layer and channel one copy per head (n query heads for q, n key/value heads for k
-    and v), read with ``qkv_grad``; ``mlp[layer]`` and ``final`` are (b, s, d_model) and
-    their ``.grad`` after a backward pass is d(objective)/d(receiver input).
+    ``mlp[layer]`` and ``final`` are (b, s, d_model) tensors whose ``.grad`` is
+    d(objective)/d(that receiver's input). For q/k/v the forward pass is left untouched:
+    the projection's output keeps its gradient, and ``qkv_grad`` turns the gradient at
+    head h's columns into the gradient at head h's own input, through the projection's
+    columns and the real norm (its vector-Jacobian product, all heads at once).
     """
 
-    qkv: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
-    """(b, s, n, d_model): each head's copy of the *normalised* stream its q/k/v projection reads."""
     mlp: dict[int, torch.Tensor] = field(default_factory=dict)
     final: torch.Tensor | None = None
+    projections: dict[tuple[int, str], tuple[nn.Module, torch.Tensor]] = field(default_factory=dict)
     resid: dict[int, torch.Tensor] = field(default_factory=dict)
     norms: dict[int, nn.Module] = field(default_factory=dict)
+    columns: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
 
     def qkv_grad(self, layer: int, channel: str) -> torch.Tensor:
-        """d(objective)/d(each head's q/k/v input), (b, s, n, d_model), after ``backward``.
-
-        The gradient at each head's normalised copy, pulled back through the real norm at this
-        layer's residual stream (one vector-Jacobian product per head, batched).
-        """
-        grad = self.qkv[(layer, channel)].grad
-        if grad is None:
-            raise RuntimeError(f"no gradient reached layer {layer}'s {channel} inputs")
-        x = self.resid[layer].detach().requires_grad_(True)
+        """d(objective)/d(each head's q/k/v input), (b, s, n heads, d_model), after ``backward``."""
+        module, output = self.projections[(layer, channel)]
+        if output.grad is None:
+            raise RuntimeError(f"no gradient reached layer {layer}'s {channel} projection")
+        cols = self.columns[(layer, channel)].to(output.device)  # (n, d_head)
+        weight, _ = in_out_weight(module)
+        with torch.no_grad():
+            g_normed = torch.einsum("bsne,dne->nbsd", output.grad[..., cols].to(weight.dtype), weight[:, cols])
+        x = self.resid[layer].detach()
+        x = x.unsqueeze(0).expand(len(cols), *x.shape).contiguous().requires_grad_(True)
         with torch.enable_grad():
-            y = self.norms[layer].forward(x)
-            (g,) = torch.autograd.grad(y, x, grad.movedim(2, 0).contiguous(), is_grads_batched=True)
+            (g,) = torch.autograd.grad(self.norms[layer].forward(x), x, g_normed.to(x.dtype))
         return g.movedim(0, 2)
 
 
@@ -181,9 +183,9 @@ def intervene(adapter: Adapter, interventions: Sequence[Intervention] = (), *, s
     """Install hooks on the real modules for a ``with`` block; yields the split receiver inputs.
 
     Interventions on one site apply in the given order (a function sees earlier ones' result).
-    ``split`` makes every receiver input (each head's q/k/v input, each MLP input, the final
-    residual stream) its own tensor with a retained gradient, for edge attribution; it
-    computes the same function as the unhooked model.
+    ``split`` keeps what a backward pass needs to give every receiver input (each head's
+    q/k/v input, each MLP input, the final residual stream) its own gradient, for edge
+    attribution; it leaves the forward computation unchanged.
     """
     by_site: dict[Site, list[Intervention]] = defaultdict(list)
     for iv in interventions:
@@ -291,13 +293,13 @@ def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]]
         if not (todo or split):
             continue
 
-        def hook(mod: nn.Module, args: tuple, output: torch.Tensor, channels: list[str] = channels,
-                 todo: list[tuple[Site, Intervention]] = todo) -> torch.Tensor:
-            out = output.clone()
+        def hook(mod: nn.Module, _args: tuple, output: torch.Tensor, channels: list[str] = channels,
+                 todo: list[tuple[Site, Intervention]] = todo) -> torch.Tensor | None:
             resid = seen["resid"]
             if split:
-                for channel in channels:
-                    _split_channel(adapter, layer, channel, mod, norm, resid, args[0], out, split_inputs)
+                _keep_projection(adapter, layer, channels, mod, norm, resid, output, split_inputs)
+                return None
+            out = output.clone()
             for site, iv in todo:
                 rows = iv.rows.to(out.device)
                 _, cols = head_columns(adapter, layer, site.channel or "", site.index)
@@ -311,23 +313,15 @@ def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]]
     return handles
 
 
-def _split_channel(adapter: Adapter, layer: int, channel: str, module: nn.Module, norm: nn.Module,
-                   resid: torch.Tensor, normed: torch.Tensor, out: torch.Tensor, split_inputs: SplitInputs) -> None:
-    """Every head's q/k/v from its own copy of the normalised stream, with the real weights' columns.
-
-    The copies are taken after the norm (which acts per position, so one norm serves all
-    heads); ``SplitInputs.qkv_grad`` carries each copy's gradient back through the norm.
-    """
-    n = n_channel_heads(adapter, channel)
-    y = normed.unsqueeze(2).expand(*normed.shape[:2], n, normed.shape[-1])
-    if y.requires_grad:
-        y.retain_grad()
-    split_inputs.qkv[(layer, channel)] = y
+def _keep_projection(adapter: Adapter, layer: int, channels: list[str], module: nn.Module, norm: nn.Module,
+                     resid: torch.Tensor, output: torch.Tensor, split_inputs: SplitInputs) -> None:
+    """Keep what ``SplitInputs.qkv_grad`` needs: the projection output (with its gradient), the stream, the norm."""
+    if output.requires_grad:
+        output.retain_grad()
     split_inputs.resid[layer] = resid.detach()
     split_inputs.norms[layer] = norm
-    cols = torch.stack([head_columns(adapter, layer, channel, h)[1] for h in range(n)]).to(out.device)  # (n, d_head)
-    weight, bias = in_out_weight(module)
-    y = torch.einsum("bsnd,dne->bsne", y, weight[:, cols])
-    if bias is not None:
-        y = y + bias[cols]
-    out[..., cols.flatten()] = y.flatten(2).to(out.dtype)
+    for channel in channels:
+        n = n_channel_heads(adapter, channel)
+        split_inputs.projections[(layer, channel)] = (module, output)
+        split_inputs.columns[(layer, channel)] = torch.stack([head_columns(adapter, layer, channel, h)[1]
+                                                             for h in range(n)])
