@@ -15,7 +15,8 @@ A q/k/v input site is what makes edges possible: every head reads the same resid
 stream, so changing what *one* head's query reads cannot be done by editing the stream.
 The hook on the real attention norm records its input; the hook on the real q/k/v
 projection then recomputes only that head's columns from the intervened input, with the
-real norm and projection modules (``module.forward``, so no hook fires twice). Each adapter
+real norm (``module.forward``, so no hook fires twice) and that head's columns of the real
+projection's weight and bias. Each adapter
 says where its norms are and which projection columns a head's q, k, v occupy. Post-LN
 families (BERT, DistilBERT) refuse, with the adapter's one-line reason.
 """
@@ -304,8 +305,11 @@ def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]]
                 rows = iv.rows.to(out.device)
                 _, cols = head_columns(adapter, layer, site.channel or "", site.index)
                 new_input = _apply(iv.value, resid[rows])
+                cols = cols.to(out.device)
+                weight, bias = in_out_weight(mod)  # only this head's columns of the real projection
+                head = norm.forward(new_input).to(weight.dtype) @ weight[:, cols]
                 part = out[rows]
-                part[..., cols.to(out.device)] = mod.forward(norm.forward(new_input))[..., cols.to(out.device)]
+                part[..., cols] = (head if bias is None else head + bias[cols]).to(out.dtype)
                 out[rows] = part
             return out
 
