@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
-from circuitdiff.interventions.edges import Edge, patched_metric, receiver_name
+from circuitdiff.interventions.edges import Edge, patched_metric, reads, receiver_name
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.graph import Intervention, Site, in_out_weight
 from circuitdiff.interventions.kernels import fast_kernels
@@ -80,11 +80,22 @@ def _write(adapter: Adapter, c: Component, output: torch.Tensor) -> torch.Tensor
     return output if c.head is None else output @ weight[c.head * adapter.d_head:(c.head + 1) * adapter.d_head]
 
 
+def _stage(site: Site) -> tuple[int, str]:
+    """Receivers that read the same senders: a layer's heads, a layer's MLP, the logits."""
+    return (-1, "final") if site.kind == "resid_final" else (site.layer, "mlp" if site.kind == "mlp_input" else "attn")
+
+
 def _circuit_interventions(adapter: Adapter, ablated: Sequence[Edge], ablated_out: dict[Component, torch.Tensor],
                            rows: torch.Tensor) -> list[Intervention]:
-    """Record every ablated edge's sender output, then subtract (live - ablated) writes at each receiver."""
+    """Record every sender's output, then subtract (live - ablated) writes of the ablated senders at each receiver.
+
+    A receiver that has most of its senders ablated subtracts the total over all its senders
+    (one sum per stage, shared by the stage's receivers) and adds back the kept ones.
+    """
+    components = adapter.components()
     live: dict[Component, torch.Tensor] = {}
     diffs: dict[Component, torch.Tensor] = {}
+    totals: dict[tuple[int, str], torch.Tensor] = {}
 
     def recorder(c: Component) -> Callable[[torch.Tensor], torch.Tensor]:
         def keep(x: torch.Tensor) -> torch.Tensor:
@@ -98,12 +109,24 @@ def _circuit_interventions(adapter: Adapter, ablated: Sequence[Edge], ablated_ou
             diffs[c] = _write(adapter, c, live[c] - ablated_out[c].to(live[c]))
         return diffs[c]
 
-    by_receiver: dict[Site, list[Component]] = {}
+    by_receiver: dict[Site, set[Component]] = {}
     for e in ablated:
-        by_receiver.setdefault(e.receiver, []).append(e.sender)
-    ivs = [Intervention(Site.output_of(c), rows, recorder(c)) for c in dict.fromkeys(e.sender for e in ablated)]
-    for site, senders in by_receiver.items():
-        ivs.append(Intervention(site, rows, lambda x, s=senders: x - sum(diff(c) for c in s).to(x)))
+        by_receiver.setdefault(e.receiver, set()).add(e.sender)
+    upstream = {_stage(r): [c for c in components if reads(adapter, c, r)] for r in by_receiver}
+
+    def removed(site: Site, gone: set[Component]) -> torch.Tensor:
+        senders = upstream[_stage(site)]
+        if 2 * len(gone) <= len(senders):
+            return sum(diff(c) for c in senders if c in gone)  # type: ignore[return-value]
+        key = _stage(site)
+        if key not in totals:
+            totals[key] = sum(diff(c) for c in senders)  # type: ignore[assignment]
+        kept = [c for c in senders if c not in gone]
+        return totals[key] - sum(diff(c) for c in kept) if kept else totals[key]
+
+    ivs = [Intervention(Site.output_of(c), rows, recorder(c)) for c in components]
+    for site, gone in by_receiver.items():
+        ivs.append(Intervention(site, rows, lambda x, r=site, g=gone: x - removed(r, g).to(x)))
     return ivs
 
 
@@ -115,7 +138,7 @@ def ablated_edges_metric(adapter: Adapter, base: Batch, base_cache: ActivationCa
     widths = needed_width(adapter, base).cpu()
     order = torch.argsort(widths, stable=True)
     step = rows_per_forward(adapter, base.input_ids.shape[1], memory_budget)
-    senders = list(dict.fromkeys(e.sender for e in ablated))
+    senders = adapter.components()
     with fast_kernels(adapter):
         for start in range(0, len(base), step):
             prompts = order[start:start + step]
