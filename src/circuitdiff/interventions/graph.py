@@ -37,7 +37,8 @@ from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
 QKV = ("q", "k", "v")
-KINDS = ("resid_pre", "q_input", "k_input", "v_input", "head_out", "mlp_input", "mlp_output", "resid_final")
+RECEIVER_INPUTS = ("q_input", "k_input", "v_input", "mlp_input", "resid_final")
+"""Sites that need the adapter's norm map (refused for post-LN families)."""
 _SITE = re.compile(r"^(?:blocks\.(\d+)\.(resid_pre|attn\.(q_input|k_input|v_input|head_out)\.(\d+)|mlp\.(input|output))"
                    r"|(resid_final))$")
 
@@ -86,7 +87,9 @@ class Site:
 
     @classmethod
     def output_of(cls, component: Component) -> Site:
-        return cls("mlp_output", component.layer) if component.head is None else cls("head_out", component.layer, component.head)
+        if component.head is None:
+            return cls("mlp_output", component.layer)
+        return cls("head_out", component.layer, component.head)
 
 
 @dataclass(frozen=True)
@@ -164,23 +167,18 @@ def _apply(value: Value, current: torch.Tensor) -> torch.Tensor:
     return value.to(current).expand_as(current)
 
 
-def _write_rows(x: torch.Tensor, todo: Sequence[Intervention], select: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                assign: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+def _write_rows(x: torch.Tensor, todo: Sequence[Intervention]) -> torch.Tensor:
     """A copy of ``x`` with each intervention's rows replaced, in order."""
     x = x.clone()
     for iv in todo:
         rows = iv.rows.to(x.device)
-        current = x[rows] if select is None else select(x[rows])
-        new = _apply(iv.value, current)
-        if assign is None:
-            x[rows] = new
-        else:
-            assign(x, rows, new)
+        x[rows] = _apply(iv.value, x[rows])
     return x
 
 
 @contextmanager
-def intervene(adapter: Adapter, interventions: Sequence[Intervention] = (), *, split: bool = False) -> Iterator[SplitInputs]:
+def intervene(adapter: Adapter, interventions: Sequence[Intervention] = (), *,
+              split: bool = False) -> Iterator[SplitInputs]:
     """Install hooks on the real modules for a ``with`` block; yields the split receiver inputs.
 
     Interventions on one site apply in the given order (a function sees earlier ones' result).
@@ -191,9 +189,9 @@ def intervene(adapter: Adapter, interventions: Sequence[Intervention] = (), *, s
     by_site: dict[Site, list[Intervention]] = defaultdict(list)
     for iv in interventions:
         by_site[iv.site].append(iv)
-    if (any(s.kind not in ("resid_pre", "head_out", "mlp_output") for s in by_site) or split):
+    if split or any(s.kind in RECEIVER_INPUTS for s in by_site):
         check_edges_supported(adapter)
-    if split and any(s.kind in ("q_input", "k_input", "v_input", "mlp_input", "resid_final") for s in by_site):
+    if split and any(s.kind in RECEIVER_INPUTS for s in by_site):
         raise ValueError("split receiver inputs cannot be combined with interventions on receiver inputs")
     split_inputs = SplitInputs()
     handles: list[Any] = []
