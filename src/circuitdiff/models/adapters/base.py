@@ -4,7 +4,10 @@ An adapter never re-implements the model. It names three hook points per layer:
 the attention output projection (whose *input* is the concatenation of the heads'
 outputs, so head ``h`` is the slice ``[h*d_head:(h+1)*d_head]``), the module whose
 output is the MLP's contribution to the residual stream, and the modules that turn
-the final hidden state into logits.
+the final hidden state into logits. For edges (``circuitdiff.interventions.graph``) it also
+names the norms whose inputs are the residual stream that q/k/v, the MLP and the logits
+read, and where each head's q, k and v columns sit in the projections; post-LN families
+set ``edges_refusal`` instead.
 """
 
 from __future__ import annotations
