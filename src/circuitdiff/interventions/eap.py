@@ -52,10 +52,13 @@ def eap_scores(
         return out
     widths = needed_width(adapter, base).cpu()
     order = torch.argsort(widths, stable=True)
-    # the autograd graph holds about one no-grad pass's peak per layer, and the split inputs more
-    step = max(1, rows_per_forward(adapter, base.input_ids.shape[1], memory_budget) // (2 * adapter.n_layers))
     senders = list(dict.fromkeys(e.sender for e in edges))
     receivers = list(dict.fromkeys(e.receiver for e in edges))
+    # the autograd graph holds about one no-grad pass's peak per layer; the scores need every
+    # receiver's gradient and every sender's write per prompt (float64, and a float32 copy)
+    seq = base.input_ids.shape[1]
+    per_prompt = (len(senders) + len(receivers)) * seq * adapter.d_model * 12
+    step = max(1, min(rows_per_forward(adapter, seq, memory_budget) // adapter.n_layers, memory_budget // per_prompt))
     s_index = {c: i for i, c in enumerate(senders)}
     r_index = {r: i for i, r in enumerate(receivers)}
     pick_s = torch.tensor([s_index[e.sender] for e in edges])

@@ -144,7 +144,10 @@ def exact_edge_metrics(
     device = base.input_ids.device
     widths = needed_width(adapter, base).cpu()
     order = torch.argsort(widths, stable=True)
-    step = rows_per_forward(adapter, base.input_ids.shape[1], memory_budget)
+    seq = base.input_ids.shape[1]
+    n_senders = len({e.sender for e in edges})
+    writes_per_prompt = n_senders * seq * adapter.d_model * next(adapter.model.parameters()).element_size()
+    step = max(1, min(rows_per_forward(adapter, seq, memory_budget), memory_budget // writes_per_prompt))
     by_layer: dict[int, list[int]] = {}
     for i, e in enumerate(edges):
         by_layer.setdefault(e.receiver_layer(adapter.n_layers), []).append(i)
