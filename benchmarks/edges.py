@@ -10,9 +10,10 @@ Measured in one run, on the same prompts and the same mean ablation:
   eap       circuitdiff's EAP for every edge (one split forward + backward, then the scores);
   eap-ig    the same with --ig-steps steps;
   exact     exact patching of the top --top edges by EAP-IG score, batched, from the cached prefix;
-            its arithmetic limit is one no-grad forward over all prompts (median of 3) times
-            the sum over the edges of the fraction of blocks each must run (from its receiver's
-            layer on), i.e. what the same rows cost in a plain forward pass.
+            its arithmetic limit is one no-grad forward over all prompts, timed at the same
+            large batch (8 stacked copies, per copy; median of 3), times the sum over the edges
+            of the fraction of blocks each must run (from its receiver's layer on), i.e. what
+            the same rows cost in a plain batched forward pass.
 The last line gives the ratios (EAP-IG in units of fwd+bwd; exact against its limit).
 """
 
@@ -82,10 +83,10 @@ def main() -> None:
 
     t_fb = median_time(lambda: forward_backward(adapter, base))
     with fast_kernels(adapter):
-        t_fwd = median_time(lambda: logit_difference(adapter, base))
+        t_fwd = median_time(lambda: logit_difference(adapter, base.repeat(8))) / 8
     t_eap, eap = timed(lambda: eap_scores(adapter, base, cache, replacement, edges))
     t_ig, ig = timed(lambda: eap_scores(adapter, base, cache, replacement, edges, ig_steps=args.ig_steps))
-    print(f"fwd+bwd {t_fb:.2f}s  forward {t_fwd:.2f}s  eap {t_eap:.2f}s  eap-ig({args.ig_steps}) {t_ig:.2f}s")
+    print(f"fwd+bwd {t_fb:.2f}s  forward (per copy of 8) {t_fwd:.2f}s  eap {t_eap:.2f}s  eap-ig({args.ig_steps}) {t_ig:.2f}s")
 
     top = np.argsort(-np.abs(ig.mean(1).numpy()), kind="stable")[: args.top].tolist()
     chosen = [edges[i] for i in top]

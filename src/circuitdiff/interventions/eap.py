@@ -25,6 +25,7 @@ from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.edges import Edge, sender_writes
 from circuitdiff.interventions.forward import Batch, read_hidden
 from circuitdiff.interventions.graph import Intervention, Site, SplitInputs, check_edges_supported, intervene
+from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import needed_width, trim
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
@@ -66,16 +67,19 @@ def eap_scores(
     embed = adapter.model.get_input_embeddings()
     handle = embed.register_forward_hook(lambda _m, _a, output: output.requires_grad_(True))
     try:
-        for start in range(0, len(base), step):
-            prompts = order[start:start + step]
-            width = int(widths[prompts].max())
-            part = trim(base.select(prompts.to(base.input_ids.device)), width)
-            grads = _mean_receiver_grads(adapter, part, base_cache, replacement, prompts, width, receivers, ig_steps)
-            writes = sender_writes(adapter, base_cache, replacement, senders, prompts, width)
-            with torch.no_grad():
-                w = torch.stack([writes[c] for c in senders]).double()  # (S, m, s, d)
-                scores = torch.einsum("Smsd,Rmsd->SRm", w, grads.double().to(w.device))
-                out[:, prompts] = scores[pick_s, pick_r].float().cpu()
+        with fast_kernels(adapter):
+            for start in range(0, len(base), step):
+                prompts = order[start:start + step]
+                width = int(widths[prompts].max())
+                part = trim(base.select(prompts.to(base.input_ids.device)), width)
+                grads = _mean_receiver_grads(adapter, part, base_cache, replacement, prompts, width, receivers,
+                                             ig_steps)
+                writes = sender_writes(adapter, base_cache, replacement, senders, prompts, width)
+                with torch.no_grad():
+                    # float32 is enough for a sum of seq * d_model products of gradient estimates
+                    w = torch.stack([writes[c] for c in senders]).float()  # (S, m, s, d)
+                    scores = torch.einsum("Smsd,Rmsd->SRm", w, grads.float().to(w.device))
+                    out[:, prompts] = scores[pick_s, pick_r].cpu()
     finally:
         handle.remove()
     return out
@@ -93,8 +97,10 @@ def _mean_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache, 
         with torch.enable_grad(), intervene(adapter, ivs, split=True) as split:
             h = read_hidden(adapter, part)
             adapter.logit_difference(h, part.answer_ids, part.distractor_ids).sum().backward()
-        g = torch.stack(_receiver_grads(split, receivers)).detach()
-        total = g if total is None else total + g
+        for i, grad in enumerate(_receiver_grads(split, receivers)):
+            if total is None:
+                total = torch.zeros(len(receivers), *grad.shape, dtype=grad.dtype, device=grad.device)
+            total[i] += grad.detach()
     assert total is not None
     return total / len(alphas)
 
