@@ -3,16 +3,17 @@
 EAP estimates an edge's exact effect to first order:
 ``score(s -> r)[i] = sum over positions of  Δ_s[i] · dM_i/dx_r``, where Δ_s is the sender's
 (ablated - clean) write to the residual stream and x_r the receiver's input, all from one
-forward and one backward pass in which every receiver input is its own tensor
-(``intervene(split=True)``): d M/d x_r is then the gradient through that receiver alone.
+forward and one backward pass of the plain model in which every receiver input gets its own
+gradient (``intervene(split=True)``): d M/d x_r is the gradient through that receiver alone.
 
 EAP-IG replaces the gradient at the clean point by its average along a straight path
 (integrated gradients). circuitdiff's ablations (zero, mean, resample, patching) are
 defined on components, not on inputs, so the path runs in activation space: at step
 α_k = (k - 1/2)/m every component's output is shifted by α_k times its (ablated - clean)
 difference (Hanna et al.'s activation variant; midpoint rule). Cost: m forward and backward
-passes. With m = 1 at α = 0 it is EAP. Where the metric is linear in the sender's write both
-equal exact edge patching (tested).
+passes. ``ig_steps=0`` is EAP. Where the metric is linear in the sender's write both equal
+exact edge patching, and over all edges EAP-IG adds up to the metric change along the path
+(both tested).
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def eap_scores(
     senders = list(dict.fromkeys(e.sender for e in edges))
     receivers = list(dict.fromkeys(e.receiver for e in edges))
     # the autograd graph holds about one no-grad pass's peak per layer; the scores need every
-    # receiver's gradient and every sender's write per prompt (float64, and a float32 copy)
+    # receiver's gradient and every sender's write per prompt (float32, and a stacked copy)
     seq = base.input_ids.shape[1]
-    per_prompt = (len(senders) + len(receivers)) * seq * adapter.d_model * 12
+    per_prompt = (len(senders) + len(receivers)) * seq * adapter.d_model * 8
     step = max(1, min(rows_per_forward(adapter, seq, memory_budget) // adapter.n_layers, memory_budget // per_prompt))
     s_index = {c: i for i, c in enumerate(senders)}
     r_index = {r: i for i, r in enumerate(receivers)}
