@@ -81,6 +81,7 @@ def main() -> None:
     print(f"model: {adapter.n_layers} layers x {adapter.n_heads} heads, d_model {adapter.d_model}; {n} prompts; "
           f"{len(edges)} edges")
 
+    eap_scores(adapter, base.select(torch.arange(2)), cache, replacement, edges)  # warm-up (allocator, kernels)
     t_fb = median_time(lambda: forward_backward(adapter, base))
     with fast_kernels(adapter):
         t_fwd = median_time(lambda: logit_difference(adapter, base.repeat(8))) / 8
