@@ -77,10 +77,12 @@ def eap_scores(
                                              ig_steps)
                 writes = sender_writes(adapter, base_cache, replacement, senders, prompts, width)
                 with torch.no_grad():
-                    # float32 is enough for a sum of seq * d_model products of gradient estimates
-                    w = torch.stack([writes[c] for c in senders]).float()  # (S, m, s, d)
-                    scores = torch.einsum("Smsd,Rmsd->SRm", w, grads.float().to(w.device))
-                    out[:, prompts] = scores[pick_s, pick_r].cpu()
+                    # one batched matrix product per prompt, (S, seq*d) x (seq*d, R), in float32: enough
+                    # for a sum of seq * d_model products of gradient estimates
+                    w = torch.stack([writes[c] for c in senders], dim=1).float().flatten(2)  # (m, S, s*d)
+                    g = grads.float().to(w.device).flatten(2).transpose(1, 2)  # (m, s*d, R)
+                    scores = torch.bmm(w, g)  # (m, S, R)
+                    out[:, prompts] = scores[:, pick_s, pick_r].T.cpu()
     finally:
         handle.remove()
     return out
@@ -88,7 +90,7 @@ def eap_scores(
 
 def _mean_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement,
                          prompts: torch.Tensor, width: int, receivers: list[Site], ig_steps: int) -> torch.Tensor:
-    """d(sum of metric)/d(receiver input), averaged over the IG steps: (R, m, s, d_model)."""
+    """d(sum of metric)/d(receiver input), averaged over the IG steps: (m, R, s, d_model)."""
     alphas = [0.0] if ig_steps <= 0 else [(k + 0.5) / ig_steps for k in range(ig_steps)]
     shifts = _output_shifts(adapter, cache, replacement, prompts, width) if ig_steps > 0 else {}
     total: torch.Tensor | None = None
@@ -100,8 +102,8 @@ def _mean_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache, 
             adapter.logit_difference(h, part.answer_ids, part.distractor_ids).sum().backward()
         for i, grad in enumerate(_receiver_grads(split, receivers)):
             if total is None:
-                total = torch.zeros(len(receivers), *grad.shape, dtype=grad.dtype, device=grad.device)
-            total[i] += grad.detach()
+                total = torch.zeros(grad.shape[0], len(receivers), *grad.shape[1:], dtype=grad.dtype, device=grad.device)
+            total[:, i] += grad.detach()
     assert total is not None
     return total / len(alphas)
 
