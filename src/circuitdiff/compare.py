@@ -21,9 +21,11 @@ import torch
 
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
 from circuitdiff.analysis.calibration import NullDraw
+from circuitdiff.analysis.edges import EDGES_TABLE, compare_edge_circuits, edges_frame
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
 from circuitdiff.errors import CircuitDiffError, TaskEncodingError, TaskFileError
 from circuitdiff.interventions.ablation import Ablation
+from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
 from circuitdiff.interventions.methods import Method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model
@@ -86,11 +88,14 @@ class CompareOptions:
     n_null: int = 10
     """Random students behind the chance level (``circuitdiff.null``); 0 switches it off like ``null_model``."""
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    edges: str = "none"
+    """Edge effects: none | exact | eap | eap-ig (see ``circuitdiff.interventions.edge_methods``)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "ablation", as_enum(Ablation, self.ablation, "ablation"))
         set_(self, "method", as_enum(Method, self.method, "method"))
+        set_(self, "edges", parse_edge_method(self.edges).value)
         try:
             set_(self, "circuit_thresholds", tuple(float(t) for t in self.circuit_thresholds))
         except (TypeError, ValueError):
@@ -171,6 +176,9 @@ def run_comparison(
     store: TaskStore | None = None,
 ) -> Comparison:
     """Run every task on both models; with a ``store``, reuse finished tasks and checkpoint each new one."""
+    edge_method = parse_edge_method(options.edges)
+    for lm in (teacher, student):
+        check_edge_support(lm.adapter, edge_method, lm.name)
     with warnings.catch_warnings(record=True) as caught:  # e.g. unknown keys in a task file: keep, do not lose
         warnings.simplefilter("always")
         prepared = prepare_tasks(teacher, student, tasks, options)
@@ -197,7 +205,8 @@ def run_comparison(
             advance = progress(f"{item.name}: {role}", steps) if progress else None
             return run_model_on_task(lm, task, options.ablation, seed=options.seed, method=options.method,
                                      exact_top=options.exact_top, circuit_thresholds=circuits,
-                                     memory_budget=budget, progress=advance, encoded=enc, n_boot=options.n_boot)
+                                     memory_budget=budget, progress=advance, encoded=enc, n_boot=options.n_boot,
+                                     edges=edge_method)
 
         def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun]:
             return (run("teacher", teacher, item.teacher, thresholds, budget),
@@ -402,17 +411,22 @@ def _model_task_summary(run: ModelTaskRun) -> dict[str, Any]:
         "seq_len": run.seq_len,
         "attribution_spearman": run.attribution_spearman,
         "components": [asdict(e) for e in run.effects],
+        **({"edges": run.edges.to_json()} if run.edges is not None else {}),
     }
 
 
 def _task_entry(t_run: ModelTaskRun, s_run: ModelTaskRun, analysis: PairAnalysis) -> dict[str, Any]:
-    return {
+    entry = {
         "n_prompts": t_run.n_prompts,
         "ablation": t_run.ablation,
         "teacher": _model_task_summary(t_run),
         "student": _model_task_summary(s_run),
         **analysis.to_json(),
     }
+    if t_run.edges is not None and s_run.edges is not None:
+        entry["edge_circuits"] = compare_edge_circuits(entry["teacher"]["edges"], entry["student"]["edges"],
+                                                       analysis.matching)
+    return entry
 
 
 def results_dict(comparison: Comparison) -> dict[str, Any]:
@@ -464,6 +478,8 @@ def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) ->
     sims = [comparison.restored[task].similarity if task in comparison.restored
             else comparison.analyses[task].similarity_long(task) for task in comparison.task_names()]
     write_table(out / SIMILARITY_TABLE, pd.concat(sims, ignore_index=True))
+    if comparison.options.edges != EdgeMethod.NONE.value:
+        write_table(out / EDGES_TABLE, edges_frame(results))
     write_json(out / RESULTS_JSON, results)
 
 

@@ -35,6 +35,7 @@ from circuitdiff.interventions.ablation import (
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.attribution import attribution_effects
+from circuitdiff.interventions.edge_methods import EdgeMethod, EdgeScores, base_cache_for, score_edges
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
@@ -87,6 +88,8 @@ class ModelTaskRun:
     """Corrupted-prompt metric per prompt (None without corrupted prompts)."""
     notes: list[str] = field(default_factory=list)
     """Warnings about this run ("<task>: ..."), passed on to results.json, summary and report."""
+    edges: EdgeScores | None = None
+    """Edge effects (``--edges``), see ``circuitdiff.interventions.edge_methods``."""
 
     @property
     def per_prompt_effects(self) -> np.ndarray:
@@ -165,6 +168,7 @@ def run_model_on_task(
     progress: Callable[[float], None] | None = None,
     encoded: EncodedTask | None = None,
     n_boot: int = 1000,
+    edges: EdgeMethod = EdgeMethod.NONE,
 ) -> ModelTaskRun:
     """Measure every component's effect on ``task`` under ``ablation``, then prune its circuits.
 
@@ -216,6 +220,11 @@ def run_model_on_task(
                         min_group=min_group) if cross else None
     circuits, curve = _circuits(lm, task.name, ablation, base_batch, replacement, other, effects, clean.logit_diff,
                                 base, circuit_thresholds, progress, notes, seed=seed, memory_budget=memory_budget)
+    edge_scores = None
+    if edges is not EdgeMethod.NONE:
+        base_cache = base_cache_for(clean.cache, corrupted.cache if corrupted else None, ablation.base_is_corrupted)
+        edge_scores = score_edges(adapter, base_batch, base_cache, replacement, edges, memory_budget=memory_budget,
+                                  base_metric=base, circuits=clean_problem(base) is None)
     return ModelTaskRun(
         info=lm.info,
         task=task.name,
@@ -237,6 +246,7 @@ def run_model_on_task(
         attribution_spearman=attribution_rho,
         corrupted=corrupted_np,
         notes=notes,
+        edges=edge_scores,
     )
 
 

@@ -46,6 +46,7 @@ def compare(
     ablation: str = typer.Option("mean", help="zero | mean | resample | noising | denoising."),
     method: str = typer.Option("exact", help="exact | attribution (one forward+backward, a linear estimate) | hybrid."),
     exact_top: int = typer.Option(20, min=1, help="With --method hybrid: how many top components get exact effects."),
+    edges: str = typer.Option("none", help="Edge effects: none | exact (also scores eap, eap-ig) | eap | eap-ig."),
     n_prompts: int = typer.Option(64, min=2, help="Prompts per built-in task."),
     seed: int = typer.Option(0, help="Seed for task generation, resampling and bootstrap."),
     out: Path = typer.Option(Path("circuitdiff-out"), help="Output folder."),
@@ -75,7 +76,7 @@ def compare(
     options = CompareOptions(ablation=ablation, n_prompts=n_prompts, seed=seed, first_token=first_token,
                              n_boot=n_boot, circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
                              null_model=null_model, n_null=n_null, memory_budget=budget, method=method,
-                             exact_top=exact_top)
+                             exact_top=exact_top, edges=edges)
     teacher, student, default_tasks = resolve_pair(pair, teacher, student)
     tasks = task or default_tasks
     check_paths(tasks, options, out)  # before any model is loaded

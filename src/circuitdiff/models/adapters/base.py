@@ -4,7 +4,10 @@ An adapter never re-implements the model. It names three hook points per layer:
 the attention output projection (whose *input* is the concatenation of the heads'
 outputs, so head ``h`` is the slice ``[h*d_head:(h+1)*d_head]``), the module whose
 output is the MLP's contribution to the residual stream, and the modules that turn
-the final hidden state into logits.
+the final hidden state into logits. For edges (``circuitdiff.interventions.graph``) it also
+names the norms whose inputs are the residual stream that q/k/v, the MLP and the logits
+read, and where each head's q, k and v columns sit in the projections; post-LN families
+set ``edges_refusal`` instead.
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ class Adapter:
     """Path from the LM model to the final vocabulary projection."""
     base_kwargs: ClassVar[dict[str, object]] = {"use_cache": False}
     """Extra keyword arguments for the base model's forward (decoders: no KV cache)."""
+    # --- edge sites (see circuitdiff.interventions.graph); None where edges are refused ---
+    attn_norm_path: ClassVar[str | None] = None
+    """Path from a block to the norm whose *input* is the residual stream that q, k and v read."""
+    mlp_norm_path: ClassVar[str | None] = None
+    """Path from a block to the norm whose input is the residual stream that the MLP reads."""
+    final_norm_path: ClassVar[str | None] = None
+    """Path from the LM model to the final norm (its input is the residual stream the logits read)."""
+    edges_refusal: ClassVar[str | None] = None
+    """Why edges are not defined for this family (one line), or None where they are."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -69,6 +81,25 @@ class Adapter:
 
     def mlp_out(self, layer: int) -> nn.Module:
         return get_submodule(self.blocks()[layer], self.mlp_out_path)
+
+    def attn_norm(self, layer: int) -> nn.Module:
+        return get_submodule(self.blocks()[layer], self._edge_path(self.attn_norm_path))
+
+    def mlp_norm(self, layer: int) -> nn.Module:
+        return get_submodule(self.blocks()[layer], self._edge_path(self.mlp_norm_path))
+
+    def final_norm(self) -> nn.Module:
+        return get_submodule(self.model, self._edge_path(self.final_norm_path))
+
+    def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
+        """(module, offset, stride) of a q/k/v channel: head ``h``'s columns of the module's
+        output are ``offset + h * stride + arange(d_head)``. ``k``/``v`` heads are key/value heads."""
+        raise NotImplementedError(self.edges_refusal or f"{self.family}: no q/k/v projection map")
+
+    def _edge_path(self, path: str | None) -> str:
+        if path is None:
+            raise NotImplementedError(self.edges_refusal or f"{self.family}: edges are not defined")
+        return path
 
     def components(self) -> list[Component]:
         return all_components(self.n_layers, self.n_heads)

@@ -17,6 +17,8 @@ class DistilBertAdapter(Adapter):
     mlp_out_path = "ffn"
     unembed_path = "vocab_projector"
     base_kwargs = {}  # encoders take no KV-cache flag
+    edges_refusal = (f"edges are not defined for post-LayerNorm {family}: every sublayer's write is renormalised "
+                     "together with the whole residual stream, so no receiver reads one sender's contribution additively")
 
     def head_transform(self, hidden: torch.Tensor) -> torch.Tensor:
         m = self.model

@@ -1,8 +1,19 @@
-"""GPT-2 and DistilGPT2: pre-LayerNorm, fused QKV in a Conv1D, tied unembedding."""
+"""GPT-2 and DistilGPT2: pre-LayerNorm, fused QKV in a Conv1D, tied unembedding.
+
+Edge sites: ``ln_1``'s input is the residual stream that q, k and v read, ``ln_2``'s the one
+the MLP reads, ``transformer.ln_f``'s the one the logits read. ``c_attn``'s output is
+``[q | k | v]``, each ``d_model`` wide and split into heads, so head h's q/k/v are columns
+``c * d_model + h * d_head + arange(d_head)`` (c = 0, 1, 2); a receiver head's q, k or v is
+recomputed from its own residual input by the real ``ln_1`` and ``c_attn``.
+"""
 
 from __future__ import annotations
 
-from circuitdiff.models.adapters.base import Adapter
+from torch import nn
+
+from circuitdiff.models.adapters.base import Adapter, get_submodule
+
+_CHANNELS = ("q", "k", "v")
 
 
 class GPT2Adapter(Adapter):
@@ -13,3 +24,10 @@ class GPT2Adapter(Adapter):
     attn_out_path = "attn.c_proj"
     mlp_out_path = "mlp"
     unembed_path = "lm_head"
+    attn_norm_path = "ln_1"
+    mlp_norm_path = "ln_2"
+    final_norm_path = "transformer.ln_f"
+
+    def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
+        module = get_submodule(self.blocks()[layer], "attn.c_attn")
+        return module, _CHANNELS.index(channel) * self.d_model, self.d_head

@@ -2,11 +2,21 @@
 
 With grouped-query attention several query heads share one key/value head; a head
 here is a *query* head, whose output is its own slice of ``o_proj``'s input.
+
+Edge sites: ``input_layernorm``'s input is the residual stream q, k and v read,
+``post_attention_layernorm``'s the MLP's, ``model.norm``'s the logits'. The q channel
+belongs to a query head (columns of ``q_proj``); the k and v channels belong to a
+*key/value* head (columns of ``k_proj``/``v_proj``), because that is where the model reads
+them: delivering a sender to key/value head g changes the keys or values of every query
+head in g's group at once, and an edge to it is named ``L{l}.KV{g}``. Rotary embeddings are
+applied after the projections, so a patched k is rotated like a clean one.
 """
 
 from __future__ import annotations
 
-from circuitdiff.models.adapters.base import Adapter
+from torch import nn
+
+from circuitdiff.models.adapters.base import Adapter, get_submodule
 
 
 class LlamaAdapter(Adapter):
@@ -16,3 +26,9 @@ class LlamaAdapter(Adapter):
     attn_out_path = "self_attn.o_proj"
     mlp_out_path = "mlp"
     unembed_path = "lm_head"
+    attn_norm_path = "input_layernorm"
+    mlp_norm_path = "post_attention_layernorm"
+    final_norm_path = "model.norm"
+
+    def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
+        return get_submodule(self.blocks()[layer], f"self_attn.{channel}_proj"), 0, self.d_head

@@ -1,0 +1,329 @@
+"""The open intervention graph: named hook sites, one vocabulary for every family.
+
+Sites (``l`` a layer, ``h`` a query head, ``g`` a key/value head; g = h without grouped-query
+attention), each a tensor with a batch row per prompt copy:
+
+* ``blocks.{l}.resid_pre``        (b, s, d_model) residual stream entering block l
+* ``blocks.{l}.attn.q_input.{h}`` (b, s, d_model) the residual stream *as head h's query reads it*
+* ``blocks.{l}.attn.k_input.{g}`` / ``v_input.{g}`` the same for key/value head g
+* ``blocks.{l}.attn.head_out.{h}`` (b, s, d_head) head h's slice of the output-projection input
+* ``blocks.{l}.mlp.input``        (b, s, d_model) the residual stream the MLP reads (pre-norm)
+* ``blocks.{l}.mlp.output``       (b, s, d_model) the MLP's write to the residual stream
+* ``resid_final``                 (b, s, d_model) the residual stream before the final norm
+
+A q/k/v input site is what makes edges possible: every head reads the same residual
+stream, so changing what *one* head's query reads cannot be done by editing the stream.
+The hook on the real attention norm records its input; the hook on the real q/k/v
+projection then recomputes only that head's columns from the intervened input, with the
+real norm (``module.forward``, so no hook fires twice) and that head's columns of the real
+projection's weight and bias. Each adapter
+says where its norms are and which projection columns a head's q, k, v occupy. Post-LN
+families (BERT, DistilBERT) refuse, with the adapter's one-line reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from circuitdiff.models.adapters.base import Adapter
+from circuitdiff.models.components import Component
+
+QKV = ("q", "k", "v")
+RECEIVER_INPUTS = ("q_input", "k_input", "v_input", "mlp_input", "resid_final")
+"""Sites that need the adapter's norm map (refused for post-LN families)."""
+_SITE = re.compile(r"^(?:blocks\.(\d+)\.(resid_pre|attn\.(q_input|k_input|v_input|head_out)\.(\d+)|mlp\.(input|output))"
+                   r"|(resid_final))$")
+
+Value = torch.Tensor | None | Callable[[torch.Tensor], torch.Tensor]
+"""A replacement (broadcast to (rows, seq, width)), None for zeros, or a function of the current value."""
+
+
+@dataclass(frozen=True, order=True)
+class Site:
+    """One named hook site; ``index`` is the head (or key/value head) for attention sites."""
+
+    kind: str
+    layer: int = -1
+    index: int = -1
+
+    @property
+    def name(self) -> str:
+        if self.kind == "resid_final":
+            return "resid_final"
+        if self.kind == "resid_pre":
+            return f"blocks.{self.layer}.resid_pre"
+        if self.kind in ("mlp_input", "mlp_output"):
+            return f"blocks.{self.layer}.mlp.{self.kind[4:]}"
+        return f"blocks.{self.layer}.attn.{self.kind}.{self.index}"
+
+    @property
+    def channel(self) -> str | None:
+        return self.kind[0] if self.kind in ("q_input", "k_input", "v_input") else None
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def parse(cls, name: str) -> Site:
+        m = _SITE.match(name)
+        if m is None:
+            raise ValueError(f"not a site name: {name!r} (e.g. 'blocks.3.attn.q_input.7', 'blocks.3.mlp.input')")
+        if m.group(6):
+            return cls("resid_final")
+        layer = int(m.group(1))
+        if m.group(2) == "resid_pre":
+            return cls("resid_pre", layer)
+        if m.group(5):
+            return cls(f"mlp_{m.group(5)}", layer)
+        return cls(m.group(3), layer, int(m.group(4)))
+
+    @classmethod
+    def output_of(cls, component: Component) -> Site:
+        if component.head is None:
+            return cls("mlp_output", component.layer)
+        return cls("head_out", component.layer, component.head)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Set ``site`` on batch ``rows`` to ``value``: a tensor, None (zeros), or a function of the current value."""
+
+    site: Site
+    rows: torch.Tensor
+    value: Value = None
+
+
+@dataclass
+class SplitInputs:
+    """With ``split=True``: what a backward pass needs to give every receiver input its own gradient.
+
+    ``mlp[layer]`` and ``final`` are (b, s, d_model) tensors whose ``.grad`` is
+    d(objective)/d(that receiver's input). For q/k/v the forward pass is left untouched:
+    the projection's output keeps its gradient, and ``qkv_grad`` turns the gradient at
+    head h's columns into the gradient at head h's own input, through the projection's
+    columns and the real norm (its vector-Jacobian product, all heads at once).
+    """
+
+    mlp: dict[int, torch.Tensor] = field(default_factory=dict)
+    final: torch.Tensor | None = None
+    projections: dict[tuple[int, str], tuple[nn.Module, torch.Tensor]] = field(default_factory=dict)
+    resid: dict[int, torch.Tensor] = field(default_factory=dict)
+    norms: dict[int, nn.Module] = field(default_factory=dict)
+    columns: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+
+    def qkv_grad(self, layer: int, channel: str) -> torch.Tensor:
+        """d(objective)/d(each head's q/k/v input), (b, s, n heads, d_model), after ``backward``."""
+        module, output = self.projections[(layer, channel)]
+        if output.grad is None:
+            raise RuntimeError(f"no gradient reached layer {layer}'s {channel} projection")
+        cols = self.columns[(layer, channel)].to(output.device)  # (n, d_head)
+        weight, _ = in_out_weight(module)
+        with torch.no_grad():
+            g_normed = torch.einsum("bsne,dne->nbsd", output.grad[..., cols].to(weight.dtype), weight[:, cols])
+        x = self.resid[layer].detach()
+        x = x.unsqueeze(0).expand(len(cols), *x.shape).contiguous().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self.norms[layer].forward(x), x, g_normed.to(x.dtype))
+        return g.movedim(0, 2)
+
+
+def check_edges_supported(adapter: Adapter) -> None:
+    """Raise NotImplementedError with the family's one-line reason where edges are refused."""
+    if adapter.edges_refusal is not None:
+        raise NotImplementedError(adapter.edges_refusal)
+
+
+def in_out_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight as (in, out), bias) of a Linear or of GPT-2's Conv1D (stored (in, out) already)."""
+    if isinstance(module, nn.Linear):
+        return module.weight.T, module.bias
+    return module.weight, module.bias
+
+
+def head_columns(adapter: Adapter, layer: int, channel: str, head: int) -> tuple[nn.Module, torch.Tensor]:
+    """The projection module of a q/k/v channel and head ``head``'s output columns in it."""
+    module, offset, stride = adapter.qkv_projection(layer, channel)
+    start = offset + head * stride
+    return module, torch.arange(start, start + adapter.d_head)
+
+
+def n_channel_heads(adapter: Adapter, channel: str) -> int:
+    return adapter.n_heads if channel == "q" else adapter.n_kv_heads
+
+
+def _apply(value: Value, current: torch.Tensor) -> torch.Tensor:
+    if value is None:
+        return torch.zeros_like(current)
+    if callable(value):
+        return value(current).to(current)
+    return value.to(current).expand_as(current)
+
+
+def _write_rows(x: torch.Tensor, todo: Sequence[Intervention]) -> torch.Tensor:
+    """A copy of ``x`` with each intervention's rows replaced, in order."""
+    x = x.clone()
+    for iv in todo:
+        rows = iv.rows.to(x.device)
+        x[rows] = _apply(iv.value, x[rows])
+    return x
+
+
+@contextmanager
+def intervene(adapter: Adapter, interventions: Sequence[Intervention] = (), *,
+              split: bool = False) -> Iterator[SplitInputs]:
+    """Install hooks on the real modules for a ``with`` block; yields the split receiver inputs.
+
+    Interventions on one site apply in the given order (a function sees earlier ones' result).
+    ``split`` keeps what a backward pass needs to give every receiver input (each head's
+    q/k/v input, each MLP input, the final residual stream) its own gradient, for edge
+    attribution; it leaves the forward computation unchanged.
+    """
+    by_site: dict[Site, list[Intervention]] = defaultdict(list)
+    for iv in interventions:
+        by_site[iv.site].append(iv)
+    if split or any(s.kind in RECEIVER_INPUTS for s in by_site):
+        check_edges_supported(adapter)
+    if split and any(s.kind in RECEIVER_INPUTS for s in by_site):
+        raise ValueError("split receiver inputs cannot be combined with interventions on receiver inputs")
+    split_inputs = SplitInputs()
+    handles: list[Any] = []
+    try:
+        for layer in range(adapter.n_layers):
+            handles.extend(_layer_hooks(adapter, layer, by_site, split, split_inputs))
+        final = by_site.get(Site("resid_final"), [])
+        if final or split:
+            hook = _input_hook(final, split, lambda x: setattr(split_inputs, "final", x))
+            handles.append(adapter.final_norm().register_forward_pre_hook(hook))
+        yield split_inputs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _layer_hooks(adapter: Adapter, layer: int, by_site: dict[Site, list[Intervention]], split: bool,
+                 split_inputs: SplitInputs) -> list[Any]:
+    handles: list[Any] = []
+    block = adapter.blocks()[layer]
+    resid = by_site.get(Site("resid_pre", layer))
+    if resid:
+        handles.append(block.register_forward_pre_hook(_resid_pre_hook(resid), with_kwargs=True))
+    qkv = {s: v for s, v in by_site.items() if s.layer == layer and s.channel is not None}
+    if qkv or split:
+        handles.extend(_qkv_hooks(adapter, layer, qkv, split, split_inputs))
+    mlp_in = by_site.get(Site("mlp_input", layer), [])
+    if mlp_in or split:
+        hook = _input_hook(mlp_in, split, lambda x: split_inputs.mlp.__setitem__(layer, x))
+        handles.append(adapter.mlp_norm(layer).register_forward_pre_hook(hook))
+    heads = [iv for s, ivs in by_site.items() if s.kind == "head_out" and s.layer == layer for iv in ivs]
+    if heads:
+        handles.append(adapter.attn_out(layer).register_forward_pre_hook(_head_out_hook(adapter, heads)))
+    mlp_out = by_site.get(Site("mlp_output", layer))
+    if mlp_out:
+        handles.append(adapter.mlp_out(layer).register_forward_hook(_mlp_out_hook(mlp_out)))
+    return handles
+
+
+def _resid_pre_hook(todo: list[Intervention]) -> Callable[..., Any]:
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if args:
+            return (_write_rows(args[0], todo), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": _write_rows(kwargs["hidden_states"], todo)}
+
+    return hook
+
+
+def _input_hook(todo: list[Intervention], split: bool, keep: Callable[[torch.Tensor], None]) -> Callable[..., Any]:
+    """Pre-hook on a norm that only one receiver reads (the MLP's, the final one)."""
+
+    def hook(_module: nn.Module, args: tuple) -> tuple:
+        x = _write_rows(args[0], todo) if todo else args[0].clone()
+        if split and x.requires_grad:
+            x.retain_grad()
+        keep(x)
+        return (x, *args[1:])
+
+    return hook
+
+
+def _head_out_hook(adapter: Adapter, todo: list[Intervention]) -> Callable[..., Any]:
+    n, d = adapter.n_heads, adapter.d_head
+
+    def hook(_module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        out = x.clone()
+        for iv in todo:
+            rows, h = iv.rows.to(x.device), iv.site.index
+            view = out.unflatten(-1, (n, d))
+            view[rows, :, h] = _apply(iv.value, view[rows, :, h])
+        return (out, *args[1:])
+
+    return hook
+
+
+def _mlp_out_hook(todo: list[Intervention]) -> Callable[..., Any]:
+    def hook(_module: nn.Module, _args: tuple, output: Any) -> Any:
+        y = output[0] if isinstance(output, tuple) else output
+        y = _write_rows(y, todo)
+        return (y, *output[1:]) if isinstance(output, tuple) else y
+
+    return hook
+
+
+def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]], split: bool,
+               split_inputs: SplitInputs) -> list[Any]:
+    """Record the attention norm's input; rewrite the projection columns of intervened (or all) heads."""
+    norm = adapter.attn_norm(layer)
+    seen: dict[str, torch.Tensor] = {}
+    handles = [norm.register_forward_pre_hook(lambda _m, args: seen.__setitem__("resid", args[0]))]
+    modules: dict[int, tuple[nn.Module, list[str]]] = {}
+    for channel in QKV:
+        module, _, _ = adapter.qkv_projection(layer, channel)
+        modules.setdefault(id(module), (module, []))[1].append(channel)
+    for module, channels in modules.values():
+        todo = [(s, iv) for s, ivs in qkv.items() if s.channel in channels for iv in ivs]
+        if not (todo or split):
+            continue
+
+        def hook(mod: nn.Module, _args: tuple, output: torch.Tensor, channels: list[str] = channels,
+                 todo: list[tuple[Site, Intervention]] = todo) -> torch.Tensor | None:
+            resid = seen["resid"]
+            if split:
+                _keep_projection(adapter, layer, channels, mod, norm, resid, output, split_inputs)
+                return None
+            out = output.clone()
+            for site, iv in todo:
+                rows = iv.rows.to(out.device)
+                _, cols = head_columns(adapter, layer, site.channel or "", site.index)
+                new_input = _apply(iv.value, resid[rows])
+                cols = cols.to(out.device)
+                weight, bias = in_out_weight(mod)  # only this head's columns of the real projection
+                head = norm.forward(new_input).to(weight.dtype) @ weight[:, cols]
+                part = out[rows]
+                part[..., cols] = (head if bias is None else head + bias[cols]).to(out.dtype)
+                out[rows] = part
+            return out
+
+        handles.append(module.register_forward_hook(hook))
+    return handles
+
+
+def _keep_projection(adapter: Adapter, layer: int, channels: list[str], module: nn.Module, norm: nn.Module,
+                     resid: torch.Tensor, output: torch.Tensor, split_inputs: SplitInputs) -> None:
+    """Keep what ``SplitInputs.qkv_grad`` needs: the projection output (with its gradient), the stream, the norm."""
+    if output.requires_grad:
+        output.retain_grad()
+    split_inputs.resid[layer] = resid.detach()
+    split_inputs.norms[layer] = norm
+    for channel in channels:
+        n = n_channel_heads(adapter, channel)
+        split_inputs.projections[(layer, channel)] = (module, output)
+        split_inputs.columns[(layer, channel)] = torch.stack([head_columns(adapter, layer, channel, h)[1]
+                                                             for h in range(n)])

@@ -1,0 +1,301 @@
+"""Edges: the intervention graph, exact edge patching against plain-hook references, EAP/EAP-IG."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from circuitdiff.interventions.ablation import Ablation, Replacement
+from circuitdiff.interventions.eap import eap_scores
+from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.graph import Intervention, Site, intervene
+from circuitdiff.interventions.sweep import base_metric, exact_sweep, record_activations
+from circuitdiff.models.adapters import adapter_for
+from circuitdiff.models.components import Component
+from tiny_models import tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+EDGE_FAMILIES = ("gpt2", "llama", "gpt_neox")
+N, SEQ = 5, 7
+
+
+def _batches(seed: int = 0) -> tuple[Batch, Batch]:
+    g = torch.Generator().manual_seed(seed)
+    ids, ref_ids = torch.randint(4, 60, (N, SEQ), generator=g), torch.randint(4, 60, (N, SEQ), generator=g)
+    read = torch.randint(3, SEQ, (N,), generator=g)
+    answer, distractor = torch.randint(4, 60, (N,), generator=g), torch.randint(4, 60, (N,), generator=g)
+    mask = torch.ones_like(ids)
+    return Batch(ids, mask, read, answer, distractor), Batch(ref_ids, mask, read, answer, distractor)
+
+
+def _strong(model: nn.Module) -> nn.Module:
+    """Default initialisation (std 0.02) makes edges between random heads ~1e-8; std ~0.15 makes them visible."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(7.0)
+    return model
+
+
+def _setup(family: str, ablation: Ablation = Ablation.MEAN, dtype: torch.dtype = torch.float32):
+    model = _strong(tiny_model(family)).to(dtype)
+    adapter = adapter_for(model)
+    base, ref = _batches()
+    cache = record_activations(adapter, base)
+    replacement = Replacement(ablation, record_activations(adapter, ref), n_base=N)
+    return model, adapter, base, ref, cache, replacement
+
+
+# --- an independent reference with plain forward hooks -------------------------------------
+
+def _plain_metric(model: nn.Module, batch: Batch) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    rows = torch.arange(len(batch))
+    at = logits[rows, batch.read_pos]
+    return at[rows, batch.answer_ids] - at[rows, batch.distractor_ids]
+
+
+def _record(model: nn.Module, batch: Batch, module: nn.Module, pre: bool) -> torch.Tensor:
+    seen = {}
+    if pre:
+        h = module.register_forward_pre_hook(lambda _m, args: seen.setdefault("x", args[0].detach().clone()))
+    else:
+        h = module.register_forward_hook(lambda _m, _a, out: seen.setdefault("x", out.detach().clone()))
+    _plain_metric(model, batch)
+    h.remove()
+    return seen["x"]
+
+
+def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tensor:
+    """Mean-ablated minus clean write of ``sender`` to the residual stream, from plain hooks only."""
+    block = adapter.blocks()[sender.layer]
+    if sender.head is None:
+        mlp = block.mlp if hasattr(block, "mlp") else None
+        clean, other = _record(model, base, mlp, False), _record(model, ref, mlp, False)
+        return other.mean(0, keepdim=True) - clean
+    o_proj = adapter.attn_out(sender.layer)
+    sl = slice(sender.head * adapter.d_head, (sender.head + 1) * adapter.d_head)
+    clean, other = _record(model, base, o_proj, True)[..., sl], _record(model, ref, o_proj, True)[..., sl]
+    x = torch.zeros(N, SEQ, adapter.n_heads * adapter.d_head, dtype=o_proj.weight.dtype)
+    x[..., sl] = other.mean(0, keepdim=True) - clean
+    with torch.no_grad():
+        return o_proj(x) - o_proj(torch.zeros_like(x))
+
+
+# where each family's q/k/v projection and head columns are, written out independently here
+def _projection(family: str, block: nn.Module, channel: str, head: int, d_head: int, d_model: int):
+    c = "qkv".index(channel)
+    if family == "gpt2":
+        return block.attn.c_attn, c * d_model + head * d_head
+    if family == "llama":
+        return getattr(block.self_attn, f"{channel}_proj"), head * d_head
+    return block.attention.query_key_value, head * 3 * d_head + c * d_head
+
+
+def _norms(family: str, model: nn.Module, block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+    if family == "gpt2":
+        return block.ln_1, block.ln_2, model.transformer.ln_f
+    final = model.model.norm if family == "llama" else model.gpt_neox.final_layer_norm
+    return block.input_layernorm, block.post_attention_layernorm, final
+
+
+def _reference_edge(family: str, model, adapter, base, ref, sender: Component, receiver: str, channel: str,
+                    scale: float = 1.0) -> torch.Tensor:
+    """Path patching by hand: run A feeds the patched stream to the receiver's norm; run B takes only its columns."""
+    write = scale * _reference_write(model, adapter, base, ref, sender)
+    add = lambda _m, args: (args[0] + write, *args[1:])  # noqa: E731
+    if receiver == "logits":
+        norm = _norms(family, model, adapter.blocks()[0])[2]
+    else:
+        layer = int(receiver[1:receiver.index(".")])
+        block = adapter.blocks()[layer]
+        attn_norm, mlp_norm, _ = _norms(family, model, block)
+        norm = mlp_norm if receiver.endswith("MLP") else None
+    if norm is not None:
+        h = norm.register_forward_pre_hook(add)
+        patched = _plain_metric(model, base)
+        h.remove()
+        return patched - _plain_metric(model, base)
+    head = int(receiver.split("KV")[-1] if "KV" in receiver else receiver.split(".H")[-1])
+    proj, start = _projection(family, block, channel, head, adapter.d_head, adapter.d_model)
+    cols = slice(start, start + adapter.d_head)
+    h = attn_norm.register_forward_pre_hook(add)
+    patched_proj = _record(model, base, proj, False)
+    h.remove()
+
+    def take_cols(_m, _a, out):
+        out = out.clone()
+        out[..., cols] = patched_proj[..., cols]
+        return out
+
+    h = proj.register_forward_hook(take_cols)
+    patched = _plain_metric(model, base)
+    h.remove()
+    return patched - _plain_metric(model, base)
+
+
+def _named(edges: list[Edge], grouped: bool) -> dict[tuple[str, str, str], int]:
+    from circuitdiff.interventions.edges import receiver_name
+
+    return {(e.sender.name, receiver_name(e.receiver, grouped), e.channel): i for i, e in enumerate(edges)}
+
+
+@pytest.mark.parametrize("family", EDGE_FAMILIES)
+def test_exact_edge_effects_match_plain_hook_reference(family: str) -> None:
+    model, adapter, base, ref, cache, replacement = _setup(family)
+    edges = all_edges(adapter)
+    grouped = adapter.grouped_query_attention
+    kv = "L1.KV1" if grouped else "L1.H1"
+    cases = [("L0.H1", "L1.H2", "q"), ("L0.H3", kv, "k"), ("L0.MLP", kv, "v"), ("L0.MLP", "L1.MLP", "input"),
+             ("L1.H0", "logits", "input"), ("L0.H2", "logits", "input")]
+    if not adapter.parallel_attention_mlp:
+        cases.append(("L0.H3", "L0.MLP", "input"))
+    else:  # GPT-NeoX's parallel MLP reads the block input: its own layer's heads send it nothing
+        assert ("L0.H3", "L0.MLP", "input") not in _named(edges, grouped)
+    index = _named(edges, grouped)
+    effects = exact_edge_metrics(adapter, base, cache, replacement, edges) - base_metric(adapter, base)
+    for sender, receiver, channel in cases:
+        expected = _reference_edge(family, model, adapter, base, ref, Component.parse(sender), receiver, channel)
+        got = effects[index[(sender, receiver, channel)]]
+        assert expected.abs().max() > 1e-5, (sender, receiver, channel)  # the edge does something
+        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-3, msg=f"{family} {sender}->{receiver}.{channel}")
+
+
+@pytest.mark.parametrize("family", EDGE_FAMILIES)
+def test_eap_is_the_derivative_of_path_patching_along_the_sender_write(family: str) -> None:
+    """EAP's per-head q/k/v, MLP and logits gradients against central differences of the
+    plain-hook path patching reference, in float64."""
+    model, adapter, base, ref, cache, replacement = _setup(family, dtype=torch.float64)
+    edges = all_edges(adapter)
+    index = _named(edges, adapter.grouped_query_attention)
+    kv = "L1.KV1" if adapter.grouped_query_attention else "L1.H1"
+    cases = [("L0.H1", "L1.H2", "q"), ("L0.H3", kv, "k"), ("L0.MLP", kv, "v"), ("L0.MLP", "L1.MLP", "input"),
+             ("L0.H2", "logits", "input")]
+    chosen = [edges[index[c]] for c in cases]
+    scores = eap_scores(adapter, base, cache, replacement, chosen).double()
+    eps = 1e-2 if family == "llama" else 1e-4  # Llama's RMSNorm computes in float32 even in a float64 model
+    for case, score in zip(cases, scores):
+        sender = Component.parse(case[0])
+        up = _reference_edge(family, model, adapter, base, ref, sender, *case[1:], scale=eps)
+        down = _reference_edge(family, model, adapter, base, ref, sender, *case[1:], scale=-eps)
+        derivative = (up - down) / (2 * eps)
+        assert derivative.abs().max() > 1e-4, case
+        torch.testing.assert_close(score, derivative, atol=5e-5, rtol=1e-3, msg=str(case))
+
+
+@pytest.mark.parametrize("family", EDGE_FAMILIES)
+def test_last_mlp_edge_to_logits_equals_its_node_effect(family: str) -> None:
+    _, adapter, base, _, cache, replacement = _setup(family)
+    last = Component(adapter.n_layers - 1)
+    edge = Edge(last, Site("resid_final"))
+    base_m = base_metric(adapter, base)
+    edge_effect = exact_edge_metrics(adapter, base, cache, replacement, [edge])[0] - base_m
+    node_effect = exact_sweep(adapter, base, replacement, [last])[0] - base_m
+    assert node_effect.abs().max() > 1e-4
+    torch.testing.assert_close(edge_effect, node_effect, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", EDGE_FAMILIES)
+def test_batched_edge_patching_equals_one_edge_at_a_time(family: str) -> None:
+    _, adapter, base, _, cache, replacement = _setup(family, Ablation.RESAMPLE)
+    edges = all_edges(adapter)
+    batched = exact_edge_metrics(adapter, base, cache, replacement, edges)
+    single = exact_edge_metrics(adapter, base, cache, replacement, edges, max_edges_per_pass=1, memory_budget=1)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_eap_and_eap_ig_equal_exact_where_the_metric_is_linear_in_the_sender() -> None:
+    """Without the final norm the logit difference is linear in the final residual stream:
+    every edge to the logits is then exactly its first-order estimate."""
+    model = _strong(tiny_model("gpt2"))
+    model.transformer.ln_f = nn.Identity()
+    adapter = adapter_for(model)
+    base, ref = _batches(1)
+    cache = record_activations(adapter, base)
+    replacement = Replacement(Ablation.MEAN, record_activations(adapter, ref), n_base=N)
+    edges = [Edge(c, Site("resid_final")) for c in adapter.components()]
+    exact = exact_edge_metrics(adapter, base, cache, replacement, edges) - base_metric(adapter, base)
+    assert exact.abs().max() > 1e-3
+    for steps in (0, 3):
+        estimate = eap_scores(adapter, base, cache, replacement, edges, ig_steps=steps)
+        torch.testing.assert_close(estimate, exact, atol=1e-5, rtol=1e-4)
+    # a q edge is not linear: EAP is only an estimate there (a test that could not fail otherwise)
+    q_edge = [Edge(Component(0, 1), Site("q_input", 1, 2))]
+    q_exact = exact_edge_metrics(adapter, base, cache, replacement, q_edge) - base_metric(adapter, base)
+    assert not torch.allclose(eap_scores(adapter, base, cache, replacement, q_edge), q_exact, atol=1e-7, rtol=1e-3)
+
+
+@pytest.mark.parametrize("family", EDGE_FAMILIES)
+def test_split_receiver_inputs_compute_the_plain_model(family: str) -> None:
+    model, adapter, base, *_ = _setup(family)
+    plain = _plain_metric(model, base)
+    embed = model.get_input_embeddings().register_forward_hook(lambda _m, _a, out: out.requires_grad_(True))
+    with torch.enable_grad(), intervene(adapter, split=True) as split:
+        out = model(input_ids=base.input_ids, attention_mask=base.attention_mask).logits
+        rows = torch.arange(N)
+        at = out[rows, base.read_pos]
+        metric = at[rows, base.answer_ids] - at[rows, base.distractor_ids]
+        metric.sum().backward()
+    embed.remove()
+    torch.testing.assert_close(metric.detach(), plain, atol=1e-5, rtol=1e-5)
+    assert set(split.projections) == {(l, c) for l in range(adapter.n_layers) for c in "qkv"}
+    assert split.qkv_grad(0, "k").shape == (N, SEQ, adapter.n_kv_heads, adapter.d_model)
+
+
+def test_site_names_round_trip_and_interventions_hit_the_right_site() -> None:
+    names = ["blocks.0.resid_pre", "blocks.1.attn.q_input.3", "blocks.1.attn.v_input.0", "blocks.0.attn.head_out.2",
+             "blocks.1.mlp.input", "blocks.0.mlp.output", "resid_final"]
+    assert [Site.parse(n).name for n in names] == names
+    with pytest.raises(ValueError, match="not a site name"):
+        Site.parse("blocks.x.mlp")
+    model, adapter, base, *_ = _setup("gpt2")
+    plain = _plain_metric(model, base)
+    rows = torch.tensor([1, 3])
+    for name in names:  # identity functions change nothing
+        with torch.no_grad(), intervene(adapter, [Intervention(Site.parse(name), rows, lambda x: x * 1)]):
+            torch.testing.assert_close(_plain_metric(model, base), plain, atol=1e-6, rtol=1e-6)
+    # zeroing head 2's output equals zeroing the weights that read it; other rows are untouched
+    with torch.no_grad(), intervene(adapter, [Intervention(Site.parse("blocks.0.attn.head_out.2"), rows)]):
+        hooked = _plain_metric(model, base)
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_proj.weight[2 * adapter.d_head:3 * adapter.d_head] = 0
+    edited = _plain_metric(model, base)
+    torch.testing.assert_close(hooked[rows], edited[rows], atol=1e-6, rtol=1e-6)
+    keep = torch.tensor([0, 2, 4])
+    torch.testing.assert_close(hooked[keep], plain[keep])
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_post_layernorm_families_refuse_edges_in_one_line(family: str) -> None:
+    adapter = adapter_for(tiny_model(family))
+    with pytest.raises(NotImplementedError, match="post-LayerNorm") as err:
+        all_edges(adapter)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_eap_ig_is_complete_over_all_edges(family: str) -> None:
+    """Integrated gradients add up: over every edge, EAP-IG scores sum to the metric change
+    between the clean run and the path's end (every component's output shifted by its
+    ablated - clean difference), computed here with plain forward hooks; float64, 40 steps."""
+    model, adapter, base, ref, cache, replacement = _setup(family, dtype=torch.float64)
+    edges = all_edges(adapter)
+    total = eap_scores(adapter, base, cache, replacement, edges, ig_steps=40).double().sum(0)
+    prompts = torch.arange(N)
+    handles = []
+    for layer in range(adapter.n_layers):
+        heads = torch.stack([replacement.values(Component(layer, h), prompts) - cache.of(Component(layer, h))
+                             for h in range(adapter.n_heads)], dim=2).flatten(2)
+        handles.append(adapter.attn_out(layer).register_forward_pre_hook(
+            lambda _m, args, d=heads: (args[0] + d.to(args[0]),)))
+        mlp = replacement.values(Component(layer), prompts) - cache.of(Component(layer))
+        handles.append(adapter.blocks()[layer].mlp.register_forward_hook(lambda _m, _a, out, d=mlp: out + d.to(out)))
+    shifted = _plain_metric(model, base)
+    for h in handles:
+        h.remove()
+    change = shifted - _plain_metric(model, base)
+    assert change.abs().max() > 1e-2
+    torch.testing.assert_close(total, change, atol=2e-3, rtol=2e-3)
