@@ -70,7 +70,12 @@ def test_local_sweep_writes_jobs_merged_table_and_summary(ws: Path, reference: P
     assert list(table[["pair", "recipe", "task", "seed", "ablation"]].itertuples(index=False, name=None)) == [
         ("tiny", "random-init", "alpha", 0, "mean"), ("tiny", "random-init", "alpha", 1, "mean"),
         ("tiny", "random-init", "beta", 0, "mean"), ("tiny", "random-init", "beta", 1, "mean")]
-    assert (table["alignment_lo"] <= table["alignment_hi"]).all()
+    # 8 prompts of random models: an interval may be withheld (bias beyond spread), but only whole,
+    # and where given it contains its point
+    given = table[["alignment_lo", "alignment_hi"]].notna().all(axis=1)
+    assert (given | table[["alignment_lo", "alignment_hi"]].isna().all(axis=1)).all() and given.sum() >= 2
+    inside = (table["alignment_lo"] <= table["alignment"]) & (table["alignment"] <= table["alignment_hi"])
+    assert inside[given].all()
     assert table["teacher_effective_number"].notna().all()
     components = pd.read_parquet(reference / COMPONENTS_MERGED)
     assert set(components["task"]) == {"alpha", "beta"} and len(components) == (10 + 5) * 4
