@@ -14,7 +14,7 @@ from circuitdiff.lab.errors import LabError
 
 Kind = Literal["causal", "masked"]
 ALL_TASKS: tuple[str, ...] = (
-    "ioi", "numerals", "numerals-words", "numerals-months", "greater-than", "successor", "induction",
+    "ioi", "numerals", "numerals-words", "numerals-months", "greater-than", "successor", "induction", "facts",
 )
 DEFAULT_TASK_PROMPTS: tuple[tuple[str, int], ...] = (
     ("ioi", 12000), ("induction", 6000), ("numerals", 4000), ("greater-than", 2000),
