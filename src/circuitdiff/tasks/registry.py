@@ -50,8 +50,8 @@ _SPECS = (
     TaskSpec("induction", "induction: a random word sequence repeated; finish the repeat",
              induction.generate, True, induction.VOCABULARY),
     TaskSpec("facts", "factual recall (the study's third task): 'The capital of France is' -> ' Paris' "
-             "vs ' Madrid'; capitals, languages, continents, currencies, opposites, young animals, "
-             "colours, legs; items a tokenizer splits are dropped with a count",
+             f"vs ' Madrid'; {len(facts.FACTS)} facts in {len(facts.RELATIONS)} relations; items a tokenizer "
+             "splits are dropped",
              facts.generate, True, facts.VOCABULARY),
 )
 
