@@ -125,7 +125,7 @@ def test_only_tasks_that_allow_it_lose_items(tiny_gpt2_tokenizer: Tok) -> None:
     prompts = (TaskPrompt("The capital of France is", " Paris", " Copenhagen"),) * 4
     strict = Task("mine", prompts)
     assert drop_multi_token_items([strict], [tiny_gpt2_tokenizer]) == ([strict], None)
-    with pytest.raises(TaskEncodingError, match="no item has a single-token answer"):
+    with pytest.raises(TaskEncodingError, match=r"every item's answer or distractor is split by a tokenizer \(of 4: 4 for tokenizer 'tiny-gpt2'\)"):
         drop_multi_token_items([Task("mine", prompts, drop_multi_token=True)], [tiny_gpt2_tokenizer])
 
 

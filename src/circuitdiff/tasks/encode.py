@@ -267,8 +267,7 @@ def single_token_items(task: Task, tokenizer: PreTrainedTokenizerBase) -> list[i
     """Indices of the prompts whose answer and distractor are each one token for ``tokenizer``."""
     texts = _texts(task, tokenizer)
     targets = _target_tokens(texts, _clean_slots(texts)[1])
-    return [i for i in range(len(task.prompts))
-            if all(t[i] is not None and len(t[i]) == 1 for t in targets.values())]  # type: ignore[arg-type]
+    return [i for i in range(len(task.prompts)) if all(len(t[i] or ()) == 1 for t in targets.values())]
 
 
 def drop_multi_token_items(tasks: Sequence[Task], tokenizers: Sequence[PreTrainedTokenizerBase]) -> tuple[list[Task], str | None]:
@@ -288,8 +287,8 @@ def drop_multi_token_items(tasks: Sequence[Task], tokenizers: Sequence[PreTraine
         return list(tasks), None
     per = dict.fromkeys(f"{n - len(k)} for tokenizer '{tokenizer_label(tok)}'" for k, tok in zip(kept, tokenizers))
     if not keep:
-        raise TaskEncodingError(f"task '{name}': no item has a single-token answer and distractor "
-                                f"({', '.join(per)} of {n} split); use --first-token to score first tokens")
+        raise TaskEncodingError(f"task '{name}': every item's answer or distractor is split by a tokenizer "
+                                f"(of {n}: {', '.join(per)}); use --first-token to score first tokens")
     note = (f"{name}: dropped {n - len(keep)} of {n} items whose answer or distractor is not a single token "
             f"({', '.join(per)}); --first-token keeps them, scored by their first token")
     return [t.select(keep) for t in tasks], note
