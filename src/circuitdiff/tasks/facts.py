@@ -23,6 +23,8 @@ from circuitdiff.tasks.facts_data import RELATIONS
 
 @dataclass(frozen=True)
 class Fact:
+    """One row of the table: ``relation``'s template asked about ``subject`` has ``answer``."""
+
     relation: str
     subject: str
     answer: str
