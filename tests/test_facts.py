@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from transformers import PreTrainedTokenizerBase as Tok
 
 from circuitdiff.compare import CompareOptions, prepare_tasks
-from circuitdiff.errors import TaskEncodingError
+from circuitdiff.errors import TaskEncodingError, TaskFileError
 from circuitdiff.lab.data import build_pool
 from circuitdiff.lab.evaluate import logit_diffs
 from circuitdiff.lab.pairs import PAIRS_DIR
@@ -168,3 +168,10 @@ def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(tiny_gpt2_tok
     teacher = load_model("tiny-gpt2")
     ld = logit_diffs(teacher.model, teacher.tokenizer, "facts", N, 0, masked=False)
     assert ld.numel() == len(drop_multi_token_items([get_task("facts", N, 0)], [teacher.tokenizer])[0][0])
+
+
+def test_too_few_items_left_names_the_drop() -> None:
+    teacher, student = load_model("tiny-gpt2"), load_model("tiny-distilgpt2")
+    with pytest.raises(TaskFileError, match=r"has \d prompts; circuitdiff needs at least 4 \(facts: dropped \d+ of 24"), \
+            pytest.warns(UserWarning, match="dropped"):
+        prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=24))

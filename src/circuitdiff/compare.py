@@ -149,7 +149,7 @@ def prepare_tasks(teacher: LoadedModel, student: LoadedModel, names: Sequence[st
     prepared = []
     models = (teacher, student)
     for name in names:
-        tasks = [task_for_model(name, lm, options) for lm in models]
+        tasks, dropped = [task_for_model(name, lm, options) for lm in models], None
         if not options.first_token:  # e.g. facts: drop what either tokenizer splits, keep the rest
             tasks, dropped = drop_multi_token_items(tasks, [lm.tokenizer for lm in models])
             if dropped:
@@ -157,7 +157,8 @@ def prepare_tasks(teacher: LoadedModel, student: LoadedModel, names: Sequence[st
         sides = [(task, encode_task(task, lm.tokenizer, first_token=options.first_token))
                  for task, lm in zip(tasks, models, strict=True)]
         if len(sides[0][0]) < MIN_PROMPTS:
-            raise TaskFileError(f"task '{name}' has {len(sides[0][0])} prompts; circuitdiff needs at least {MIN_PROMPTS}")
+            why = f" ({dropped}; or ask for more with --n-prompts)" if dropped else ""
+            raise TaskFileError(f"task '{name}' has {len(sides[0][0])} prompts; circuitdiff needs at least {MIN_PROMPTS}{why}")
         if len(sides[0][0]) != len(sides[1][0]):
             raise TaskFileError(f"task '{name}' gives the two models different prompt counts")
         label = sides[0][0].name  # a file task is keyed by its file name, not its full path
