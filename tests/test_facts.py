@@ -12,7 +12,8 @@ from transformers import PreTrainedTokenizerBase as Tok
 from circuitdiff.compare import CompareOptions, prepare_tasks
 from circuitdiff.errors import TaskEncodingError, TaskFileError
 from circuitdiff.lab.data import build_pool
-from circuitdiff.lab.evaluate import logit_diffs
+from circuitdiff.lab.card import _note
+from circuitdiff.lab.evaluate import evaluate_tasks, logit_diffs
 from circuitdiff.lab.pairs import PAIRS_DIR
 from circuitdiff.lab.recipe import ALL_TASKS, DataRecipe
 from circuitdiff.models.loading import load_model
@@ -167,7 +168,12 @@ def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(tiny_gpt2_tok
         assert tiny_gpt2_tokenizer.decode(row.ids[row.answer_pos:]) == " " + ANSWER[rel, subject]
     teacher = load_model("tiny-gpt2")
     ld = logit_diffs(teacher.model, teacher.tokenizer, "facts", N, 0, masked=False)
-    assert ld.numel() == len(drop_multi_token_items([get_task("facts", N, 0)], [teacher.tokenizer])[0][0])
+    kept = len(drop_multi_token_items([get_task("facts", N, 0)], [teacher.tokenizer])[0][0])
+    assert ld.numel() == kept
+    result = evaluate_tasks(teacher.model, teacher.tokenizer, "causal", ("facts", "numerals"), n_prompts=N)
+    assert result["facts"]["n_prompts"] == kept and result["facts"]["dropped"] == N - kept
+    assert "dropped" not in result["numerals"] and result["numerals"]["n_prompts"] == N
+    assert f"on the {kept} prompts kept ({N - kept} have an answer" in _note(result["facts"])  # the model card says so
 
 
 def test_too_few_items_left_names_the_drop() -> None:

@@ -49,7 +49,7 @@ def brief(error: str) -> str:
 def evaluate_tasks(model: Any, tokenizer: Any, kind: Kind, tasks: Sequence[str] = ALL_TASKS,
                    n_prompts: int = 256, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Per task: accuracy, mean logit difference and prompt count (or the encoding error);
-    the count is what the tokenizer kept for a task that drops multi-token items."""
+    for a task that drops multi-token items, the count kept and how many were ``dropped``."""
     results: dict[str, dict[str, Any]] = {}
     for name in tasks:
         try:
@@ -62,4 +62,6 @@ def evaluate_tasks(model: Any, tokenizer: Any, kind: Kind, tasks: Sequence[str] 
             "mean_logit_diff": round(float(ld.mean()), 3),
             "n_prompts": int(ld.numel()),
         }
+        if ld.numel() < n_prompts:  # facts: items whose answer this tokenizer splits were dropped
+            results[name]["dropped"] = n_prompts - int(ld.numel())
     return results
