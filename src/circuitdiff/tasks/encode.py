@@ -270,7 +270,8 @@ def single_token_items(task: Task, tokenizer: PreTrainedTokenizerBase) -> list[i
     return [i for i in range(len(task.prompts)) if all(len(t[i] or ()) == 1 for t in targets.values())]
 
 
-def drop_multi_token_items(tasks: Sequence[Task], tokenizers: Sequence[PreTrainedTokenizerBase]) -> tuple[list[Task], str | None]:
+def drop_multi_token_items(tasks: Sequence[Task],
+                           tokenizers: Sequence[PreTrainedTokenizerBase]) -> tuple[list[Task], str | None]:
     """Keep the items every tokenizer can answer in one token, so that all models see the same items.
 
     ``tasks`` are one task as each model gets it (a causal and a masked variant hold the same

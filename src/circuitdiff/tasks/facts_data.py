@@ -4,12 +4,13 @@ Provenance: written out by the circuitdiff project (2026) from common general kn
 as a stand-in for the reference study's SimpleQA items, which are long questions with
 multi-word answers. Every fact was chosen to be simple, unambiguous and stable: capitals
 only where the country has one undisputed capital city that is one word (no Bern, Kyiv,
-Jerusalem, Astana, Amsterdam/The Hague), languages only where one language is what
+Jerusalem, Astana, Amsterdam/The Hague), languages only where one language is what most
 people there speak, continents only for countries wholly on one continent (no Russia,
 Turkey, Egypt), currencies that have not changed in decades (no Croatia), opposites only
 in the direction that has one answer ("left" -> "right", never "right" -> ?). Answers are
 common words; every subject and answer is one GPT-2 token (with a leading space) and one
-BERT uncased word, which ``tests/test_facts.py`` re-checks against the real vocabularies.
+BERT uncased word (which left out, e.g., Nairobi, Hanoi, peso, rupee, foal), so the study's
+models take every item; ``tests/test_facts.py`` re-checks it against the real vocabularies.
 """
 
 from __future__ import annotations
