@@ -11,8 +11,8 @@ from transformers import PreTrainedTokenizerBase as Tok
 
 from circuitdiff.compare import CompareOptions, prepare_tasks
 from circuitdiff.errors import TaskEncodingError, TaskFileError
-from circuitdiff.lab.data import build_pool
 from circuitdiff.lab.card import _note
+from circuitdiff.lab.data import build_pool
 from circuitdiff.lab.evaluate import evaluate_tasks, logit_diffs
 from circuitdiff.lab.pairs import PAIRS_DIR
 from circuitdiff.lab.recipe import ALL_TASKS, DataRecipe
