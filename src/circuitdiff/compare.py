@@ -44,6 +44,7 @@ from circuitdiff.results import (
 from circuitdiff.sweep.resources import auto_budget, parse_dtype, with_less_memory
 from circuitdiff.sweep.resume import TaskRecord, TaskStore, run_fingerprint
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
+from circuitdiff.tasks.encode import drop_multi_token_items
 
 E = TypeVar("E", bound=Enum)
 
@@ -151,13 +152,18 @@ def task_for_model(name: str, lm: LoadedModel, options: CompareOptions) -> Task:
 def prepare_tasks(teacher: LoadedModel, student: LoadedModel, names: Sequence[str], options: CompareOptions) -> list[PreparedTask]:
     """Build and tokenise every task for both models; fails before any forward pass."""
     prepared = []
+    models = (teacher, student)
     for name in names:
-        sides = []
-        for lm in (teacher, student):
-            task = task_for_model(name, lm, options)
-            sides.append((task, encode_task(task, lm.tokenizer, first_token=options.first_token)))
+        tasks, dropped = [task_for_model(name, lm, options) for lm in models], None
+        if not options.first_token:  # e.g. facts: drop what either tokenizer splits, keep the rest
+            tasks, dropped = drop_multi_token_items(tasks, [lm.tokenizer for lm in models])
+            if dropped:
+                warnings.warn(dropped, stacklevel=1)
+        sides = [(task, encode_task(task, lm.tokenizer, first_token=options.first_token))
+                 for task, lm in zip(tasks, models, strict=True)]
         if len(sides[0][0]) < MIN_PROMPTS:
-            raise TaskFileError(f"task '{name}' has {len(sides[0][0])} prompts; circuitdiff needs at least {MIN_PROMPTS}")
+            why = f" ({dropped}; or ask for more with --n-prompts)" if dropped else ""
+            raise TaskFileError(f"task '{name}' has {len(sides[0][0])} prompts; circuitdiff needs at least {MIN_PROMPTS}{why}")
         if len(sides[0][0]) != len(sides[1][0]):
             raise TaskFileError(f"task '{name}' gives the two models different prompt counts")
         label = sides[0][0].name  # a file task is keyed by its file name, not its full path

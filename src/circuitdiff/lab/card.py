@@ -22,7 +22,11 @@ def _cell(r: dict[str, Any] | None, key: str) -> str:
 
 
 def _note(r: dict[str, Any]) -> str:
-    return brief(r["error"]) if "error" in r else ""
+    if "error" in r:
+        return brief(r["error"])
+    if r.get("dropped"):
+        return f"on the {r['n_prompts']} prompts kept ({r['dropped']} have an answer the tokenizer splits)"
+    return ""
 
 
 def _table(evaluation: dict[str, dict[str, Any]], teacher: dict[str, dict[str, Any]] | None) -> list[str]:
@@ -85,7 +89,7 @@ def render_card(report: dict[str, Any]) -> str:
     purpose = ("It exists to test and demonstrate teacher/student circuit comparison; it is not a useful language model."
                if tiny else "It is a depth-pruned student made to compare its circuits with its teacher's.")
     data = report["data"]
-    counted = [r["n_prompts"] for r in ev.values() if "n_prompts" in r]
+    counted = [r["n_prompts"] + r.get("dropped", 0) for r in ev.values() if "n_prompts" in r]
     kv = f" ({arch['n_kv_heads']} key/value heads)" if arch.get("n_kv_heads", arch["n_heads"]) != arch["n_heads"] else ""
     lines = [
         "---", "library_name: transformers",

@@ -20,6 +20,7 @@ from circuitdiff.lab.errors import LabError
 from circuitdiff.lab.recipe import DataRecipe, Kind
 from circuitdiff.tasks import BUILTIN_TASKS, MASK, Task, encode_task, get_task, task_vocabulary, training_prompts
 from circuitdiff.tasks.base import TaskPrompt
+from circuitdiff.tasks.encode import drop_multi_token_items
 
 EVAL_SEEDS = range(10)
 EVAL_N = 256
@@ -91,12 +92,13 @@ def tokenizer_texts(kind: Kind, data: DataRecipe, seed: int, per_task: int = 100
 
 
 def _dedupe(name: str, task: Task) -> tuple[Task, int]:
-    """Drop prompts seen in evaluation, unless that would drop most of them (tiny task spaces)."""
+    """Drop prompts seen in evaluation, unless that would drop most of them (tiny task spaces,
+    and ``facts``, whose prompts are the fact table itself: recall is of facts seen in training)."""
     seen = {p.prompt for s in EVAL_SEEDS for p in get_task(name, EVAL_N, s, task.masked).prompts}
-    kept = tuple(p for p in task.prompts if p.prompt not in seen)
+    kept = [i for i, p in enumerate(task.prompts) if p.prompt not in seen]
     if len(kept) < len(task.prompts) // 2:
         return task, len(task.prompts) - len(kept)
-    return Task(task.name, kept, task.masked, task.description), 0
+    return task.select(kept), 0
 
 
 def build_pool(kind: Kind, tokenizer: Any, data: DataRecipe, seed: int, context: int) -> Pool:
@@ -112,7 +114,8 @@ def build_pool(kind: Kind, tokenizer: Any, data: DataRecipe, seed: int, context:
     for name in data.tasks:
         task, overlap = _dedupe(name, training_prompts(name, data.prompts_for(name), seed, masked))
         try:
-            enc = encode_task(task, tokenizer)
+            (kept,), _ = drop_multi_token_items([task], [tokenizer])  # facts: what this tokenizer can answer
+            enc = encode_task(kept, tokenizer)
         except TaskEncodingError as exc:
             raise LabError(f"{exc}; leave '{name}' out of the training tasks") from None
         before = len(rows)
@@ -127,7 +130,7 @@ def build_pool(kind: Kind, tokenizer: Any, data: DataRecipe, seed: int, context:
         if len(rows) == before:
             raise LabError(f"every '{name}' training prompt is longer than the model context ({context} tokens)")
         summary["tasks"][name] = {"rows": len(rows) - before, "too_long": enc.n - (len(rows) - before),
-                                  "eval_overlap_kept": overlap}
+                                  "eval_overlap_kept": overlap, "multi_token_dropped": len(task) - len(kept)}
     task_tokens = sum(len(r.ids) for r in rows)
     corpus_rows = corpus_chunks(tokenizer, data, masked, seed)
     rows.extend(corpus_rows)

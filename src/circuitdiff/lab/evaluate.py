@@ -14,13 +14,16 @@ import torch
 from circuitdiff.errors import TaskEncodingError
 from circuitdiff.lab.recipe import ALL_TASKS, Kind
 from circuitdiff.tasks import encode_task, get_task
+from circuitdiff.tasks.encode import drop_multi_token_items
 
 
 @torch.no_grad()
 def logit_diffs(model: Any, tokenizer: Any, task_name: str, n_prompts: int, seed: int, masked: bool,
                 batch_size: int = 128) -> torch.Tensor:
-    """Answer-minus-distractor logit per prompt (float32, shape (n_prompts,))."""
-    enc = encode_task(get_task(task_name, n_prompts, seed, masked), tokenizer)
+    """Answer-minus-distractor logit per prompt (float32, shape (n_prompts,), fewer for a task
+    such as ``facts`` that drops the items this tokenizer cannot answer in one token)."""
+    (task,), _ = drop_multi_token_items([get_task(task_name, n_prompts, seed, masked)], [tokenizer])
+    enc = encode_task(task, tokenizer)
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if context is not None and enc.input_ids.shape[1] > context:
         raise TaskEncodingError(f"task '{task_name}' prompts are longer than the model context ({context} tokens)")
@@ -45,7 +48,8 @@ def brief(error: str) -> str:
 
 def evaluate_tasks(model: Any, tokenizer: Any, kind: Kind, tasks: Sequence[str] = ALL_TASKS,
                    n_prompts: int = 256, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Per task: accuracy, mean logit difference and prompt count (or the encoding error)."""
+    """Per task: accuracy, mean logit difference and prompt count (or the encoding error);
+    for a task that drops multi-token items, the count kept and how many were ``dropped``."""
     results: dict[str, dict[str, Any]] = {}
     for name in tasks:
         try:
@@ -58,4 +62,6 @@ def evaluate_tasks(model: Any, tokenizer: Any, kind: Kind, tasks: Sequence[str] 
             "mean_logit_diff": round(float(ld.mean()), 3),
             "n_prompts": int(ld.numel()),
         }
+        if ld.numel() < n_prompts:  # facts: items whose answer this tokenizer splits were dropped
+            results[name]["dropped"] = n_prompts - int(ld.numel())
     return results

@@ -21,7 +21,7 @@ REQUIRED_TASKS = ("ioi", "numerals")
 """Tasks every built-in pair is built to do: teacher >= 90%, student >= 80% accuracy."""
 TEACHER_FLOOR, STUDENT_FLOOR = 0.9, 0.8
 CAUSAL_TASK_PROMPTS: tuple[tuple[str, int], ...] = (
-    ("ioi", 12000), ("induction", 12000), ("numerals", 4000), ("greater-than", 2000),
+    ("ioi", 12000), ("induction", 12000), ("numerals", 4000), ("greater-than", 2000), ("facts", 6000),
 )
 
 

@@ -14,10 +14,10 @@ from circuitdiff.lab.errors import LabError
 
 Kind = Literal["causal", "masked"]
 ALL_TASKS: tuple[str, ...] = (
-    "ioi", "numerals", "numerals-words", "numerals-months", "greater-than", "successor", "induction",
+    "ioi", "numerals", "numerals-words", "numerals-months", "greater-than", "successor", "induction", "facts",
 )
 DEFAULT_TASK_PROMPTS: tuple[tuple[str, int], ...] = (
-    ("ioi", 12000), ("induction", 6000), ("numerals", 4000), ("greater-than", 2000),
+    ("ioi", 12000), ("induction", 6000), ("numerals", 4000), ("greater-than", 2000), ("facts", 6000),
 )
 
 
@@ -32,7 +32,9 @@ class DataRecipe:
     """Training prompts per task, from ``training_prompts`` (a seed stream evaluation never uses)."""
     task_prompts: tuple[tuple[str, int], ...] = DEFAULT_TASK_PROMPTS
     """Per-task overrides of ``task_prompts_per_task``: IOI and induction need copying circuits,
-    which form only when their prompts are a large share of the data; the rest learn fast."""
+    which form only when their prompts are a large share of the data; facts must be memorised
+    (about 24 showings of each of its 249 facts: a 600-step teacher knew 98% of them, 62% with
+    1500 prompts); the rest learn fast."""
     chunk_tokens: int = 24
     """Corpus paragraphs are cut into chunks of at most this many tokens, one chunk per row."""
     corpus_max_chunks: int | None = None

@@ -6,7 +6,8 @@ use different tokenisers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 MASK = "{mask}"
 """Placeholder for the answer slot in masked-LM prompts; replaced by the tokenizer's mask token."""
@@ -40,6 +41,15 @@ class Task:
     description: str = ""
     source_lines: tuple[int, ...] | None = field(default=None, compare=False)
     """For tasks read from a file: the 1-based line number of each prompt, for error messages."""
+    drop_multi_token: bool = False
+    """Items whose answer or distractor a model's tokenizer splits are dropped (and counted)
+    rather than refused: for tasks whose answers are words of an open vocabulary (``facts``),
+    where no word list can be one token for every tokenizer. ``first_token`` keeps them."""
+
+    def select(self, indices: Sequence[int]) -> Task:
+        """The same task with only the prompts at ``indices`` (in that order)."""
+        lines = None if self.source_lines is None else tuple(self.source_lines[i] for i in indices)
+        return replace(self, prompts=tuple(self.prompts[i] for i in indices), source_lines=lines)
 
     @property
     def has_corrupted(self) -> bool:

@@ -9,7 +9,7 @@ leading spaces, merges and special tokens wrong for many tokenizers).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,7 +172,7 @@ def template_groups(templates: Sequence[str | None], lengths: Sequence[int]) -> 
 
 
 def _slot(ids: list[int], masked: bool, mask_id: int | None,
-          special: set[int]) -> tuple[list[int], list[int]] | str:
+          special: Collection[int]) -> tuple[list[int], list[int]] | str:
     """Split prompt ids around the answer slot: (before, after), or why there is no slot.
 
     Causal: the slot follows the last real token (trailing specials like [SEP] stay after).
@@ -201,15 +201,31 @@ def _answer_tokens(filled: list[int], before: list[int], after: list[int]) -> li
     return filled[len(before):len(before) + k]
 
 
-def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: bool = False,
-                require_aligned: bool = False) -> EncodedTask:
-    """Encode ``task`` for ``tokenizer`` or raise ``TaskEncodingError`` naming the bad items.
+@dataclass(frozen=True)
+class _Texts:
+    """How one tokenizer reads a task's texts: the mask slot, special ids, where to read."""
 
-    ``first_token``: score multi-token answers by their first token instead of refusing them.
-    ``require_aligned``: also refuse corrupted prompts whose token count differs from the clean one.
-    """
+    task: Task
+    tokenizer: Any
+    mask_id: int | None
+    special: frozenset[int]
+
+    def as_input(self, text: str) -> str:
+        return text.replace(MASK, self.tokenizer.mask_token) if self.task.masked else text
+
+    def filled(self, prompt: str, text: str) -> str:
+        return _fill_mask(prompt, text) if self.task.masked else prompt + text
+
+    def read_at(self, before: list[int]) -> int:
+        return len(before) if self.task.masked else len(before) - 1
+
+    def slot(self, ids: list[int]) -> tuple[list[int], list[int]] | str:
+        return _slot(ids, self.task.masked, self.mask_id, self.special)
+
+
+def _texts(task: Task, tokenizer: PreTrainedTokenizerBase) -> _Texts:
+    """Check what every encoding needs (prompts, a mask token, one {mask} per prompt)."""
     label = tokenizer_label(tokenizer)
-    problems = _Problems(task)
     if not task.prompts:
         raise TaskEncodingError(f"task '{task.name}' has no prompts")
     mask_id = None
@@ -220,59 +236,109 @@ def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: 
             raise TaskEncodingError(
                 f"task '{task.name}' is masked ({MASK} prompts) but tokenizer '{label}' has no mask "
                 "token; use a masked LM or a causal task")
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        problems = _Problems(task)
+        for i, p in enumerate(task.prompts):
+            texts = [p.prompt] + ([p.corrupted_prompt] if p.corrupted_prompt is not None else [])
+            if any(t.count(MASK) != 1 for t in texts):
+                problems.add(f"masked prompt needs exactly one {MASK}", i)
+        problems.raise_if_any()
+    special = frozenset(getattr(tokenizer, "all_special_ids", []) or [])
+    return _Texts(task, tokenizer, mask_id, special)
+
+
+def _target_tokens(texts: _Texts, slots: list[tuple[list[int], list[int]] | str]) -> dict[str, list[list[int] | None]]:
+    """Per role (answer, distractor) and prompt: the ids the text adds in the slot; None where
+    it merges with the prompt or the prompt has no slot."""
+    prompts = texts.task.prompts
+    out: dict[str, list[list[int] | None]] = {}
+    for role in ("answer", "distractor"):
+        filled = [texts.filled(p.prompt, getattr(p, role)) for p in prompts]
+        out[role] = [None if isinstance(sl, str) else _answer_tokens(ids, *sl)
+                     for ids, sl in zip(_ids(texts.tokenizer, filled), slots, strict=True)]
+    return out
+
+
+def _clean_slots(texts: _Texts) -> tuple[list[list[int]], list[tuple[list[int], list[int]] | str]]:
+    clean = _ids(texts.tokenizer, [texts.as_input(p.prompt) for p in texts.task.prompts])
+    return clean, [texts.slot(ids) for ids in clean]
+
+
+def single_token_items(task: Task, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Indices of the prompts whose answer and distractor are each one token for ``tokenizer``."""
+    texts = _texts(task, tokenizer)
+    targets = _target_tokens(texts, _clean_slots(texts)[1])
+    return [i for i in range(len(task.prompts)) if all(len(t[i] or ()) == 1 for t in targets.values())]
+
+
+def drop_multi_token_items(tasks: Sequence[Task],
+                           tokenizers: Sequence[PreTrainedTokenizerBase]) -> tuple[list[Task], str | None]:
+    """Keep the items every tokenizer can answer in one token, so that all models see the same items.
+
+    ``tasks`` are one task as each model gets it (a causal and a masked variant hold the same
+    items in the same order). Only tasks that allow it (``Task.drop_multi_token``) lose items;
+    others are returned as they are, for ``encode_task`` to refuse by name. Returns the tasks
+    and a warning that counts the dropped items per tokenizer (None when none were dropped).
+    """
+    if not tasks or not all(t.drop_multi_token for t in tasks):
+        return list(tasks), None
+    n, name = len(tasks[0]), tasks[0].name
+    kept = [set(single_token_items(t, tok)) for t, tok in zip(tasks, tokenizers, strict=True)]
+    keep = sorted(set.intersection(*kept))
+    if len(keep) == n:
+        return list(tasks), None
+    per = dict.fromkeys(f"{n - len(k)} for tokenizer '{tokenizer_label(tok)}'" for k, tok in zip(kept, tokenizers))
+    if not keep:
+        raise TaskEncodingError(f"task '{name}': every item's answer or distractor is split by a tokenizer "
+                                f"(of {n}: {', '.join(per)}); use --first-token to score first tokens")
+    note = (f"{name}: dropped {n - len(keep)} of {n} items whose answer or distractor is not a single token "
+            f"({', '.join(per)}); --first-token keeps them, scored by their first token")
+    return [t.select(keep) for t in tasks], note
+
+
+def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: bool = False,
+                require_aligned: bool = False) -> EncodedTask:
+    """Encode ``task`` for ``tokenizer`` or raise ``TaskEncodingError`` naming the bad items.
+
+    ``first_token``: score multi-token answers by their first token instead of refusing them.
+    ``require_aligned``: also refuse corrupted prompts whose token count differs from the clean one.
+    Tasks that allow dropping are not dropped here: see ``drop_multi_token_items``.
+    """
+    label = tokenizer_label(tokenizer)
+    problems = _Problems(task)
+    texts = _texts(task, tokenizer)
     prompts = task.prompts
-    for i, p in enumerate(prompts):
-        texts = [p.prompt] + ([p.corrupted_prompt] if p.corrupted_prompt is not None else [])
-        if task.masked and any(t.count(MASK) != 1 for t in texts):
-            problems.add(f"masked prompt needs exactly one {MASK}", i)
-    problems.raise_if_any()
-
-    def as_input(text: str) -> str:
-        return text.replace(MASK, tokenizer.mask_token) if task.masked else text
-
-    def filled(prompt: str, text: str) -> str:
-        return _fill_mask(prompt, text) if task.masked else prompt + text
-
-    def read_at(before: list[int]) -> int:
-        return len(before) if task.masked else len(before) - 1
-
-    clean = _ids(tokenizer, [as_input(p.prompt) for p in prompts])
-    slots = [_slot(ids, task.masked, mask_id, special) for ids in clean]
+    clean, slots = _clean_slots(texts)
     for i, sl in enumerate(slots):
         if isinstance(sl, str):
             problems.add(sl, i)
     targets: dict[str, list[int]] = {"answer": [], "distractor": []}
-    for role, ids_list in targets.items():
-        texts = [getattr(p, role) for p in prompts]
-        with_answer = _ids(tokenizer, [filled(p.prompt, t) for p, t in zip(prompts, texts, strict=True)])
-        for i, (text, ids, sl) in enumerate(zip(texts, with_answer, slots, strict=True)):
-            if isinstance(sl, str):
+    for role, tokens in _target_tokens(texts, slots).items():
+        for i, (p, toks) in enumerate(zip(prompts, tokens, strict=True)):
+            if isinstance(slots[i], str):
                 continue
-            toks = _answer_tokens(ids, *sl)
             if toks is None:
-                problems.add(f"{role} merges with the end of the prompt for tokenizer '{label}'", i, text)
+                problems.add(f"{role} merges with the end of the prompt for tokenizer '{label}'", i, getattr(p, role))
             elif len(toks) != 1 and not first_token:
-                problems.add(f"{role} is not a single token for tokenizer '{label}'", i, text)
+                problems.add(f"{role} is not a single token for tokenizer '{label}'", i, getattr(p, role))
             else:
-                ids_list.append(toks[0])
+                targets[role].append(toks[0])
 
     corrupted: list[list[int]] | None = None
     c_read: list[int] = []
     if task.has_corrupted:
-        corrupted = _ids(tokenizer, [as_input(p.corrupted_prompt or "") for p in prompts])
+        corrupted = _ids(tokenizer, [texts.as_input(p.corrupted_prompt or "") for p in prompts])
         for i, (ids, sl) in enumerate(zip(corrupted, slots, strict=True)):
-            csl = _slot(ids, task.masked, mask_id, special)
+            csl = texts.slot(ids)
             if isinstance(csl, str):
                 problems.add("corrupted " + csl, i)
                 continue
-            c_read.append(read_at(csl[0]))
+            c_read.append(texts.read_at(csl[0]))
             if require_aligned and not isinstance(sl, str) and (
                     len(ids) != len(clean[i]) or len(csl[0]) != len(sl[0])):
                 problems.add(f"corrupted prompt is not token-aligned with the clean one for "
                              f"tokenizer '{label}'", i)
     problems.raise_if_any()
-    read = [read_at(sl[0]) for sl in slots if not isinstance(sl, str)]
+    read = [texts.read_at(sl[0]) for sl in slots if not isinstance(sl, str)]
 
     width = max(len(ids) for ids in clean + (corrupted or []))
     pad = pad_id(tokenizer)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuitdiff.errors import TaskFileError
-from circuitdiff.tasks import greater_than, induction, ioi, numerals, successor
+from circuitdiff.tasks import facts, greater_than, induction, ioi, numerals, successor
 from circuitdiff.tasks._common import TRAIN_SEED_OFFSET, check_n_prompts
 from circuitdiff.tasks.base import Task
 from circuitdiff.tasks.jsonl import load_jsonl_task
@@ -49,6 +49,10 @@ _SPECS = (
              successor.generate, True, successor.VOCABULARY),
     TaskSpec("induction", "induction: a random word sequence repeated; finish the repeat",
              induction.generate, True, induction.VOCABULARY),
+    TaskSpec("facts", "factual recall (the study's third task): 'The capital of France is' -> ' Paris' "
+             f"vs ' Madrid'; {len(facts.FACTS)} facts in {len(facts.RELATIONS)} relations; items a tokenizer "
+             "splits are dropped",
+             facts.generate, True, facts.VOCABULARY),
 )
 
 BUILTIN_TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _SPECS}
