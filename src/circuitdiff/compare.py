@@ -32,11 +32,13 @@ from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_mode
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
 from circuitdiff.progress import Progress, progress_bars
+from circuitdiff.schema import SCHEMA_VERSION, Note, Results, note_lines
 from circuitdiff.results import (
     COMPONENTS_TABLE,
     PER_PROMPT_TABLE,
     RESULTS_JSON,
     SIMILARITY_TABLE,
+    _jsonable,
     components_frame,
     write_json,
     write_table,
@@ -128,7 +130,7 @@ class Comparison:
     options: CompareOptions
     runs: dict[str, tuple[ModelTaskRun, ModelTaskRun]] = field(default_factory=dict)
     analyses: dict[str, PairAnalysis] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     restored: dict[str, TaskRecord] = field(default_factory=dict)
     """Tasks finished by an earlier, interrupted run (see ``circuitdiff.sweep.resume``)."""
     order: list[str] = field(default_factory=list)
@@ -183,7 +185,8 @@ def run_comparison(
         warnings.simplefilter("always")
         prepared = prepare_tasks(teacher, student, tasks, options)
     result = Comparison(teacher, student, options)
-    result.warnings.extend(dict.fromkeys(str(w.message) for w in caught if "circuitdiff" in w.filename))
+    result.notes.extend(dict.fromkeys(Note(topic="task-file", code="task-file.warning", text=str(w.message))
+                                      for w in caught if "circuitdiff" in w.filename))
     thresholds = options.circuit_thresholds if options.circuits else ()
     records = {item.name: store.load(item) if store is not None else None for item in prepared}
     pending = [item for item in prepared if records[item.name] is None]
@@ -194,7 +197,7 @@ def run_comparison(
         record = records[item.name]
         if record is not None:
             result.restored[item.name] = record
-            result.warnings.extend(record.warnings)
+            result.notes.extend(record.notes)
             if progress:
                 progress(f"{item.name}: finished earlier, reused", 1)(1)
             continue
@@ -217,10 +220,10 @@ def run_comparison(
         result.runs[item.name] = (t_run, s_run)
         analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []),
                                 n_boot=options.n_boot, seed=options.seed)
-        analysis.warnings.extend(truncation_notes(item, (teacher, student), options))
+        analysis.notes.extend(truncation_notes(item, (teacher, student), options))
         result.analyses[item.name] = analysis
         result.examples[item.name] = task_example(item.teacher[0])
-        result.warnings.extend(analysis.warnings)
+        result.notes.extend(analysis.notes)
         if store is not None:
             store.save(item, task_record(result, item.name))
     return result
@@ -232,7 +235,7 @@ def task_example(task: Task) -> dict[str, str]:
     return {"prompt": first.prompt, "answer": first.answer, "distractor": first.distractor}
 
 
-def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[str]:
+def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[Note]:
     """With ``first_token``: which model's tokenizer cut which answers to their first token."""
     if not options.first_token:
         return []
@@ -242,19 +245,18 @@ def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel]
             encode_task(task, lm.tokenizer, first_token=False)
         except TaskEncodingError as exc:
             detail = str(exc).split(": ", 1)[-1]
-            notes.append(f"{item.name}: --first-token scored multi-token answers by their first token only for "
-                         f"{lm.name} ({detail[:300]})")
+            notes.append(Note(task=item.name, model=lm.name, topic="tokenisation", code="tokenisation.first_token",
+                              text=f"--first-token scored multi-token answers by their first token only "
+                                   f"({detail[:300]})"))
     return notes
 
 
 def task_record(comparison: Comparison, name: str) -> TaskRecord:
     """One computed task as it will appear in the outputs (what a checkpoint holds)."""
-    from circuitdiff.results import _jsonable
-
     t_run, s_run = comparison.runs[name]
     analysis = comparison.analyses[name]
     entry = {**_task_entry(t_run, s_run, analysis), "example": comparison.examples.get(name)}
-    return TaskRecord(name, _jsonable(entry), list(analysis.warnings),
+    return TaskRecord(name, _jsonable(entry), list(analysis.notes),
                       _per_prompt_task_frame(name, (t_run, s_run)), analysis.similarity_long(name))
 
 
@@ -442,14 +444,18 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
             continue
         t_run, s_run = comparison.runs[name]
         tasks[name] = {**_task_entry(t_run, s_run, comparison.analyses[name]), "example": comparison.examples.get(name)}
-    return {
+    notes = list(dict.fromkeys(comparison.notes))
+    results = Results.from_json(_jsonable({
+        "schema_version": SCHEMA_VERSION,
         "circuitdiff_version": __version__,
         "options": options,
         "teacher": asdict(comparison.teacher.info),
         "student": asdict(comparison.student.info),
         "tasks": tasks,
-        "warnings": comparison.warnings,
-    }
+        "notes": [n.to_json() for n in notes],
+        "warnings": note_lines(notes),
+    }))  # checked against the schema before anything is written
+    return results.to_json()
 
 
 def _per_prompt_task_frame(task: str, runs: tuple[ModelTaskRun, ModelTaskRun]) -> pd.DataFrame:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from circuitdiff.schema import Results, SchemaError
+
 RESULTS_JSON = "results.json"
 COMPONENTS_TABLE = "components.parquet"
 PER_PROMPT_TABLE = "effects_per_prompt.parquet"
@@ -71,7 +73,21 @@ def write_table(path: Path, frame: pd.DataFrame) -> None:
 
 
 def read_results(folder: str | Path) -> dict[str, Any]:
+    """``results.json`` as plain JSON (what a user gets with ``json.load``)."""
     return json.loads((Path(folder) / RESULTS_JSON).read_text(encoding="utf-8"))
+
+
+def load_results(folder: str | Path) -> Results:
+    """``results.json`` checked against the schema and typed (older files upgraded, see ``circuitdiff.schema``)."""
+    path = Path(folder) / RESULTS_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SchemaError(f"{path} is not valid JSON ({exc})") from None
+    try:
+        return Results.read(data)
+    except SchemaError as exc:
+        raise SchemaError(f"{path}: {exc}") from None
 
 
 def components_frame(results: dict[str, Any]) -> pd.DataFrame:

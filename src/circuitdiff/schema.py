@@ -130,23 +130,26 @@ class NullCheck(Record):
     score_with_exact: float | None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Alignment(Record):
-    """The influence-weighted alignment score, its interval, chance level and verdict."""
+    """The influence-weighted alignment score, its interval, chance level and verdict.
+
+    Only score, interval and null are required: files from before the calibrated null lack the rest.
+    """
 
     score: float | None
     ci: list[float | None]
-    ci_method: str
-    n_boot: int
-    share_above_point: float | None
+    ci_method: str | None = None
+    n_boot: int | None = None
+    share_above_point: float | None = None
     null: float | None
-    null_q95: float | None
-    n_null: int
-    null_values: list[float | None]
-    null_check: NullCheck | None
-    above_chance: bool | None
-    measure: str
-    level: float
+    null_q95: float | None = None
+    n_null: int = 0
+    null_values: list[float | None] = field(default_factory=list)
+    null_check: NullCheck | None = None
+    above_chance: bool | None = None
+    measure: str = "linear_cka"
+    level: float = 0.95
     paper: float | None = None
 
 

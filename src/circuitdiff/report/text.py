@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason
+from circuitdiff.schema import Results
 
 GLOSSARY: list[tuple[str, str]] = [
     ("Influence (share of reliance)",
@@ -121,13 +122,13 @@ def concentration_verdict(task: dict[str, Any], n_teacher: int, n_student: int) 
     return Verdict(direction, sentence, detail)
 
 
-def alignment_sentences(results: dict[str, Any], name: str, task: dict[str, Any]) -> list[str]:
+def alignment_sentences(results: Results, name: str, task: dict[str, Any]) -> list[str]:
     """The alignment score, its interval and where it stands against the random-student null."""
     al = task.get("alignment") or {}
     score = finite(al.get("score"))
     if score is None:
         return ["The alignment score is not available: "
-                + reason(results, name, "alignment", "influence", default="it was not computed for this task.")]
+                + reason(results, name, "finding", "metric", default="it was not computed for this task.")]
     ci = al.get("ci") or [None, None]
     lo, hi = finite(ci[0]), (finite(ci[1]) if len(ci) > 1 else None)
     level = finite(al.get("level")) or 0.95

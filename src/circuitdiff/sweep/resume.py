@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from circuitdiff.results import _jsonable, write_json, write_table
+from circuitdiff.schema import Note
 from circuitdiff.sweep.names import inside
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("circuitdiff")
 TASKS_DIR = "tasks"
 SAMPLE = 256  # values read from every weight tensor, evenly spaced, plus its last one
-FORMAT = 2
-"""Bumped when a checkpoint's meaning changes (2: template-aligned ablation, sign-gated statistics)."""
+FORMAT = 3
+"""Bumped when a checkpoint's meaning changes (2: template-aligned ablation, sign-gated statistics;
+3: structured notes)."""
 
 
 @dataclass
@@ -42,7 +44,7 @@ class TaskRecord:
 
     name: str
     entry: dict[str, Any]
-    warnings: list[str]
+    notes: list[Note]
     per_prompt: pd.DataFrame
     similarity: pd.DataFrame
 
@@ -116,7 +118,7 @@ class TaskStore:
                 log.warning("%s: checkpoint %s is from other options, models or prompts; recomputing",
                             item.name, meta_path)
                 return None
-            return TaskRecord(item.name, meta["entry"], list(meta["warnings"]), pd.read_parquet(pp_path),
+            return TaskRecord(item.name, meta["entry"], [Note.from_json(n) for n in meta["notes"]], pd.read_parquet(pp_path),
                               pd.read_parquet(sim_path))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("%s: checkpoint %s is unreadable (%s); recomputing", item.name, meta_path, type(exc).__name__)
@@ -127,4 +129,4 @@ class TaskStore:
         write_table(pp_path, record.per_prompt)
         write_table(sim_path, record.similarity)
         write_json(meta_path, {"format": FORMAT, "task": item.name, "fingerprint": task_fingerprint(self.run, item),
-                               "entry": record.entry, "warnings": record.warnings})
+                               "entry": record.entry, "notes": [n.to_json() for n in record.notes]})
