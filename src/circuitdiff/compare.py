@@ -43,8 +43,8 @@ from circuitdiff.results import (
     write_json,
     write_table,
 )
-from circuitdiff.sweep.resources import auto_budget, parse_dtype, with_less_memory
-from circuitdiff.sweep.resume import TaskRecord, TaskStore, run_fingerprint
+from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
+from circuitdiff.checkpoint import TaskRecord, TaskStore, run_fingerprint
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
 
 E = TypeVar("E", bound=Enum)
@@ -132,7 +132,7 @@ class Comparison:
     analyses: dict[str, PairAnalysis] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
     restored: dict[str, TaskRecord] = field(default_factory=dict)
-    """Tasks finished by an earlier, interrupted run (see ``circuitdiff.sweep.resume``)."""
+    """Tasks finished by an earlier, interrupted run (see ``circuitdiff.checkpoint``)."""
     order: list[str] = field(default_factory=list)
     """Task names in output order, computed and restored ones together."""
     examples: dict[str, dict[str, str]] = field(default_factory=dict)

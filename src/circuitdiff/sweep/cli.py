@@ -29,7 +29,7 @@ def sweep(
     from circuitdiff.sweep.backends import BACKENDS, BackendError
     from circuitdiff.sweep.jobs import DEFAULT_BUDGET, RunSettings
     from circuitdiff.sweep.merge import JOBS_TABLE, SUMMARY_HTML, SUMMARY_MD
-    from circuitdiff.sweep.resources import check_device, parse_dtype, parse_memory
+    from circuitdiff.resources import check_device, parse_dtype, parse_memory
     from circuitdiff.sweep.runner import run_sweep
     from circuitdiff.sweep.spec import load_sweep
 

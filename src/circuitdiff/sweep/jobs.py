@@ -16,7 +16,7 @@ from typing import Any
 
 from circuitdiff.errors import CircuitDiffError
 from circuitdiff.results import RESULTS_JSON, _jsonable, write_json
-from circuitdiff.sweep.names import inside
+from circuitdiff.names import inside
 from circuitdiff.sweep.spec import Job
 
 JOBS_DIR = "jobs"
@@ -74,7 +74,7 @@ def _stamp(spec: str) -> tuple[Any, ...]:
 def _load(spec: str, settings: RunSettings) -> Any:
     """Models of the current pair stay loaded for the next job (jobs are ordered by pair)."""
     from circuitdiff.models.loading import load_model
-    from circuitdiff.sweep.resources import parse_dtype
+    from circuitdiff.resources import parse_dtype
 
     key = (spec, _stamp(spec), settings.device, settings.dtype, settings.device_map, settings.allow_pickle,
            settings.trust_remote_code)

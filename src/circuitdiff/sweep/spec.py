@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from circuitdiff.errors import CircuitDiffError
-from circuitdiff.sweep.names import safe_name
+from circuitdiff.names import safe_name
 
 MAX_BYTES = 1 << 20
 MAX_ITEMS = 1000

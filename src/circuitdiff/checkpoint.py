@@ -24,7 +24,7 @@ import torch
 
 from circuitdiff.results import _jsonable, write_json, write_table
 from circuitdiff.schema import Note
-from circuitdiff.sweep.names import inside
+from circuitdiff.names import inside
 
 if TYPE_CHECKING:
     from circuitdiff.compare import CompareOptions, PreparedTask
