@@ -27,7 +27,8 @@ from circuitdiff.schema import Note
 from circuitdiff.names import inside
 
 if TYPE_CHECKING:
-    from circuitdiff.compare import CompareOptions, PreparedTask
+    from circuitdiff.options import CompareOptions
+    from circuitdiff.tasks.prepared import PreparedTask
     from circuitdiff.models.loading import LoadedModel
 
 log = logging.getLogger("circuitdiff")
