@@ -1,14 +1,14 @@
 """Run one task on one model: clean pass, reference activations, exact sweep, effects.
 
-The output is plain arrays (``ModelTaskRun``); everything downstream (analysis,
-report) reads only these.
+The output is plain arrays (``ModelTaskRun``, defined in ``analysis.runs``); everything
+downstream (analysis, report) reads only these.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -23,6 +23,7 @@ from circuitdiff.analysis.influence import (
     component_effects,
     relative_problem,
 )
+from circuitdiff.analysis.runs import ModelTaskRun
 from circuitdiff.circuits import discover, other_ablation
 from circuitdiff.errors import NumericalError, TaskEncodingError
 from circuitdiff.interventions.ablation import (
@@ -35,11 +36,11 @@ from circuitdiff.interventions.ablation import (
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.attribution import attribution_effects
-from circuitdiff.interventions.edge_methods import EdgeMethod, EdgeScores, base_cache_for, score_edges
+from circuitdiff.interventions.edge_methods import EdgeMethod, base_cache_for, score_edges
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
-from circuitdiff.models.loading import LoadedModel, ModelInfo
+from circuitdiff.models.loading import LoadedModel
 from circuitdiff.schema import Note
 from circuitdiff.tasks.base import Task
 from circuitdiff.tasks.encode import EncodedTask, encode_task
@@ -60,46 +61,6 @@ class CleanPass:
     def component_at_read(self, component: Component, read_pos: torch.Tensor) -> np.ndarray:
         acts = self.cache.of(component)
         return acts[torch.arange(acts.shape[0]), read_pos].double().numpy()
-
-
-@dataclass
-class ModelTaskRun:
-    """One model on one task: the inputs to every analysis."""
-
-    info: ModelInfo
-    task: str
-    n_prompts: int
-    ablation: str
-    method: str
-    components: list[Component]
-    clean: np.ndarray
-    base: np.ndarray
-    ablated: np.ndarray
-    answer_prob: np.ndarray
-    effects: list[ComponentEffect]
-    read_acts: dict[str, np.ndarray] = field(repr=False)
-    residual_read: np.ndarray = field(repr=False)
-    attention_read: np.ndarray | None = field(repr=False)
-    seq_len: int = 0
-    circuits: list[Circuit] = field(default_factory=list)
-    circuit_curve: CircuitCurve | None = None
-    attribution_spearman: float | None = None
-    """Rank correlation of attribution-patching estimates with the exact effects (exact runs only)."""
-    corrupted: np.ndarray | None = None
-    """Corrupted-prompt metric per prompt (None without corrupted prompts)."""
-    notes: list[Note] = field(default_factory=list)
-    """Warnings about this run, passed on to results.json, summary and report."""
-    edges: EdgeScores | None = None
-    """Edge effects (``--edges``), see ``circuitdiff.interventions.edge_methods``."""
-
-    @property
-    def per_prompt_effects(self) -> np.ndarray:
-        """(n_components, n_prompts): ablated - base metric, per prompt."""
-        return self.ablated - self.base[None, :]
-
-    @property
-    def accuracy(self) -> float:
-        return float(np.mean(self.clean > 0))
 
 
 def batches(enc: EncodedTask, device: torch.device) -> tuple[Batch, Batch | None]:

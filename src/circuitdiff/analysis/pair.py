@@ -25,6 +25,7 @@ from circuitdiff.analysis.circuits import Circuit, CircuitCurve, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
+from circuitdiff.analysis.runs import ModelTaskRun
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
     attention_pattern_similarity,
@@ -32,7 +33,6 @@ from circuitdiff.analysis.similarity import (
     principal_direction_similarity,
     similarity_matrix,
 )
-from circuitdiff.pipeline import ModelTaskRun
 from circuitdiff.schema import Note
 
 MATCH_MEASURE = SimilarityMeasure.LINEAR_CKA
