@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from circuitdiff.results import _jsonable, write_json, write_table
+from circuitdiff.results import json_ready, write_json, write_table
 from circuitdiff.schema import Note
 from circuitdiff.names import inside
 
@@ -61,7 +61,7 @@ def _digest(*parts: Any) -> str:
                 sample = torch.cat([flat[:: max(1, flat.numel() // SAMPLE)], flat[-1:]])
                 h.update(sample.to("cpu", torch.float64).numpy().tobytes())
         else:
-            h.update(json.dumps(_jsonable(part), sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
+            h.update(json.dumps(json_ready(part), sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
         h.update(b"\x00")
     return h.hexdigest()
 

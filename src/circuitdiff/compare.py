@@ -36,7 +36,7 @@ from circuitdiff.results import (
     PER_PROMPT_TABLE,
     RESULTS_JSON,
     SIMILARITY_TABLE,
-    _jsonable,
+    json_ready,
     components_frame,
     write_json,
     write_table,
@@ -180,7 +180,7 @@ def task_record(comparison: Comparison, name: str) -> TaskRecord:
     t_run, s_run = comparison.runs[name]
     analysis = comparison.analyses[name]
     entry = {**_task_entry(t_run, s_run, analysis), "example": comparison.examples.get(name)}
-    return TaskRecord(name, _jsonable(entry), list(analysis.notes),
+    return TaskRecord(name, json_ready(entry), list(analysis.notes),
                       _per_prompt_task_frame(name, (t_run, s_run)), analysis.similarity_long(name))
 
 
@@ -369,7 +369,7 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
         t_run, s_run = comparison.runs[name]
         tasks[name] = {**_task_entry(t_run, s_run, comparison.analyses[name]), "example": comparison.examples.get(name)}
     notes = list(dict.fromkeys(comparison.notes))
-    results = Results.from_json(_jsonable({
+    results = Results.from_json(json_ready({
         "schema_version": SCHEMA_VERSION,
         "circuitdiff_version": __version__,
         "options": options,

@@ -41,7 +41,7 @@ class Record:
     """Mixin for schema dataclasses: ``to_json`` gives plain JSON types, ``from_json`` checks and builds."""
 
     def to_json(self) -> dict[str, Any]:
-        return _dump(self)
+        return json_ready(self)
 
     @classmethod
     def from_json(cls: type[T], data: Any) -> T:
@@ -302,19 +302,21 @@ def note_lines(notes: list[Note]) -> list[str]:
 
 # --- the generic machinery ---------------------------------------------------------------------
 
-def _dump(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """Plain JSON types from records, dicts, sequences and numpy values; NaN/inf become null.
+
+    The one converter for everything circuitdiff writes as JSON (results, checkpoints,
+    recipes), so a file never holds a NaN that strict JSON readers reject.
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if v is None and f.metadata.get("omit_none"):
-                continue
-            out[f.name] = _dump(v)
-        return out
+        return {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (getattr(value, f.name) is None and f.metadata.get("omit_none"))}
     if isinstance(value, dict):
-        return {str(k): _dump(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_dump(v) for v in value]
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":  # arrays and numpy scalars
+        return json_ready(value.tolist())
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return value

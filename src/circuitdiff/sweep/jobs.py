@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitdiff.errors import CircuitDiffError
-from circuitdiff.results import RESULTS_JSON, _jsonable, write_json
+from circuitdiff.results import RESULTS_JSON, json_ready, write_json
 from circuitdiff.names import inside
 from circuitdiff.sweep.spec import Job
 
@@ -46,7 +46,7 @@ def job_key(job: Job, settings: RunSettings) -> dict[str, Any]:
     """What must match for finished results to be reused (the dtype changes the numbers)."""
     from circuitdiff import __version__
 
-    return _jsonable({**job.describe(), "dtype": settings.dtype, "circuitdiff_version": __version__})
+    return json_ready({**job.describe(), "dtype": settings.dtype, "circuitdiff_version": __version__})
 
 
 def is_done(out: Path, job: Job, settings: RunSettings) -> bool:
