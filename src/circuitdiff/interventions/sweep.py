@@ -174,13 +174,3 @@ def _run_chunk(
         out[torch.tensor(idx)[:, None], prompts[None, :]] = diff.view(k, m).cpu()
         if progress is not None:
             progress(k * m / len(base))
-
-
-def base_metric(adapter: Adapter, base: Batch, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
-    """Unablated metric per prompt, in micro-batches."""
-    step = rows_per_forward(adapter, base.input_ids.shape[1], memory_budget)
-    parts = [
-        logit_difference(adapter, base.select(torch.arange(s, min(s + step, len(base)), device=base.input_ids.device)))
-        for s in range(0, len(base), step)
-    ]
-    return torch.cat(parts).cpu()
