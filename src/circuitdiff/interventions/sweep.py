@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
+from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
 from circuitdiff.interventions.forward import Batch, logit_difference, read_hidden
 from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.kernels import fast_kernels
@@ -25,7 +26,6 @@ from circuitdiff.interventions.prefix import block_outputs, needed_width, repeat
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass
 MIN_PASS_TOKENS = 3072
 """Prompts are split by width only while each pass keeps this many tokens: below about 2k rows a
 CPU matrix multiply loses efficiency, which costs more than the padding that splitting saves."""
