@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from circuitdiff.errors import CircuitDiffError
+from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
 from circuitdiff.results import RESULTS_JSON, json_ready, write_json
 from circuitdiff.names import inside
 from circuitdiff.sweep.spec import Job
 
 JOBS_DIR = "jobs"
 DONE = "job.json"
-DEFAULT_BUDGET = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class RunSettings:
     device: str = "cpu"
     dtype: str = "float32"
     device_map: str | None = None
-    memory_budget: int = DEFAULT_BUDGET
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     """Bytes of activations per forward pass; 0 = automatic."""
     allow_pickle: bool = False
     trust_remote_code: bool = False
