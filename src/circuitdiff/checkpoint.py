@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from circuitdiff.results import json_ready, write_json, write_table
-from circuitdiff.schema import Note
 from circuitdiff.names import inside
+from circuitdiff.results import write_json, write_table
+from circuitdiff.schema import Note, json_ready
 
 if TYPE_CHECKING:
     from circuitdiff.options import CompareOptions

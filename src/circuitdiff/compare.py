@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 
 from circuitdiff.analysis.calibration import NullDraw
-from circuitdiff.checkpoint import TaskRecord, TaskStore, run_fingerprint
 from circuitdiff.analysis.edges import EDGES_TABLE, compare_edge_circuits, edges_frame
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
+from circuitdiff.checkpoint import TaskRecord, TaskStore, run_fingerprint
 from circuitdiff.errors import TaskEncodingError, TaskFileError
 from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
@@ -30,18 +30,17 @@ from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like
 from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum  # noqa: F401  (public here since 0.1)
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
 from circuitdiff.progress import Progress, progress_bars
-from circuitdiff.schema import SCHEMA_VERSION, Note, Results, note_lines
 from circuitdiff.results import (
     COMPONENTS_TABLE,
     PER_PROMPT_TABLE,
     RESULTS_JSON,
     SIMILARITY_TABLE,
-    json_ready,
     components_frame,
     write_json,
     write_table,
 )
 from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
+from circuitdiff.schema import SCHEMA_VERSION, Note, Results, json_ready, note_lines
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
 from circuitdiff.tasks.prepared import PreparedTask
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from circuitdiff.errors import CircuitDiffError
 from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
-from circuitdiff.results import RESULTS_JSON, json_ready, write_json
 from circuitdiff.names import inside
+from circuitdiff.results import RESULTS_JSON, write_json
+from circuitdiff.schema import json_ready
 from circuitdiff.sweep.spec import Job
 
 JOBS_DIR = "jobs"
