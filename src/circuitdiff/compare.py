@@ -56,6 +56,8 @@ class Comparison:
     notes: list[Note] = field(default_factory=list)
     restored: dict[str, TaskRecord] = field(default_factory=dict)
     """Tasks finished by an earlier, interrupted run (see ``circuitdiff.checkpoint``)."""
+    records: dict[str, TaskRecord] = field(default_factory=dict)
+    """Every task as it goes into the outputs, computed or restored (see ``task_records``)."""
     order: list[str] = field(default_factory=list)
     """Task names in output order, computed and restored ones together."""
     examples: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -119,7 +121,7 @@ def run_comparison(
         result.order.append(item.name)
         record = records[item.name]
         if record is not None:
-            result.restored[item.name] = record
+            result.restored[item.name] = result.records[item.name] = record
             result.notes.extend(record.notes)
             if progress:
                 progress(f"{item.name}: finished earlier, reused", 1)(1)
@@ -147,8 +149,9 @@ def run_comparison(
         result.analyses[item.name] = analysis
         result.examples[item.name] = task_example(item.teacher[0])
         result.notes.extend(analysis.notes)
+        result.records[item.name] = task_record(result, item.name)
         if store is not None:
-            store.save(item, task_record(result, item.name))
+            store.save(item, result.records[item.name])
     return result
 
 
@@ -360,13 +363,7 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
     options = asdict(comparison.options)
     options["ablation"] = comparison.options.ablation.value
     options["method"] = comparison.options.method.value
-    tasks: dict[str, Any] = {}
-    for name in comparison.task_names():
-        if name in comparison.restored:
-            tasks[name] = comparison.restored[name].entry
-            continue
-        t_run, s_run = comparison.runs[name]
-        tasks[name] = {**_task_entry(t_run, s_run, comparison.analyses[name]), "example": comparison.examples.get(name)}
+    tasks = {name: record.entry for name, record in task_records(comparison).items()}
     notes = list(dict.fromkeys(comparison.notes))
     results = Results.from_json(json_ready({
         "schema_version": SCHEMA_VERSION,
@@ -393,10 +390,16 @@ def _per_prompt_task_frame(task: str, runs: tuple[ModelTaskRun, ModelTaskRun]) -
     return pd.concat(frames, ignore_index=True)
 
 
+def task_records(comparison: Comparison) -> dict[str, TaskRecord]:
+    """Every task's outputs in order: computed and restored tasks take this one path to the files."""
+    for name in comparison.task_names():
+        if name not in comparison.records:  # a Comparison assembled by hand (runs and analyses only)
+            comparison.records[name] = comparison.restored.get(name) or task_record(comparison, name)
+    return {name: comparison.records[name] for name in comparison.task_names()}
+
+
 def per_prompt_frame(comparison: Comparison) -> pd.DataFrame:
-    frames = [comparison.restored[task].per_prompt if task in comparison.restored
-              else _per_prompt_task_frame(task, comparison.runs[task]) for task in comparison.task_names()]
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([record.per_prompt for record in task_records(comparison).values()], ignore_index=True)
 
 
 def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) -> None:
@@ -404,8 +407,7 @@ def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) ->
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / COMPONENTS_TABLE, components_frame(results))
     write_table(out / PER_PROMPT_TABLE, per_prompt_frame(comparison))
-    sims = [comparison.restored[task].similarity if task in comparison.restored
-            else comparison.analyses[task].similarity_long(task) for task in comparison.task_names()]
+    sims = [record.similarity for record in task_records(comparison).values()]
     write_table(out / SIMILARITY_TABLE, pd.concat(sims, ignore_index=True))
     if comparison.options.edges != EdgeMethod.NONE.value:
         write_table(out / EDGES_TABLE, edges_frame(results))
