@@ -250,9 +250,10 @@ def _constant_notes(task: str, layer_frame: pd.DataFrame) -> list[Note]:
     constant = layer_frame.attrs.get("constant") or []
     if not constant:
         return []
-    return [Note(task=task, topic="similarity", code="similarity.constant_layer", text=f"layer CKA: the residual stream at the read position is the same on every prompt for "
-            f"{', '.join(constant)} (e.g. an embedding of a read token that never changes): its CKA is set to 0, "
-            "which means 'nothing to compare', not 'dissimilar'")]
+    return [Note(task=task, topic="similarity", code="similarity.constant_layer",
+                 text=f"layer CKA: the residual stream at the read position is the same on every prompt for "
+                      f"{', '.join(constant)} (e.g. an embedding of a read token that never changes): its CKA is "
+                      "set to 0, which means 'nothing to compare', not 'dissimilar'")]
 
 
 def analyse_runs(
@@ -319,7 +320,8 @@ def _analyse(
             notes.append(_no_circuit_note(t.task, role, run))
     paper, why = paper_score(t, s, same_tokens) if has_attention else (None, "paper A needs attention patterns (eager attention)")
     if why:
-        notes.append(Note(task=t.task, topic="paper", code="paper.withheld" if paper is None else "paper.caveat", text=why))
+        code = "paper.withheld" if paper is None else "paper.caveat"
+        notes.append(Note(task=t.task, topic="paper", code=code, text=why))
     alignment["paper"] = paper
     matching = match_one_to_one(sim)
     concentration = {role: robustness(run, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}

@@ -143,7 +143,7 @@ def task_notes(results: Results, task: str) -> list[Note]:
 
 
 def reason(results: Results, task: str, *topics: str, role: str | None = None, default: str) -> str:
-    """Why something is missing: the text of the task's first note on one of ``topics`` (and ``role``), else ``default``."""
+    """Why something is missing: the task's first note on one of ``topics`` (and ``role``), else ``default``."""
     for note in task_notes(results, task):
         if note.topic in topics and (role is None or note.role == role):
             return note.text

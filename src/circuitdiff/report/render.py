@@ -1,4 +1,5 @@
-"""``write_report``: typed results (``circuitdiff.schema``) + Parquet tables -> one self-contained ``report.html`` and SVG figures.
+"""``write_report``: typed results (``circuitdiff.schema``) + Parquet tables -> one self-contained
+``report.html`` and SVG figures.
 
 Only plain data is read (never a model), so a report can be rebuilt from a results
 folder at any time. Missing parts are shown as "not available" with the run's own reason.
