@@ -139,20 +139,17 @@ def _drops_note(task: dict[str, Any]) -> str | None:
             f"clearly positive: at least {MIN_CLEAN_METRIC:g} and two standard errors (clean: {values}).")
 
 
-def _alignment_rows(results: Results, name: str, task: dict[str, Any]) -> list[dict[str, str]]:
-    al = task.get("alignment") or {}
-    ci = al.get("ci") or [None, None]
-    paper = finite(al.get("paper"))
-    lo, hi = finite(ci[0]), finite(ci[1] if len(ci) > 1 else None)
-    interval = (f"{fmt(lo, '.3f')}–{fmt(hi, '.3f')} ({fmt(al.get('level') or 0.95, '.0%')} CI)"
+def _alignment_rows(results: Results, name: str) -> list[dict[str, str]]:
+    al = results.tasks[name].alignment
+    paper = finite(al.paper)
+    lo, hi = (finite(al.ci[0]), finite(al.ci[1])) if len(al.ci) == 2 else (None, None)
+    interval = (f"{fmt(lo, '.3f')}–{fmt(hi, '.3f')} ({fmt(al.level, '.0%')} CI)"
                 if lo is not None and hi is not None else "no interval")
     return [
-        {"label": f"alignment score ({al.get('measure', 'linear_cka')})", "value": fmt(al.get("score"), ".3f"),
-         "note": interval},
-        {"label": f"null (median of {al.get('n_null') or 0} random students; "
-                  f"q95 {fmt(al.get('null_q95'), '.3f')})",
-         "value": fmt(al.get("null"), ".3f"),
-         "note": "" if finite(al.get("null")) is not None else f"not available: {null_reason(results, name)}"},
+        {"label": f"alignment score ({al.measure})", "value": fmt(al.score, ".3f"), "note": interval},
+        {"label": f"null (median of {al.n_null} random students; q95 {fmt(al.null_q95, '.3f')})",
+         "value": fmt(al.null, ".3f"),
+         "note": "" if finite(al.null) is not None else f"not available: {null_reason(results, name)}"},
         {"label": "paper A (reference study)", "value": fmt(paper, ".3f"),
          "note": "" if paper is not None else "not available: " + reason(results, name, "paper", default="not computed")},
     ]
@@ -274,7 +271,7 @@ def _task_context(results: Results, name: str, key: str, tables: Tables, figs: _
     return {
         "name": name, "key": key, "n_prompts": task.get("n_prompts"), "ablation": task.get("ablation"),
         "summary": _summary_row(task, verdict, {role: len(frame) for role, frame in frames.items()}), "verdict": verdict,
-        "alignment_text": alignment_sentences(results, name, task), "alignment_rows": _alignment_rows(results, name, task),
+        "alignment_text": alignment_sentences(results, name), "alignment_rows": _alignment_rows(results, name),
         "numbers": _numbers(task), "drops_note": _drops_note(task), "circuit": circuit,
         "fig": _task_figures(results, name, key, tables, figs, frames, circuit["missing"]),
         "top": {role: _top_components(frame, column=f"percent_of_{_basis(task)}") for role, frame in frames.items()},
