@@ -225,3 +225,34 @@ def test_similarity_matrix_custom_function_and_row_check(rng: np.random.Generato
     assert sim.loc["L0.H1", "L0.H0"] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         similarity_matrix({"a": rng.normal(size=(10, 3))}, {"b": rng.normal(size=(11, 3))})
+
+
+def test_a_new_measure_is_one_registered_class(rng: np.random.Generator) -> None:
+    """A measure registered from anywhere (here: the test) is computed by ``similarity_matrix``, dead rows 0."""
+    from dataclasses import dataclass
+
+    from circuitdiff.analysis.measures import PairwiseMeasure, get_measure, measure_names, register
+
+    @register
+    @dataclass(frozen=True)
+    class MeanCorrelation(PairwiseMeasure):
+        name = "test_mean_correlation"
+        description = "correlation over prompts of the mean activation"
+
+        def prepare(self, x: np.ndarray) -> np.ndarray:
+            return x.mean(axis=1)
+
+        def compare(self, a: np.ndarray, b: np.ndarray) -> float:
+            return float(np.corrcoef(a, b)[0, 1])
+
+    teacher = {"A": rng.normal(size=(12, 3)), "B": rng.normal(size=(12, 5)), "dead": np.ones((12, 2))}
+    student = {"X": rng.normal(size=(12, 4)), "Y": teacher["A"] * 2.0}
+    with pytest.warns(DegenerateRepresentationWarning), np.errstate(invalid="ignore", divide="ignore"):
+        sim = similarity_matrix(teacher, student, "test_mean_correlation")
+    expected = [[np.corrcoef(t.mean(1), s.mean(1))[0, 1] for s in student.values()] for t in teacher.values()]
+    np.testing.assert_allclose(sim.loc[["A", "B"]].to_numpy(), np.array(expected[:2]), rtol=1e-12)
+    assert sim.loc["A", "Y"] == pytest.approx(1.0) and (sim.loc["dead"] == 0).all()
+    assert sim.attrs["measure"] == "test_mean_correlation" and sim.attrs["dead_teacher"] == ["dead"]
+    assert "test_mean_correlation" in measure_names() and {"linear_cka", "pwcca"} <= set(measure_names())
+    with pytest.raises(ValueError, match="unknown similarity measure 'nope'; choose one of linear_cka"):
+        get_measure("nope")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from circuitdiff.compare import CompareOptions, compare
-from circuitdiff.sweep.resources import MIN_BUDGET, ResourceError, check_device, parse_dtype, parse_memory
+from circuitdiff.resources import MIN_BUDGET, ResourceError, check_device, parse_dtype, parse_memory
 from test_fuzz_tasks import assert_clean_outcome, run_cli
 from test_resume_kill import write_word_task
 from tiny_models import save_tiny

@@ -12,8 +12,8 @@ import torch
 
 from circuitdiff.compare import CompareOptions, compare
 from circuitdiff.errors import NumericalError
-from circuitdiff.sweep.names import inside, safe_name
-from circuitdiff.sweep.resume import TaskStore
+from circuitdiff.names import inside, safe_name
+from circuitdiff.checkpoint import TaskStore
 from test_fuzz_tasks import assert_clean_outcome, run_cli
 from test_resume_kill import write_word_task
 from tiny_models import save_tiny, tiny_model, word_tokenizer

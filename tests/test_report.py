@@ -35,6 +35,7 @@ from circuitdiff.pipeline import ModelTaskRun
 from circuitdiff.report import render_from_folder, write_report
 from circuitdiff.report.text import concentration_verdict
 from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, read_results, write_json
+from circuitdiff.schema import Note
 
 CHROMIUM = "/usr/bin/chromium"
 EVIL = 'evil<script>alert("x")</script>&name'
@@ -101,7 +102,7 @@ def _analysis(task: str, t: ModelTaskRun, s: ModelTaskRun, rng: np.random.Genera
                        for role, run in (("teacher", t), ("student", s))},
         circuit=compare_circuits(t.circuits, s.circuits, matching, {"teacher": t.circuit_curve, "student": s.circuit_curve}),
         preserved=preserved_components(t, sim),
-        warnings=[f"{task}: a synthetic note about {task}"],
+        notes=[Note(task=task, topic="similarity", code="similarity.synthetic", text=f"a synthetic note about {task}")],
     )
 
 
@@ -118,7 +119,7 @@ def make_results_folder(out: Path, shape: tuple[int, int, int] = (12, 6, 12), ta
         s = _run(student, task, rng, n_prompts, spread=1.6, circuit_size=10)
         comparison.runs[task] = (t, s)
         comparison.analyses[task] = _analysis(task, t, s, rng)
-        comparison.warnings.extend(comparison.analyses[task].warnings)
+        comparison.notes.extend(comparison.analyses[task].notes)
     results = results_dict(comparison)
     write_outputs(comparison, results, out)
     return read_results(out)  # exactly what a later `circuitdiff report OUT` sees
@@ -201,9 +202,12 @@ def test_report_shows_missing_parts_with_reasons(tmp_path: Path) -> None:
             task["concentration"][role][key] = None
         task["concentration"][role]["effective_number"]["lo"] = None
     task["circuit"] = {"thresholds": []}
-    results["warnings"] = ["ioi: no teacher circuit (clean logit difference too close to 0, or circuits off)",
-                           "ioi: null score undefined (student influence is zero)",
-                           "ioi: paper A needs equal model widths (MLP principal directions are compared as vectors)"]
+    notes = [Note(task="ioi", role="teacher", topic="circuit", code="circuit.no_signal",
+                  text="no teacher circuit (clean logit difference too close to 0, or circuits off)"),
+             Note(task="ioi", topic="null", code="null.undefined", text="null score undefined (student influence is zero)"),
+             Note(task="ioi", topic="paper", code="paper.withheld",
+                  text="paper A needs equal model widths (MLP principal directions are compared as vectors)")]
+    results["notes"], results["warnings"] = [n.to_json() for n in notes], [n.line for n in notes]
     write_json(tmp_path / RESULTS_JSON, results)
     (tmp_path / SIMILARITY_TABLE).unlink()
     page = render_from_folder(tmp_path).read_text(encoding="utf-8")

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from circuitdiff.errors import CircuitDiffError
+from circuitdiff.results import load_results
 from circuitdiff.sweep.jobs import DONE, RunSettings, job_dir
 from circuitdiff.sweep.merge import COMPONENTS_MERGED, JOBS_TABLE, SUMMARY_HTML, SUMMARY_MD
 from circuitdiff.sweep.runner import SweepJobsError, run_sweep
@@ -71,11 +72,13 @@ def test_local_sweep_writes_jobs_merged_table_and_summary(ws: Path, reference: P
         ("tiny", "random-init", "alpha", 0, "mean"), ("tiny", "random-init", "alpha", 1, "mean"),
         ("tiny", "random-init", "beta", 0, "mean"), ("tiny", "random-init", "beta", 1, "mean")]
     # 8 prompts of random models: an interval may be withheld (bias beyond spread), but only whole,
-    # and where given it contains its point
+    # with a note that says why, and where given it contains its point
     given = table[["alignment_lo", "alignment_hi"]].notna().all(axis=1)
     assert (given | table[["alignment_lo", "alignment_hi"]].isna().all(axis=1)).all() and given.sum() >= 2
     inside = (table["alignment_lo"] <= table["alignment"]) & (table["alignment"] <= table["alignment_hi"])
     assert inside[given].all()
+    for rel in table.loc[~given, "job"]:
+        assert any(n.code.startswith("interval.") for n in load_results(reference / rel).notes), rel
     assert table["teacher_effective_number"].notna().all()
     components = pd.read_parquet(reference / COMPONENTS_MERGED)
     assert set(components["task"]) == {"alpha", "beta"} and len(components) == (10 + 5) * 4

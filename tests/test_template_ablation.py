@@ -151,7 +151,7 @@ def test_mean_ablation_equals_per_template_reference(family: str, one_torch_thre
     moved = max(abs(pooled[k] - per_template[k]) for k in per_template)
     largest = max(abs(v) for v in per_template.values())
     assert moved > 0.1 * largest, "pooling across templates must matter here (else this test proves nothing)"
-    assert not any("fewer than" in n for n in run.notes)  # six corrupted prompts per template: no warning
+    assert not any("fewer than" in n.text for n in run.notes)  # six corrupted prompts per template: no warning
 
 
 def test_resample_draws_from_the_same_template() -> None:
@@ -197,7 +197,7 @@ def test_thin_templates_are_warned(one_torch_thread) -> None:
     model.requires_grad_(False)
     lm = LoadedModel("tiny", model, word_tokenizer(), adapter_for(model))
     run = run_model_on_task(lm, two_template_task(masked=False, n_per_template=2), Ablation.MEAN)
-    notes = [n for n in run.notes if "fewer than 4 corrupted prompts" in n]
+    notes = [n.line for n in run.notes if n.code == "template.thin" and "fewer than 4 corrupted prompts" in n.text]
     assert len(notes) == 1 and "model 'tiny'" in notes[0]
     assert "'short' (2)" in notes[0] and "'long' (2)" in notes[0] and notes[0].startswith("two-templates: ")
 
@@ -223,5 +223,5 @@ def test_thin_templates_without_corrupted_prompts_use_the_pooled_mean(one_torch_
                     for i in range(4))
     run = run_model_on_task(lm, Task("thin", prompts), Ablation.MEAN)
     assert max(abs(e.effect) for e in run.effects) > 1e-3
-    notes = [n for n in run.notes if "fewer than 4 reference prompts" in n]
+    notes = [n.line for n in run.notes if n.code == "template.thin" and "fewer than 4 reference prompts" in n.text]
     assert len(notes) == 1 and "'3 tokens' (2), '4 tokens' (2)" in notes[0] and "mean over all templates" in notes[0]

@@ -12,24 +12,22 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
-from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
 import torch
 
-from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
 from circuitdiff.analysis.calibration import NullDraw
 from circuitdiff.analysis.edges import EDGES_TABLE, compare_edge_circuits, edges_frame
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
-from circuitdiff.errors import CircuitDiffError, TaskEncodingError, TaskFileError
-from circuitdiff.interventions.ablation import Ablation
+from circuitdiff.checkpoint import TaskRecord, TaskStore, run_fingerprint
+from circuitdiff.errors import TaskEncodingError, TaskFileError
 from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
-from circuitdiff.interventions.methods import Method
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
+from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum  # noqa: F401  (public here since 0.1)
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
 from circuitdiff.progress import Progress, progress_bars
 from circuitdiff.results import (
@@ -41,84 +39,11 @@ from circuitdiff.results import (
     write_json,
     write_table,
 )
-from circuitdiff.sweep.resources import auto_budget, parse_dtype, with_less_memory
-from circuitdiff.sweep.resume import TaskRecord, TaskStore, run_fingerprint
+from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
+from circuitdiff.schema import SCHEMA_VERSION, Note, Results, json_ready, note_lines
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
 from circuitdiff.tasks.encode import drop_multi_token_items
-
-E = TypeVar("E", bound=Enum)
-
-
-class OptionsError(CircuitDiffError, ValueError):
-    """A comparison option has an unknown name or an impossible value."""
-
-
-def as_enum(kind: type[E], value: E | str, what: str) -> E:
-    """``kind(value)`` for a name such as ``"zero"``; an unknown name lists the valid ones."""
-    if isinstance(value, kind):
-        return value
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(str(m.value) for m in kind)
-        raise OptionsError(f"unknown {what} {value!r}; choose one of {choices}") from None
-
-
-MIN_BOOT = 10
-"""Fewer bootstrap resamples cannot place a 95% interval's ends."""
-
-
-@dataclass(frozen=True)
-class CompareOptions:
-    """Knobs of a comparison; all of them are written into results.json.
-
-    ``ablation`` and ``method`` take their names as strings too (``ablation="zero"``,
-    ``method="attribution"``); every value is checked here, before any model is loaded.
-    """
-
-    ablation: Ablation = Ablation.MEAN
-    n_prompts: int = 64
-    seed: int = 0
-    first_token: bool = False
-    method: Method = Method.EXACT
-    exact_top: int = 20
-    n_boot: int = 1000
-    circuits: bool = True
-    circuit_thresholds: tuple[float, ...] = SWEEP_THRESHOLDS
-    null_model: bool = True
-    n_null: int = 10
-    """Random students behind the chance level (``circuitdiff.null``); 0 switches it off like ``null_model``."""
-    memory_budget: int = DEFAULT_MEMORY_BUDGET
-    edges: str = "none"
-    """Edge effects: none | exact | eap | eap-ig (see ``circuitdiff.interventions.edge_methods``)."""
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: normalise once, here
-        set_(self, "ablation", as_enum(Ablation, self.ablation, "ablation"))
-        set_(self, "method", as_enum(Method, self.method, "method"))
-        set_(self, "edges", parse_edge_method(self.edges).value)
-        try:
-            set_(self, "circuit_thresholds", tuple(float(t) for t in self.circuit_thresholds))
-        except (TypeError, ValueError):
-            raise OptionsError(f"circuit_thresholds must be numbers, got {self.circuit_thresholds!r}") from None
-        for name, low in (("n_prompts", MIN_PROMPTS), ("n_boot", MIN_BOOT), ("exact_top", 1), ("n_null", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise OptionsError(f"{name} must be an integer >= {low}, got {value!r}")
-        if any(not 0 < t < 1 for t in self.circuit_thresholds):
-            raise OptionsError(f"circuit thresholds must lie strictly between 0 and 1, got {self.circuit_thresholds}")
-        if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int):
-            raise OptionsError(f"memory_budget must be a number of bytes (<= 0: automatic), got {self.memory_budget!r}")
-
-
-@dataclass
-class PreparedTask:
-    """One task as each model sees it (masked models get the masked variant)."""
-
-    name: str
-    teacher: tuple[Task, EncodedTask]
-    student: tuple[Task, EncodedTask]
-
+from circuitdiff.tasks.prepared import PreparedTask
 
 @dataclass
 class Comparison:
@@ -129,9 +54,11 @@ class Comparison:
     options: CompareOptions
     runs: dict[str, tuple[ModelTaskRun, ModelTaskRun]] = field(default_factory=dict)
     analyses: dict[str, PairAnalysis] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     restored: dict[str, TaskRecord] = field(default_factory=dict)
-    """Tasks finished by an earlier, interrupted run (see ``circuitdiff.sweep.resume``)."""
+    """Tasks finished by an earlier, interrupted run (see ``circuitdiff.checkpoint``)."""
+    records: dict[str, TaskRecord] = field(default_factory=dict)
+    """Every task as it goes into the outputs, computed or restored (see ``task_records``)."""
     order: list[str] = field(default_factory=list)
     """Task names in output order, computed and restored ones together."""
     examples: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -189,7 +116,8 @@ def run_comparison(
         warnings.simplefilter("always")
         prepared = prepare_tasks(teacher, student, tasks, options)
     result = Comparison(teacher, student, options)
-    result.warnings.extend(dict.fromkeys(str(w.message) for w in caught if "circuitdiff" in w.filename))
+    result.notes.extend(dict.fromkeys(Note(topic="task-file", code="task-file.warning", text=str(w.message))
+                                      for w in caught if "circuitdiff" in w.filename))
     thresholds = options.circuit_thresholds if options.circuits else ()
     records = {item.name: store.load(item) if store is not None else None for item in prepared}
     pending = [item for item in prepared if records[item.name] is None]
@@ -199,8 +127,8 @@ def run_comparison(
         result.order.append(item.name)
         record = records[item.name]
         if record is not None:
-            result.restored[item.name] = record
-            result.warnings.extend(record.warnings)
+            result.restored[item.name] = result.records[item.name] = record
+            result.notes.extend(record.notes)
             if progress:
                 progress(f"{item.name}: finished earlier, reused", 1)(1)
             continue
@@ -223,12 +151,13 @@ def run_comparison(
         result.runs[item.name] = (t_run, s_run)
         analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []),
                                 n_boot=options.n_boot, seed=options.seed)
-        analysis.warnings.extend(truncation_notes(item, (teacher, student), options))
+        analysis.notes.extend(truncation_notes(item, (teacher, student), options))
         result.analyses[item.name] = analysis
         result.examples[item.name] = task_example(item.teacher[0])
-        result.warnings.extend(analysis.warnings)
+        result.notes.extend(analysis.notes)
+        result.records[item.name] = task_record(result, item.name)
         if store is not None:
-            store.save(item, task_record(result, item.name))
+            store.save(item, result.records[item.name])
     return result
 
 
@@ -238,7 +167,7 @@ def task_example(task: Task) -> dict[str, str]:
     return {"prompt": first.prompt, "answer": first.answer, "distractor": first.distractor}
 
 
-def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[str]:
+def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[Note]:
     """With ``first_token``: which model's tokenizer cut which answers to their first token."""
     if not options.first_token:
         return []
@@ -248,19 +177,18 @@ def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel]
             encode_task(task, lm.tokenizer, first_token=False)
         except TaskEncodingError as exc:
             detail = str(exc).split(": ", 1)[-1]
-            notes.append(f"{item.name}: --first-token scored multi-token answers by their first token only for "
-                         f"{lm.name} ({detail[:300]})")
+            notes.append(Note(task=item.name, model=lm.name, topic="tokenisation", code="tokenisation.first_token",
+                              text=f"--first-token scored multi-token answers by their first token only "
+                                   f"({detail[:300]})"))
     return notes
 
 
 def task_record(comparison: Comparison, name: str) -> TaskRecord:
     """One computed task as it will appear in the outputs (what a checkpoint holds)."""
-    from circuitdiff.results import _jsonable
-
     t_run, s_run = comparison.runs[name]
     analysis = comparison.analyses[name]
     entry = {**_task_entry(t_run, s_run, analysis), "example": comparison.examples.get(name)}
-    return TaskRecord(name, _jsonable(entry), list(analysis.warnings),
+    return TaskRecord(name, json_ready(entry), list(analysis.notes),
                       _per_prompt_task_frame(name, (t_run, s_run)), analysis.similarity_long(name))
 
 
@@ -441,21 +369,19 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
     options = asdict(comparison.options)
     options["ablation"] = comparison.options.ablation.value
     options["method"] = comparison.options.method.value
-    tasks: dict[str, Any] = {}
-    for name in comparison.task_names():
-        if name in comparison.restored:
-            tasks[name] = comparison.restored[name].entry
-            continue
-        t_run, s_run = comparison.runs[name]
-        tasks[name] = {**_task_entry(t_run, s_run, comparison.analyses[name]), "example": comparison.examples.get(name)}
-    return {
+    tasks = {name: record.entry for name, record in task_records(comparison).items()}
+    notes = list(dict.fromkeys(comparison.notes))
+    results = Results.from_json(json_ready({
+        "schema_version": SCHEMA_VERSION,
         "circuitdiff_version": __version__,
         "options": options,
         "teacher": asdict(comparison.teacher.info),
         "student": asdict(comparison.student.info),
         "tasks": tasks,
-        "warnings": comparison.warnings,
-    }
+        "notes": [n.to_json() for n in notes],
+        "warnings": note_lines(notes),
+    }))  # checked against the schema before anything is written
+    return results.to_json()
 
 
 def _per_prompt_task_frame(task: str, runs: tuple[ModelTaskRun, ModelTaskRun]) -> pd.DataFrame:
@@ -470,10 +396,16 @@ def _per_prompt_task_frame(task: str, runs: tuple[ModelTaskRun, ModelTaskRun]) -
     return pd.concat(frames, ignore_index=True)
 
 
+def task_records(comparison: Comparison) -> dict[str, TaskRecord]:
+    """Every task's outputs in order: computed and restored tasks take this one path to the files."""
+    for name in comparison.task_names():
+        if name not in comparison.records:  # a Comparison assembled by hand (runs and analyses only)
+            comparison.records[name] = comparison.restored.get(name) or task_record(comparison, name)
+    return {name: comparison.records[name] for name in comparison.task_names()}
+
+
 def per_prompt_frame(comparison: Comparison) -> pd.DataFrame:
-    frames = [comparison.restored[task].per_prompt if task in comparison.restored
-              else _per_prompt_task_frame(task, comparison.runs[task]) for task in comparison.task_names()]
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([record.per_prompt for record in task_records(comparison).values()], ignore_index=True)
 
 
 def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) -> None:
@@ -481,8 +413,7 @@ def write_outputs(comparison: Comparison, results: dict[str, Any], out: Path) ->
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / COMPONENTS_TABLE, components_frame(results))
     write_table(out / PER_PROMPT_TABLE, per_prompt_frame(comparison))
-    sims = [comparison.restored[task].similarity if task in comparison.restored
-            else comparison.analyses[task].similarity_long(task) for task in comparison.task_names()]
+    sims = [record.similarity for record in task_records(comparison).values()]
     write_table(out / SIMILARITY_TABLE, pd.concat(sims, ignore_index=True))
     if comparison.options.edges != EdgeMethod.NONE.value:
         write_table(out / EDGES_TABLE, edges_frame(results))

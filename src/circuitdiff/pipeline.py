@@ -1,14 +1,14 @@
 """Run one task on one model: clean pass, reference activations, exact sweep, effects.
 
-The output is plain arrays (``ModelTaskRun``); everything downstream (analysis,
-report) reads only these.
+The output is plain arrays (``ModelTaskRun``, defined in ``analysis.runs``); everything
+downstream (analysis, report) reads only these.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -23,6 +23,7 @@ from circuitdiff.analysis.influence import (
     component_effects,
     relative_problem,
 )
+from circuitdiff.analysis.runs import ModelTaskRun
 from circuitdiff.circuits import discover, other_ablation
 from circuitdiff.errors import NumericalError, TaskEncodingError
 from circuitdiff.interventions.ablation import (
@@ -35,11 +36,12 @@ from circuitdiff.interventions.ablation import (
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.attribution import attribution_effects
-from circuitdiff.interventions.edge_methods import EdgeMethod, EdgeScores, base_cache_for, score_edges
+from circuitdiff.interventions.edge_methods import EdgeMethod, base_cache_for, score_edges
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
-from circuitdiff.models.loading import LoadedModel, ModelInfo
+from circuitdiff.models.loading import LoadedModel
+from circuitdiff.schema import Note
 from circuitdiff.tasks.base import Task
 from circuitdiff.tasks.encode import EncodedTask, encode_task
 
@@ -59,46 +61,6 @@ class CleanPass:
     def component_at_read(self, component: Component, read_pos: torch.Tensor) -> np.ndarray:
         acts = self.cache.of(component)
         return acts[torch.arange(acts.shape[0]), read_pos].double().numpy()
-
-
-@dataclass
-class ModelTaskRun:
-    """One model on one task: the inputs to every analysis."""
-
-    info: ModelInfo
-    task: str
-    n_prompts: int
-    ablation: str
-    method: str
-    components: list[Component]
-    clean: np.ndarray
-    base: np.ndarray
-    ablated: np.ndarray
-    answer_prob: np.ndarray
-    effects: list[ComponentEffect]
-    read_acts: dict[str, np.ndarray] = field(repr=False)
-    residual_read: np.ndarray = field(repr=False)
-    attention_read: np.ndarray | None = field(repr=False)
-    seq_len: int = 0
-    circuits: list[Circuit] = field(default_factory=list)
-    circuit_curve: CircuitCurve | None = None
-    attribution_spearman: float | None = None
-    """Rank correlation of attribution-patching estimates with the exact effects (exact runs only)."""
-    corrupted: np.ndarray | None = None
-    """Corrupted-prompt metric per prompt (None without corrupted prompts)."""
-    notes: list[str] = field(default_factory=list)
-    """Warnings about this run ("<task>: ..."), passed on to results.json, summary and report."""
-    edges: EdgeScores | None = None
-    """Edge effects (``--edges``), see ``circuitdiff.interventions.edge_methods``."""
-
-    @property
-    def per_prompt_effects(self) -> np.ndarray:
-        """(n_components, n_prompts): ablated - base metric, per prompt."""
-        return self.ablated - self.base[None, :]
-
-    @property
-    def accuracy(self) -> float:
-        return float(np.mean(self.clean > 0))
 
 
 def batches(enc: EncodedTask, device: torch.device) -> tuple[Batch, Batch | None]:
@@ -213,8 +175,8 @@ def run_model_on_task(
             warnings.simplefilter("always")
             attribution_rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
         if caught:
-            notes.append(f"{task.name}: model '{name}': attribution-vs-exact rank correlation undefined "
-                         f"({caught[0].message})")
+            notes.append(Note(task=task.name, model=name, topic="attribution", code="attribution.undefined",
+                              text=f"attribution-vs-exact rank correlation undefined ({caught[0].message})"))
     cross = other_ablation(ablation)
     other = Replacement(cross, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
                         min_group=min_group) if cross else None
@@ -252,7 +214,7 @@ def run_model_on_task(
 
 def _circuits(lm: LoadedModel, task: str, ablation: Ablation, base_batch: Batch, replacement: Replacement,
               other: Replacement | None, effects: list[ComponentEffect], clean: np.ndarray, base: np.ndarray,
-              thresholds: Sequence[float], progress: Callable[[float], None] | None, notes: list[str], *,
+              thresholds: Sequence[float], progress: Callable[[float], None] | None, notes: list[Note], *,
               seed: int, memory_budget: int) -> tuple[list[Circuit], CircuitCurve | None]:
     """Pruned circuits and their metric curve, only where pruning against the clean metric means something.
 
@@ -266,25 +228,28 @@ def _circuits(lm: LoadedModel, task: str, ablation: Ablation, base_batch: Batch,
     if progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
         progress(len(effects) * len(thresholds))
     if thresholds and ablation is Ablation.DENOISING:
-        notes.append(f"{task}: model '{lm.name}': no circuits under denoising (pruning keeps the clean metric; "
-                     "the denoising base run is the corrupted one)")
+        notes.append(Note(task=task, model=lm.name, topic="circuit", code="circuit.denoising",
+                          text="no circuits under denoising (pruning keeps the clean metric; "
+                               "the denoising base run is the corrupted one)"))
     return [], None
 
 
 def _run_notes(name: str, task: str, ablation: Ablation, enc: EncodedTask, clean: np.ndarray,
-               corrupted: np.ndarray | None) -> list[str]:
+               corrupted: np.ndarray | None) -> list[Note]:
     """Warnings about one model on one task: a metric that is not clearly positive, thin templates."""
     notes = []
     why = clean_problem(clean)
     if why:
         withheld = "percent of clean, circuits and paper A are withheld" if ablation.value in PATCHING else WITHHELD
-        notes.append(f"{task}: model '{name}': {why}: {withheld}")
+        notes.append(Note(task=task, model=name, topic="metric", code="metric.clean_not_positive",
+                          text=f"{why}: {withheld}"))
     if ablation.value in PATCHING:
         gap_why = relative_problem(clean, corrupted, ablation.value)
         if gap_why:
-            notes.append(f"{task}: model '{name}': {gap_why}: percent of gap and drop statistics are withheld")
+            notes.append(Note(task=task, model=name, topic="metric", code="metric.gap_not_positive",
+                              text=f"{gap_why}: percent of gap and drop statistics are withheld"))
     if ablation in (Ablation.MEAN, Ablation.RESAMPLE) and enc.template_ids is not None:
         what = "corrupted" if enc.has_corrupted else "reference"
-        notes += [f"{task}: model '{name}': {w}" for w in
+        notes += [Note(task=task, model=name, topic="template", code="template.thin", text=w) for w in
                   template_warnings(enc.template_ids, enc.template_names, what, pooled=not enc.has_corrupted)]
     return notes

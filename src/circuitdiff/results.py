@@ -7,38 +7,20 @@ never leaves a half-written result behind.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from circuitdiff.schema import Results, SchemaError, json_ready
 
 RESULTS_JSON = "results.json"
 COMPONENTS_TABLE = "components.parquet"
 PER_PROMPT_TABLE = "effects_per_prompt.parquet"
 SIMILARITY_TABLE = "similarity.parquet"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types; NaN/inf become null so the file stays valid JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -62,7 +44,7 @@ def _umask() -> int:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(_jsonable(data), indent=2, allow_nan=False)
+    text = json.dumps(json_ready(data), indent=2, allow_nan=False)
     atomic_write(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
 
 
@@ -71,7 +53,21 @@ def write_table(path: Path, frame: pd.DataFrame) -> None:
 
 
 def read_results(folder: str | Path) -> dict[str, Any]:
+    """``results.json`` as plain JSON (what a user gets with ``json.load``)."""
     return json.loads((Path(folder) / RESULTS_JSON).read_text(encoding="utf-8"))
+
+
+def load_results(folder: str | Path) -> Results:
+    """``results.json`` checked against the schema and typed (older files upgraded, see ``circuitdiff.schema``)."""
+    path = Path(folder) / RESULTS_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SchemaError(f"{path} is not valid JSON ({exc})") from None
+    try:
+        return Results.read(data)
+    except SchemaError as exc:
+        raise SchemaError(f"{path}: {exc}") from None
 
 
 def components_frame(results: dict[str, Any]) -> pd.DataFrame:

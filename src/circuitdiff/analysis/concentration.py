@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
 
 from circuitdiff.analysis.bootstrap import bca_interval, bootstrap_indices, jackknife_weights, resample_weights
@@ -190,9 +189,3 @@ def _interval(values: np.ndarray, n_boot: int, level: float) -> Interval:
     boot, jack = values[1 : 1 + n_boot], values[1 + n_boot :]
     lo, hi = bca_interval(float(values[0]), boot, jack, level)
     return Interval(float(values[0]), lo, hi, level, int(np.isfinite(boot).sum()))
-
-
-def summary_frame(summary: dict[str, Interval | None]) -> pd.DataFrame:
-    """The summary as a table (statistic x point/lo/hi), None statistics as NaN rows."""
-    rows = {k: (v.point, v.lo, v.hi) if v is not None else (np.nan,) * 3 for k, v in summary.items()}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=["point", "lo", "hi"])

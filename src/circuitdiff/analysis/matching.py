@@ -83,9 +83,3 @@ def match_many_to_one(sim: pd.DataFrame, top_k: int = 1, same_kind: bool = True)
             out.extend((c[j], Match(str(sim.columns[c[j]]), str(sim.index[r[i]]), float(values[i, j]))) for i in best)
     out.sort(key=lambda item: item[0])
     return [m for _, m in out]
-
-
-def matches_frame(matches: list[Match]) -> pd.DataFrame:
-    """Matches as a table (student, teacher, similarity) for reports."""
-    rows = [(m.student, m.teacher, m.similarity) for m in matches]
-    return pd.DataFrame(rows, columns=["student", "teacher", "similarity"])

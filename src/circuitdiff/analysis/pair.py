@@ -25,6 +25,7 @@ from circuitdiff.analysis.circuits import Circuit, CircuitCurve, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
+from circuitdiff.analysis.runs import ModelTaskRun
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
     attention_pattern_similarity,
@@ -32,7 +33,7 @@ from circuitdiff.analysis.similarity import (
     principal_direction_similarity,
     similarity_matrix,
 )
-from circuitdiff.pipeline import ModelTaskRun
+from circuitdiff.schema import Note
 
 MATCH_MEASURE = SimilarityMeasure.LINEAR_CKA
 MIN_PROMPTS = 4
@@ -51,7 +52,7 @@ class PairAnalysis:
     concentration: dict[str, dict[str, Interval | None]]
     circuit: dict[str, Any]
     preserved: list[dict[str, Any]]
-    warnings: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     concentration_heads: dict[str, dict[str, Interval | None]] = field(default_factory=dict)
     """The same statistics over heads alone (the reference study's robustness statistics are per head)."""
     finding: dict[str, Any] = field(default_factory=dict)
@@ -69,7 +70,7 @@ class PairAnalysis:
                               for role, summary in self.concentration.items()},
             "concentration_heads": {role: {k: (vars(v) if v else None) for k, v in summary.items()}
                                     for role, summary in self.concentration_heads.items()},
-            "finding": self.finding,
+            "finding": self.finding or None,
             "circuit": self.circuit,
             "preserved": self.preserved,
             "similarity_file": "similarity.parquet",
@@ -245,13 +246,14 @@ def task_finding(t: ModelTaskRun, s: ModelTaskRun) -> dict[str, Any]:
     return {"claimed": not reasons, "reason": "; ".join(reasons) or None}
 
 
-def _constant_notes(task: str, layer_frame: pd.DataFrame) -> list[str]:
+def _constant_notes(task: str, layer_frame: pd.DataFrame) -> list[Note]:
     constant = layer_frame.attrs.get("constant") or []
     if not constant:
         return []
-    return [f"{task}: layer CKA: the residual stream at the read position is the same on every prompt for "
-            f"{', '.join(constant)} (e.g. an embedding of a read token that never changes): its CKA is set to 0, "
-            "which means 'nothing to compare', not 'dissimilar'"]
+    return [Note(task=task, topic="similarity", code="similarity.constant_layer",
+                 text=f"layer CKA: the residual stream at the read position is the same on every prompt for "
+                      f"{', '.join(constant)} (e.g. an embedding of a read token that never changes): its CKA is "
+                      "set to 0, which means 'nothing to compare', not 'dissimilar'")]
 
 
 def analyse_runs(
@@ -292,34 +294,34 @@ def alignment_summary(
 def _analyse(
     t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool, null_draws: Sequence[NullDraw], n_boot: int, seed: int,
 ) -> PairAnalysis:
-    notes: list[str] = list(dict.fromkeys(t.notes + s.notes))
+    notes: list[Note] = list(dict.fromkeys(t.notes + s.notes))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SmallSampleWarning)
         sim = component_similarity(t, s)
-    notes += [str(w.message) for w in caught if issubclass(w.category, SmallSampleWarning)]
+    notes += [Note(task=t.task, topic="similarity", code="similarity.small_sample", text=str(w.message))
+              for w in caught if issubclass(w.category, SmallSampleWarning)]
     dead = sim.attrs.get("dead_teacher", []) + sim.attrs.get("dead_student", [])
     if dead:
-        notes.append(f"{t.task}: {len(dead)} component(s) with constant output get similarity 0: {', '.join(dead[:8])}")
+        notes.append(Note(task=t.task, topic="similarity", code="similarity.constant_component",
+                          text=f"{len(dead)} component(s) with constant output get similarity 0: {', '.join(dead[:8])}"))
     matrices = {MATCH_MEASURE.value: sim, "functional": functional_matrix(t, s), "layer_cka": layer_cka(t, s)}
     notes += _constant_notes(t.task, matrices["layer_cka"])
     has_attention = t.attention_read is not None and s.attention_read is not None
     if same_tokens and has_attention:
         matrices["attention"] = attention_matrix(t, s)
         if matrices["attention"].attrs.get("constant"):
-            notes.append(f"{t.task}: {matrices['attention'].attrs['constant']} attention-pattern similarities "
-                         "compare a pattern that is the same on every prompt; they are set to 0, not measured")
+            notes.append(Note(task=t.task, topic="similarity", code="similarity.constant_attention",
+                              text=f"{matrices['attention'].attrs['constant']} attention-pattern similarities compare "
+                                   "a pattern that is the same on every prompt; they are set to 0, not measured"))
     alignment, transport = alignment_summary(t, s, sim, null_draws, n_boot, seed)
     notes += null_notes(t.task, alignment, bool(null_draws))
     for run, role in ((t, "teacher"), (s, "student")):
         if not run.circuits:
-            problem = clean_problem(run.clean)
-            why = ("circuits are not pruned under denoising (the base run is the corrupted one)"
-                   if run.ablation == "denoising" else
-                   f"there is nothing to prune against: {problem}" if problem else "circuit discovery was off")
-            notes.append(f"{t.task}: no {role} circuit: {why}")
+            notes.append(_no_circuit_note(t.task, role, run))
     paper, why = paper_score(t, s, same_tokens) if has_attention else (None, "paper A needs attention patterns (eager attention)")
     if why:
-        notes.append(f"{t.task}: {why}")
+        code = "paper.withheld" if paper is None else "paper.caveat"
+        notes.append(Note(task=t.task, topic="paper", code=code, text=why))
     alignment["paper"] = paper
     matching = match_one_to_one(sim)
     concentration = {role: robustness(run, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}
@@ -327,7 +329,8 @@ def _analyse(
     notes += interval_notes(t.task, alignment, concentration)
     finding = task_finding(t, s)
     if not finding["claimed"]:
-        notes.append(f"{t.task}: no concentration or alignment finding: {finding['reason']}")
+        notes.append(Note(task=t.task, topic="finding", code="finding.withheld",
+                          text=f"no concentration or alignment finding: {finding['reason']}"))
     return PairAnalysis(
         task=t.task,
         similarity=matrices,
@@ -339,15 +342,27 @@ def _analyse(
         circuit=compare_circuits(t.circuits, s.circuits, matching,
                                  {"teacher": t.circuit_curve, "student": s.circuit_curve}),
         preserved=preserved_components(t, sim),
-        warnings=list(dict.fromkeys(notes)),
+        notes=list(dict.fromkeys(notes)),
         concentration_heads=heads_only,
         finding=finding,
     )
 
 
+def _no_circuit_note(task: str, role: str, run: ModelTaskRun) -> Note:
+    """Why a model has no circuit: denoising, no clean signal to prune against, or discovery switched off."""
+    problem = clean_problem(run.clean)
+    if run.ablation == "denoising":
+        code, why = "circuit.denoising", "circuits are not pruned under denoising (the base run is the corrupted one)"
+    elif problem:
+        code, why = "circuit.no_signal", f"there is nothing to prune against: {problem}"
+    else:
+        code, why = "circuit.off", "circuit discovery was off"
+    return Note(task=task, role=role, model=None, topic="circuit", code=code, text=f"no {role} circuit: {why}")
+
+
 def interval_notes(
     task: str, alignment: dict[str, Any], concentration: dict[str, dict[str, Interval | None]]
-) -> list[str]:
+) -> list[Note]:
     """Say why an interval is missing (``bootstrap.bca_interval``): bias beyond the spread, or no valid resample."""
     missing = [(f"{role} {name}", iv.n_valid) for role, stats in concentration.items() for name, iv in stats.items()
                if iv is not None and np.isfinite(iv.point) and not np.isfinite(iv.lo)]
@@ -357,10 +372,12 @@ def interval_notes(
     empty = [name for name, valid in missing if valid == 0]
     notes = []
     if biased:
-        notes.append(f"{task}: no interval for {', '.join(biased)}: the point estimate lies beyond 97.5% of its "
-                     "bootstrap resamples, so the statistic's bias exceeds its spread at this number of prompts")
+        notes.append(Note(task=task, topic="interval", code="interval.biased",
+                          text=f"no interval for {', '.join(biased)}: the point estimate lies beyond 97.5% of its "
+                               "bootstrap resamples, so the statistic's bias exceeds its spread at this number of prompts"))
     if empty:
-        notes.append(f"{task}: no interval for {', '.join(empty)}: no resample had enough distinct prompts")
+        notes.append(Note(task=task, topic="interval", code="interval.empty",
+                          text=f"no interval for {', '.join(empty)}: no resample had enough distinct prompts"))
     return notes
 
 
@@ -368,14 +385,16 @@ NULL_CHECK_TOLERANCE = 0.02
 """Largest change of a null score, when checked components get their exact effects, that passes silently."""
 
 
-def null_notes(task: str, alignment: dict[str, Any], wanted: bool) -> list[str]:
+def null_notes(task: str, alignment: dict[str, Any], wanted: bool) -> list[Note]:
     """Warnings about the chance level: missing, or its attribution estimates off on the checked draw."""
     notes = []
     if wanted and alignment["null"] is None:
-        notes.append(f"{task}: null score undefined (no random student had any influence)")
+        notes.append(Note(task=task, topic="null", code="null.undefined",
+                          text="null score undefined (no random student had any influence)"))
     check = alignment.get("null_check")
     if check and abs(check["score_with_exact"] - check["score_estimated"]) > NULL_CHECK_TOLERANCE:
-        notes.append(f"{task}: the null's attribution estimates are off: with exact effects for "
-                     f"{len(check['components'])} components the checked draw scores {check['score_with_exact']:.3f} "
-                     f"instead of {check['score_estimated']:.3f}")
+        notes.append(Note(task=task, topic="null", code="null.inexact",
+                          text=f"the null's attribution estimates are off: with exact effects for "
+                               f"{len(check['components'])} components the checked draw scores "
+                               f"{check['score_with_exact']:.3f} instead of {check['score_estimated']:.3f}"))
     return notes

@@ -8,80 +8,86 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from circuitdiff.schema import Alignment, Results, Stat, TaskResult, note_lines
+
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _interval(stat: dict[str, Any] | None, spec: str = ".2f") -> str:
-    if not stat:
+def _interval(stat: Stat | None, spec: str = ".2f") -> str:
+    if stat is None or stat.point is None:
         return "—"
-    return f"{stat['point']:{spec}} [{stat['lo']:{spec}}, {stat['hi']:{spec}}]"
+    return f"{_fmt(stat.point, spec)} [{_fmt(stat.lo, spec)}, {_fmt(stat.hi, spec)}]"
 
 
-def _chance(al: dict[str, Any]) -> str:
+def _chance(al: Alignment) -> str:
     """The verdict of ``analysis.calibration.above_chance`` in words."""
-    verdict = al.get("above_chance")
+    verdict = al.above_chance
     return "chance not available" if verdict is None else ("above chance" if verdict else "NOT above chance")
 
 
-def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
+def print_summary(console: Console, results: Results | dict[str, Any], out: Path) -> None:
     """One table per task: influence, alignment with interval and null, concentration, preserved components."""
-    t_name, s_name = results["teacher"]["name"], results["student"]["name"]
-    console.print(f"\n[bold]circuitdiff[/]: teacher [cyan]{t_name}[/] vs student [magenta]{s_name}[/]")
-    for task, tr in results["tasks"].items():
-        al = tr["alignment"]
-        lo, hi = al["ci"]
+    results = Results.read(results)
+    console.print(f"\n[bold]circuitdiff[/]: teacher [cyan]{results.teacher.name}[/] vs student "
+                  f"[magenta]{results.student.name}[/]")
+    for task, tr in results.tasks.items():
+        al = tr.alignment
+        lo, hi = al.ci
         console.print(
-            f"\n[bold]{task}[/] ({tr['n_prompts']} prompts, {tr['ablation']} ablation): "
-            f"alignment [bold]{_fmt(al['score'])}[/] [{_fmt(lo)}, {_fmt(hi)}], null {_fmt(al['null'])} "
-            f"(q95 {_fmt(al.get('null_q95'))}, {al.get('n_null', 0)} random students): {_chance(al)}, "
-            f"paper A {_fmt(al['paper'])}"
+            f"\n[bold]{task}[/] ({tr.n_prompts} prompts, {tr.ablation} ablation): "
+            f"alignment [bold]{_fmt(al.score)}[/] [{_fmt(lo)}, {_fmt(hi)}], null {_fmt(al.null)} "
+            f"(q95 {_fmt(al.null_q95)}, {al.n_null} random students): {_chance(al)}, "
+            f"paper A {_fmt(al.paper)}"
         )
-        table = Table(show_header=True, header_style="bold")
-        for col in ("", "teacher", "student"):
-            table.add_column(col, justify="right" if col else "left")
-        t, s = tr["teacher"], tr["student"]
-        table.add_row("clean logit diff", _fmt(t["clean_metric"]), _fmt(s["clean_metric"]))
-        table.add_row("accuracy", _fmt(t["accuracy"], ".1%"), _fmt(s["accuracy"], ".1%"))
-        ct, cs = tr["concentration"]["teacher"], tr["concentration"]["student"]
-        basis = "% of gap" if tr.get("ablation") in ("noising", "denoising") else "% of clean"  # no scipy import for --help
-        for key, label in (("effective_number", "effective # components"), ("gini", "Gini of |effect|"),
-                           ("top_1_share", "top-1 share"), ("n_for_0.8", "components for 80%"),
-                           ("worst_drop", f"worst single drop ({basis})"), ("mean_drop", f"mean drop ({basis})"),
-                           ("severity_tail", "severity tail")):
-            table.add_row(label, _interval(ct.get(key)), _interval(cs.get(key)))
-        heads = tr.get("concentration_heads") or {}  # absent in older results
-        ht, hs = heads.get("teacher") or {}, heads.get("student") or {}
-        for key, label in (("gini", "heads only: Gini"), ("worst_drop", f"heads only: worst drop ({basis})"),
-                           ("mean_drop", f"heads only: mean drop ({basis})"),
-                           ("worst5_mean_drop", f"heads only: worst-5% mean ({basis})"),
-                           ("severity_tail", "heads only: severity tail")) if heads else ():
-            table.add_row(label, _interval(ht.get(key)), _interval(hs.get(key)))
-        table.add_row("attribution vs exact (Spearman)", _fmt(t.get("attribution_spearman"), ".2f"),
-                      _fmt(s.get("attribution_spearman"), ".2f"))
-        circuit = tr.get("circuit", {})
-        if "teacher" in circuit:
-            table.add_row(f"circuit size (T={circuit['threshold']})", str(len(circuit["teacher"])), str(len(circuit["student"])))
-        console.print(table)
+        console.print(_task_table(tr))
         console.print(_finding_line(tr), highlight=False)
-        preserved = tr.get("preserved", [])
-        if preserved:
-            best = ", ".join(f"{p['teacher']}→{p['student']} ({p['similarity']:.2f})" for p in preserved[:3])
-            worst = ", ".join(f"{p['teacher']}→{p['student']} ({p['similarity']:.2f})" for p in preserved[-3:][::-1])
+        if tr.preserved:
+            best = ", ".join(f"{p.teacher}→{p.student} ({_fmt(p.similarity, '.2f')})" for p in tr.preserved[:3])
+            worst = ", ".join(f"{p.teacher}→{p.student} ({_fmt(p.similarity, '.2f')})" for p in tr.preserved[-3:][::-1])
             console.print(f"most preserved: {best}\nleast preserved: {worst}")
-    for warning in results.get("warnings", []):
-        console.print(f"[yellow]note:[/] {warning}", highlight=False)
+    for line in note_lines(results.notes):
+        console.print(f"[yellow]note:[/] {line}", highlight=False)
     console.print(f"\nresults: {out / 'results.json'} (tables: components.parquet, similarity.parquet)")
 
 
-def _finding_line(task: dict[str, Any]) -> str:
+def _task_table(tr: TaskResult) -> Table:
+    """Both models side by side: metrics, concentration (all components, then heads only), circuit size."""
+    table = Table(show_header=True, header_style="bold")
+    for col in ("", "teacher", "student"):
+        table.add_column(col, justify="right" if col else "left")
+    t, s = tr.teacher, tr.student
+    table.add_row("clean logit diff", _fmt(t.clean_metric), _fmt(s.clean_metric))
+    table.add_row("accuracy", _fmt(t.accuracy, ".1%"), _fmt(s.accuracy, ".1%"))
+    ct, cs = tr.concentration["teacher"], tr.concentration["student"]
+    basis = "% of gap" if tr.ablation in ("noising", "denoising") else "% of clean"  # no scipy import for --help
+    for key, label in (("effective_number", "effective # components"), ("gini", "Gini of |effect|"),
+                       ("top_1_share", "top-1 share"), ("n_for_0.8", "components for 80%"),
+                       ("worst_drop", f"worst single drop ({basis})"), ("mean_drop", f"mean drop ({basis})"),
+                       ("severity_tail", "severity tail")):
+        table.add_row(label, _interval(ct.get(key)), _interval(cs.get(key)))
+    heads = tr.concentration_heads  # empty in older results
+    ht, hs = heads.get("teacher") or {}, heads.get("student") or {}
+    for key, label in (("gini", "heads only: Gini"), ("worst_drop", f"heads only: worst drop ({basis})"),
+                       ("mean_drop", f"heads only: mean drop ({basis})"),
+                       ("worst5_mean_drop", f"heads only: worst-5% mean ({basis})"),
+                       ("severity_tail", "heads only: severity tail")) if heads else ():
+        table.add_row(label, _interval(ht.get(key)), _interval(hs.get(key)))
+    table.add_row("attribution vs exact (Spearman)", _fmt(t.attribution_spearman, ".2f"),
+                  _fmt(s.attribution_spearman, ".2f"))
+    circuit = tr.circuit
+    if "teacher" in circuit:
+        table.add_row(f"circuit size (T={circuit['threshold']})", str(len(circuit["teacher"])), str(len(circuit["student"])))
+    return table
+
+
+def _finding_line(task: TaskResult) -> str:
     """The concentration headline, or why no finding is claimed for this task."""
     from circuitdiff.report.text import concentration_verdict
 
-    n = {role: len(task[role].get("components") or []) for role in ("teacher", "student")}
-    verdict = concentration_verdict(task, n["teacher"], n["student"])
+    verdict = concentration_verdict(task.to_json(), len(task.teacher.components), len(task.student.components))
     if verdict.direction == "withheld":
         return f"[bold]finding:[/] {verdict.sentence} (no alignment finding either)"
     return f"[bold]finding:[/] {verdict.sentence}"

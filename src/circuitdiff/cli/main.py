@@ -70,7 +70,7 @@ def compare(
     from circuitdiff.compare import CompareOptions, check_paths, compare as run_compare
     from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
     from circuitdiff.pairs_index import resolve_pair
-    from circuitdiff.sweep.resources import check_device, parse_dtype, parse_memory
+    from circuitdiff.resources import check_device, parse_dtype, parse_memory
 
     budget = DEFAULT_MEMORY_BUDGET if max_memory is None else parse_memory(max_memory) or 0  # 0: auto
     options = CompareOptions(ablation=ablation, n_prompts=n_prompts, seed=seed, first_token=first_token,

@@ -8,36 +8,12 @@ only in which run is the base and where R comes from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 
+from circuitdiff.interventions.choices import Ablation
 from circuitdiff.interventions.hooks import Recording
 from circuitdiff.models.components import Component
-
-
-class Ablation(str, Enum):
-    """What replaces a component's activation."""
-
-    ZERO = "zero"
-    """Zeros: the component writes nothing (for a head, its slice of the o-proj input is 0)."""
-    MEAN = "mean"
-    """Per-position mean over the reference prompts (the task's corrupted prompts by default)."""
-    RESAMPLE = "resample"
-    """The activation from a randomly chosen reference prompt, at the same positions."""
-    NOISING = "noising"
-    """Activation patching, corrupted into clean: the paired corrupted prompt's activation."""
-    DENOISING = "denoising"
-    """Activation patching, clean into corrupted: the base run is the corrupted prompt and the
-    clean prompt's activation is patched in; effects measure how much a component restores."""
-
-    @property
-    def base_is_corrupted(self) -> bool:
-        return self is Ablation.DENOISING
-
-    @property
-    def needs_corrupted(self) -> bool:
-        return self in (Ablation.NOISING, Ablation.DENOISING)
 
 
 @dataclass(frozen=True)

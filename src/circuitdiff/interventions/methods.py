@@ -7,27 +7,16 @@ large model gets exact numbers where they matter and linear estimates elsewhere.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from enum import Enum
 
 import torch
 
 from circuitdiff.interventions.ablation import Replacement
 from circuitdiff.interventions.attribution import attribute
+from circuitdiff.interventions.choices import Method
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
-
-
-class Method(str, Enum):
-    """How component effects are computed."""
-
-    EXACT = "exact"
-    """One ablated forward per component (batched): the ground truth."""
-    ATTRIBUTION = "attribution"
-    """Gradient x activation difference: one forward and one backward for all components."""
-    HYBRID = "hybrid"
-    """Attribution for all, then exact ablation for the top ``exact_top`` by |estimate|."""
 
 
 def ablated_metrics(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
+from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
 from circuitdiff.interventions.forward import Batch, logit_difference, read_hidden
 from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.kernels import fast_kernels
@@ -25,7 +26,6 @@ from circuitdiff.interventions.prefix import block_outputs, needed_width, repeat
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass
 MIN_PASS_TOKENS = 3072
 """Prompts are split by width only while each pass keeps this many tokens: below about 2k rows a
 CPU matrix multiply loses efficiency, which costs more than the padding that splitting saves."""
@@ -174,13 +174,3 @@ def _run_chunk(
         out[torch.tensor(idx)[:, None], prompts[None, :]] = diff.view(k, m).cpu()
         if progress is not None:
             progress(k * m / len(base))
-
-
-def base_metric(adapter: Adapter, base: Batch, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
-    """Unablated metric per prompt, in micro-batches."""
-    step = rows_per_forward(adapter, base.input_ids.shape[1], memory_budget)
-    parts = [
-        logit_difference(adapter, base.select(torch.arange(s, min(s + step, len(base)), device=base.input_ids.device)))
-        for s in range(0, len(base), step)
-    ]
-    return torch.cat(parts).cpu()

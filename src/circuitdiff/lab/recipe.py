@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from circuitdiff.lab.errors import LabError
+from circuitdiff.schema import json_ready
 
 Kind = Literal["causal", "masked"]
 ALL_TASKS: tuple[str, ...] = (
@@ -133,19 +134,6 @@ def check_positive(**values: int) -> None:
 def to_dict(recipe: Any) -> dict[str, Any]:
     """JSON-ready dict (tuples become lists)."""
     return json_ready(dataclasses.asdict(recipe))
-
-
-def json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
-
-
-def teacher_from_dict(d: dict[str, Any]) -> TeacherRecipe:
-    """Inverse of ``to_dict`` for a teacher recipe (used when resuming)."""
-    return TeacherRecipe(**{**d, "data": _data(d["data"]), "optim": OptimRecipe(**d["optim"])})
 
 
 def distill_from_dict(d: dict[str, Any]) -> DistillRecipe:

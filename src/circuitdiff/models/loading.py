@@ -116,7 +116,7 @@ def resolve(spec: str) -> tuple[str, bool]:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 
 
-def _check_local_folder(folder: Path, allow_pickle: bool) -> None:
+def check_local_folder(folder: Path, allow_pickle: bool) -> None:
     """Refuse a folder without a tokenizer, without weights, or with pickle weights only."""
     if not folder.is_dir():
         raise ModelLoadError(f"not a model folder: {folder}")
@@ -149,7 +149,7 @@ def load_model(
     if local and location.endswith(".gguf"):
         gguf_file, location = Path(location).name, str(Path(location).parent)
     elif local:
-        _check_local_folder(Path(location), allow_pickle)
+        check_local_folder(Path(location), allow_pickle)
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         common["gguf_file"] = gguf_file

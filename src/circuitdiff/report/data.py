@@ -1,4 +1,4 @@
-"""Plain-data views the report needs, read from the results dict and the Parquet tables.
+"""Plain-data views the report needs, read from the typed results (``circuitdiff.schema``) and the Parquet tables.
 
 Everything here tolerates missing parts (a table not written, a statistic that is None)
 because a report of a partial run is still worth reading.
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from circuitdiff.results import PER_PROMPT_TABLE, SIMILARITY_TABLE
+from circuitdiff.schema import Note, Results
 
 _LAYER = re.compile(r"^L(\d+)\.(?:H(\d+)|MLP)$")
 
@@ -136,22 +137,22 @@ class Tables:
         return part.pivot(index="component", columns="prompt", values="effect").reindex(index=order)
 
 
-def task_notes(results: dict[str, Any], task: str) -> list[str]:
-    """The warnings that belong to ``task`` (they are written as ``"<task>: ..."``)."""
-    return [w for w in results.get("warnings") or [] if str(w).startswith(f"{task}:")]
+def task_notes(results: Results, task: str) -> list[Note]:
+    """The notes that belong to ``task``."""
+    return results.task_notes(task)
 
 
-def reason(results: dict[str, Any], task: str, *keywords: str, default: str) -> str:
-    """Why something is missing: the task's first warning that mentions a keyword, else ``default``."""
+def reason(results: Results, task: str, *topics: str, role: str | None = None, default: str) -> str:
+    """Why something is missing: the task's first note on one of ``topics`` (and ``role``), else ``default``."""
     for note in task_notes(results, task):
-        if any(k.lower() in note.lower() for k in keywords):
-            return note.split(":", 1)[1].strip()
+        if note.topic in topics and (role is None or note.role == role):
+            return note.text
     return default
 
 
-def null_reason(results: dict[str, Any], task: str) -> str:
+def null_reason(results: Results, task: str) -> str:
     """Why the random-student null is missing for ``task``."""
-    if not (results.get("options") or {}).get("null_model", True):
+    if not results.options.get("null_model", True) or results.options.get("n_null") == 0:
         return "the null model was switched off for this run"
     return reason(results, task, "null", default="it was not computed for this task")
 

@@ -1,4 +1,5 @@
-"""``write_report``: results dict + Parquet tables -> one self-contained ``report.html`` and SVG figures.
+"""``write_report``: typed results (``circuitdiff.schema``) + Parquet tables -> one self-contained
+``report.html`` and SVG figures.
 
 Only plain data is read (never a model), so a report can be rebuilt from a results
 folder at any time. Missing parts are shown as "not available" with the run's own reason.
@@ -38,7 +39,8 @@ from circuitdiff.report.text import (
     finding_withheld,
     overall_finding,
 )
-from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, atomic_write, read_results
+from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, atomic_write, load_results
+from circuitdiff.schema import Results, note_lines
 
 REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"
@@ -137,20 +139,17 @@ def _drops_note(task: dict[str, Any]) -> str | None:
             f"clearly positive: at least {MIN_CLEAN_METRIC:g} and two standard errors (clean: {values}).")
 
 
-def _alignment_rows(results: dict[str, Any], name: str, task: dict[str, Any]) -> list[dict[str, str]]:
-    al = task.get("alignment") or {}
-    ci = al.get("ci") or [None, None]
-    paper = finite(al.get("paper"))
-    lo, hi = finite(ci[0]), finite(ci[1] if len(ci) > 1 else None)
-    interval = (f"{fmt(lo, '.3f')}–{fmt(hi, '.3f')} ({fmt(al.get('level') or 0.95, '.0%')} CI)"
+def _alignment_rows(results: Results, name: str) -> list[dict[str, str]]:
+    al = results.tasks[name].alignment
+    paper = finite(al.paper)
+    lo, hi = (finite(al.ci[0]), finite(al.ci[1])) if len(al.ci) == 2 else (None, None)
+    interval = (f"{fmt(lo, '.3f')}–{fmt(hi, '.3f')} ({fmt(al.level, '.0%')} CI)"
                 if lo is not None and hi is not None else "no interval")
     return [
-        {"label": f"alignment score ({al.get('measure', 'linear_cka')})", "value": fmt(al.get("score"), ".3f"),
-         "note": interval},
-        {"label": f"null (median of {al.get('n_null') or 0} random students; "
-                  f"q95 {fmt(al.get('null_q95'), '.3f')})",
-         "value": fmt(al.get("null"), ".3f"),
-         "note": "" if finite(al.get("null")) is not None else f"not available: {null_reason(results, name)}"},
+        {"label": f"alignment score ({al.measure})", "value": fmt(al.score, ".3f"), "note": interval},
+        {"label": f"null (median of {al.n_null} random students; q95 {fmt(al.null_q95, '.3f')})",
+         "value": fmt(al.null, ".3f"),
+         "note": "" if finite(al.null) is not None else f"not available: {null_reason(results, name)}"},
         {"label": "paper A (reference study)", "value": fmt(paper, ".3f"),
          "note": "" if paper is not None else "not available: " + reason(results, name, "paper", default="not computed")},
     ]
@@ -171,14 +170,13 @@ def _top_components(frame: pd.DataFrame, k: int = 8, column: str = "percent_of_c
             for _, r in top.iterrows()]
 
 
-def _circuit(results: dict[str, Any], name: str, task: dict[str, Any]) -> dict[str, Any]:
+def _circuit(results: Results, name: str, task: dict[str, Any]) -> dict[str, Any]:
     circuit = task.get("circuit") or {}
     entries = circuit.get("thresholds") or []
     if not entries:
-        if not results.get("options", {}).get("circuits", True):
+        if not results.options.get("circuits", True):
             return {"rows": [], "missing": "circuit discovery was switched off for this run"}
-        notes = [n.split(":", 1)[1].strip() for n in task_notes(results, name)]
-        why = [n for n in notes if n.startswith(("no teacher circuit", "no student circuit"))]
+        why = [n.text for n in task_notes(results, name) if n.topic == "circuit" and n.role is not None]
         return {"rows": [], "missing": "; ".join(why) or "no circuit was found"}
     rows = [{"threshold": fmt(e["threshold"]), "teacher": _circuit_cell(e["teacher"]), "student": _circuit_cell(e["student"]),
              "jaccard": fmt(e.get("overlap_jaccard")), "recall": fmt(e.get("teacher_recall"), ".0%"),
@@ -203,11 +201,11 @@ def _per_prompt(tables: Tables, name: str, frames: dict[str, pd.DataFrame]) -> d
     return out
 
 
-def _task_figures(results: dict[str, Any], name: str, key: str, tables: Tables, figs: _Figures,
+def _task_figures(results: Results, name: str, key: str, tables: Tables, figs: _Figures,
                   frames: dict[str, pd.DataFrame], circuit_missing: str | None) -> dict[str, dict[str, Any]]:
-    task = results["tasks"][name]
+    task = results.tasks[name].to_json()
     t, s = frames["teacher"], frames["student"]
-    seed = int((results.get("options") or {}).get("seed", 0) or 0)
+    seed = int(results.options.get("seed", 0) or 0)
     shares = {r: f["share"].to_numpy(dtype=float) for r, f in frames.items()}
     effective = {r: (st.point if (st := concentration_stat(task, r, "effective_number")) else None) for r in frames}
     per_prompt = _per_prompt(tables, name, frames)
@@ -263,8 +261,8 @@ def _summary_row(task: dict[str, Any], verdict: Verdict, sizes: dict[str, int]) 
             **{role: (stat.text(".1f") if stat else "n/a") for role, stat in eff.items()}}
 
 
-def _task_context(results: dict[str, Any], name: str, key: str, tables: Tables, figs: _Figures) -> dict[str, Any]:
-    task = results["tasks"][name]
+def _task_context(results: Results, name: str, key: str, tables: Tables, figs: _Figures) -> dict[str, Any]:
+    task = results.tasks[name].to_json()
     frames = {role: components(task, role) for role in ("teacher", "student")}
     verdict = concentration_verdict(task, len(frames["teacher"]), len(frames["student"]))
     circuit = _circuit(results, name, task)
@@ -273,7 +271,7 @@ def _task_context(results: dict[str, Any], name: str, key: str, tables: Tables, 
     return {
         "name": name, "key": key, "n_prompts": task.get("n_prompts"), "ablation": task.get("ablation"),
         "summary": _summary_row(task, verdict, {role: len(frame) for role, frame in frames.items()}), "verdict": verdict,
-        "alignment_text": alignment_sentences(results, name, task), "alignment_rows": _alignment_rows(results, name, task),
+        "alignment_text": alignment_sentences(results, name), "alignment_rows": _alignment_rows(results, name),
         "numbers": _numbers(task), "drops_note": _drops_note(task), "circuit": circuit,
         "fig": _task_figures(results, name, key, tables, figs, frames, circuit["missing"]),
         "top": {role: _top_components(frame, column=f"percent_of_{_basis(task)}") for role, frame in frames.items()},
@@ -282,7 +280,7 @@ def _task_context(results: dict[str, Any], name: str, key: str, tables: Tables, 
                       for p in task.get("preserved") or []],
         "flows": [{"teacher": f["teacher"], "student": f["student"], "mass": fmt(f["mass"], ".1%"),
                    "similarity": _cell(sim, f["teacher"], f["student"])} for f in transport],
-        "notes": task_notes(results, name), "example": task.get("example"),
+        "notes": [n.line for n in task_notes(results, name)], "example": task.get("example"),
     }
 
 
@@ -346,24 +344,28 @@ def _prompt_counts(tasks: list[dict[str, Any]]) -> str:
     return "prompts: " + ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
-def _model_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+def _model_rows(results: Results) -> list[dict[str, str]]:
     fields = [("name", "name"), ("architecture", "architecture"), ("n_layers", "layers"), ("n_heads", "heads per layer"),
               ("d_model", "width (d_model)"), ("n_parameters", "parameters")]
-    t, s = results.get("teacher") or {}, results.get("student") or {}
+    t, s = results.teacher.to_json(), results.student.to_json()
 
     def cell(v: Any) -> str:
         return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else ("—" if v is None else str(v))
     return [{"label": label, "teacher": cell(t.get(k)), "student": cell(s.get(k))} for k, label in fields]
 
 
-def write_report(results: dict[str, Any], out: Path) -> Path:
-    """Write ``out/report.html`` and ``out/figures/*.svg`` from a results dict and the tables in ``out``."""
+def write_report(results: Results | dict[str, Any], out: Path) -> Path:
+    """Write ``out/report.html`` and ``out/figures/*.svg`` from the results and the tables in ``out``.
+
+    A results dict is read through the schema first (``Results.read``: version check, upgrade of older files).
+    """
+    results = Results.read(results)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = Tables.read(out)
     figs = _Figures(out)
     keys: dict[str, str] = {}
-    for name in results.get("tasks") or {}:
+    for name in results.tasks:
         key = slug(name)
         while key in keys.values():
             key += "-x"
@@ -371,13 +373,13 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     tasks = [_task_context(results, name, key, tables, figs) for name, key in keys.items()]
     figs.remove_stale()
     verdicts = {t["name"]: t["verdict"] for t in tasks}
-    options = results.get("options") or {}
-    names = {role: str((results.get(role) or {}).get("name", role)) for role in ("teacher", "student")}
+    options = results.options
+    names = {role: results.model(role).name for role in Results.ROLES}
     html = _environment().get_template("report.html.j2").render(
         names=names, tasks=tasks, overall=overall_finding(verdicts), glossary=GLOSSARY,
         models=_model_rows(results), options=_option_rows(options), prompt_counts=_prompt_counts(tasks),
-        warnings=results.get("warnings") or [],
-        missing_tables=tables.missing, version=results.get("circuitdiff_version", "?"),
+        warnings=note_lines(results.notes),
+        missing_tables=tables.missing, version=results.circuitdiff_version,
     )
     path = out / REPORT_HTML
     atomic_write(path, lambda p: p.write_text(html, encoding="utf-8"))
@@ -391,4 +393,4 @@ def render_from_folder(out: Path) -> Path:
         from circuitdiff.errors import CircuitDiffError
 
         raise CircuitDiffError(f"{out / RESULTS_JSON} not found: is {out} the --out folder of a compare run?")
-    return write_report(read_results(out), out)
+    return write_report(load_results(out), out)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason
+from circuitdiff.schema import Results
 
 GLOSSARY: list[tuple[str, str]] = [
     ("Influence (share of reliance)",
@@ -121,21 +122,20 @@ def concentration_verdict(task: dict[str, Any], n_teacher: int, n_student: int) 
     return Verdict(direction, sentence, detail)
 
 
-def alignment_sentences(results: dict[str, Any], name: str, task: dict[str, Any]) -> list[str]:
+def alignment_sentences(results: Results, name: str) -> list[str]:
     """The alignment score, its interval and where it stands against the random-student null."""
-    al = task.get("alignment") or {}
-    score = finite(al.get("score"))
+    task = results.tasks[name]
+    al = task.alignment
+    score = finite(al.score)
     if score is None:
         return ["The alignment score is not available: "
-                + reason(results, name, "alignment", "influence", default="it was not computed for this task.")]
-    ci = al.get("ci") or [None, None]
-    lo, hi = finite(ci[0]), (finite(ci[1]) if len(ci) > 1 else None)
-    level = finite(al.get("level")) or 0.95
-    interval = f" ({level:.0%} CI {fmt(lo)}–{fmt(hi)})" if lo is not None and hi is not None else " (no interval)"
+                + reason(results, name, "finding", "metric", default="it was not computed for this task.")]
+    lo, hi = (finite(al.ci[0]), finite(al.ci[1])) if len(al.ci) == 2 else (None, None)
+    interval = f" ({al.level:.0%} CI {fmt(lo)}–{fmt(hi)})" if lo is not None and hi is not None else " (no interval)"
     out = [f"Alignment {fmt(score)}{interval}: on average, the teacher's reliance lands on student components "
            f"whose outputs have CKA similarity {fmt(score)} with the teacher components they replace."]
-    null = finite(al.get("null"))
-    why = finding_withheld(task)
+    null = finite(al.null)
+    why = finding_withheld(task.to_json())
     if why is not None:
         return [f"No alignment finding: {why}.",
                 f"For the record, the score is {fmt(score)}{interval} and a random student scores {fmt(null)}; "
@@ -143,11 +143,11 @@ def alignment_sentences(results: dict[str, Any], name: str, task: dict[str, Any]
     if null is None:
         out.append(f"The random-student null is not available: {null_reason(results, name)}.")
         return out
-    q95, verdict = finite(al.get("null_q95")), al.get("above_chance")
-    spread = f" (median of {al.get('n_null')}; 95% of them score at most {fmt(q95)})" if q95 is not None else ""
-    if verdict is None:
+    q95 = finite(al.null_q95)
+    spread = f" (median of {al.n_null}; 95% of them score at most {fmt(q95)})" if q95 is not None else ""
+    if al.above_chance is None:
         said = "no verdict (the interval is missing)"
-    elif verdict:
+    elif al.above_chance:
         said = "the student is above chance (its interval's lower bound exceeds that 95% level)"
     else:
         said = "the student is not shown to be above chance (its interval's lower bound does not exceed that 95% level)"

@@ -1,8 +1,8 @@
 """Sweeps over pairs, tasks, seeds and ablations, on the local or the Ray backend, resumable.
 
 ``load_sweep`` reads a sweep file, ``run_sweep`` runs its jobs and merges them. The
-package also holds what makes single comparisons resumable and safe (``resume``,
-``names``, ``resources``). Nothing heavy is imported here: ``compare`` imports from it.
+package uses what makes single comparisons resumable and safe (``circuitdiff.checkpoint``,
+``circuitdiff.names``, ``circuitdiff.resources``). Nothing heavy is imported here.
 """
 
 from __future__ import annotations

@@ -27,9 +27,10 @@ def sweep(
     from rich.console import Console
 
     from circuitdiff.sweep.backends import BACKENDS, BackendError
-    from circuitdiff.sweep.jobs import DEFAULT_BUDGET, RunSettings
+    from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
+    from circuitdiff.sweep.jobs import RunSettings
     from circuitdiff.sweep.merge import JOBS_TABLE, SUMMARY_HTML, SUMMARY_MD
-    from circuitdiff.sweep.resources import check_device, parse_dtype, parse_memory
+    from circuitdiff.resources import check_device, parse_dtype, parse_memory
     from circuitdiff.sweep.runner import run_sweep
     from circuitdiff.sweep.spec import load_sweep
 
@@ -42,7 +43,7 @@ def sweep(
     parse_dtype(dtype)
     if backend == "local":
         check_device(device, device_map)
-    budget = DEFAULT_BUDGET if max_memory is None else parse_memory(max_memory) or 0
+    budget = DEFAULT_MEMORY_BUDGET if max_memory is None else parse_memory(max_memory) or 0
     settings = RunSettings(device=device, dtype=dtype, device_map=device_map, memory_budget=budget,
                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, resume=resume)
     console = Console(stderr=True)

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from circuitdiff.errors import CircuitDiffError
-from circuitdiff.results import RESULTS_JSON, _jsonable, write_json
-from circuitdiff.sweep.names import inside
+from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
+from circuitdiff.names import inside
+from circuitdiff.results import RESULTS_JSON, write_json
+from circuitdiff.schema import json_ready
 from circuitdiff.sweep.spec import Job
 
 JOBS_DIR = "jobs"
 DONE = "job.json"
-DEFAULT_BUDGET = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class RunSettings:
     device: str = "cpu"
     dtype: str = "float32"
     device_map: str | None = None
-    memory_budget: int = DEFAULT_BUDGET
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
     """Bytes of activations per forward pass; 0 = automatic."""
     allow_pickle: bool = False
     trust_remote_code: bool = False
@@ -46,7 +47,7 @@ def job_key(job: Job, settings: RunSettings) -> dict[str, Any]:
     """What must match for finished results to be reused (the dtype changes the numbers)."""
     from circuitdiff import __version__
 
-    return _jsonable({**job.describe(), "dtype": settings.dtype, "circuitdiff_version": __version__})
+    return json_ready({**job.describe(), "dtype": settings.dtype, "circuitdiff_version": __version__})
 
 
 def is_done(out: Path, job: Job, settings: RunSettings) -> bool:
@@ -74,7 +75,7 @@ def _stamp(spec: str) -> tuple[Any, ...]:
 def _load(spec: str, settings: RunSettings) -> Any:
     """Models of the current pair stay loaded for the next job (jobs are ordered by pair)."""
     from circuitdiff.models.loading import load_model
-    from circuitdiff.sweep.resources import parse_dtype
+    from circuitdiff.resources import parse_dtype
 
     key = (spec, _stamp(spec), settings.device, settings.dtype, settings.device_map, settings.allow_pickle,
            settings.trust_remote_code)

@@ -11,7 +11,6 @@ per-seed 95% bootstrap bounds and the seed-to-seed range, and the concentration 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from circuitdiff.results import COMPONENTS_TABLE, RESULTS_JSON, atomic_write, write_table
+from circuitdiff.results import COMPONENTS_TABLE, atomic_write, load_results, write_table
+from circuitdiff.schema import Results
 from circuitdiff.sweep.jobs import job_dir
 from circuitdiff.sweep.spec import Job
 
@@ -31,24 +31,22 @@ KEYS = ("pair", "recipe", "task", "seed", "ablation")
 CONCENTRATION = ("effective_number", "gini", "top_1_share", "n_for_0.8", "worst_drop", "severity_tail")
 
 
-def _point(stat: dict[str, Any] | None) -> float | None:
-    return stat.get("point") if isinstance(stat, dict) else None
-
-
-def job_row(job: Job, results: dict[str, Any], folder: str) -> dict[str, Any]:
+def job_row(job: Job, results: Results, folder: str) -> dict[str, Any]:
     """The headline numbers of one job (each job has exactly one task)."""
-    (entry,) = results["tasks"].values()
-    al = entry["alignment"]
+    (entry,) = results.tasks.values()
+    al = entry.alignment
     row: dict[str, Any] = {"pair": job.pair.name, "recipe": job.pair.recipe, "task": job.task_label, "seed": job.seed,
-                           "ablation": job.ablation, "teacher": results["teacher"]["name"],
-                           "student": results["student"]["name"], "n_prompts": entry["n_prompts"],
-                           "alignment": al["score"], "alignment_lo": al["ci"][0], "alignment_hi": al["ci"][1],
-                           "alignment_null": al["null"], "paper_alignment": al["paper"]}
-    for role in ("teacher", "student"):
-        row[f"{role}_clean"] = entry[role]["clean_metric"]
-        row[f"{role}_accuracy"] = entry[role]["accuracy"]
+                           "ablation": job.ablation, "teacher": results.teacher.name,
+                           "student": results.student.name, "n_prompts": entry.n_prompts,
+                           "alignment": al.score, "alignment_lo": al.ci[0], "alignment_hi": al.ci[1],
+                           "alignment_null": al.null, "paper_alignment": al.paper}
+    for role in Results.ROLES:
+        model = entry.model(role)
+        row[f"{role}_clean"] = model.clean_metric
+        row[f"{role}_accuracy"] = model.accuracy
         for key in CONCENTRATION:
-            row[f"{role}_{key}"] = _point(entry["concentration"][role].get(key))
+            stat = entry.concentration[role].get(key)
+            row[f"{role}_{key}"] = stat.point if stat is not None else None
     row["job"] = folder
     return row
 
@@ -142,7 +140,7 @@ def merge(out: Path, name: str, jobs: Sequence[Job]) -> pd.DataFrame:
     rows, components = [], []
     for job in jobs:
         folder = job_dir(out, job)
-        results = json.loads((folder / RESULTS_JSON).read_text(encoding="utf-8"))
+        results = load_results(folder)
         rel = folder.relative_to(out).as_posix()
         rows.append(job_row(job, results, rel))
         comp = pd.read_parquet(folder / COMPONENTS_TABLE).drop(columns=["task"])  # one task per job

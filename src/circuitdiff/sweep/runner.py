@@ -38,7 +38,7 @@ class SweepOutcome:
 
 def preflight(spec: SweepSpec, settings: RunSettings) -> None:
     """Task files parse and model folders exist and are safe, before any job starts."""
-    from circuitdiff.models.loading import _check_local_folder, resolve
+    from circuitdiff.models.loading import check_local_folder, resolve
     from circuitdiff.tasks import BUILTIN_TASKS
     from circuitdiff.tasks.jsonl import load_jsonl_task
 
@@ -48,7 +48,7 @@ def preflight(spec: SweepSpec, settings: RunSettings) -> None:
     for model in sorted({m for p in spec.pairs for m in (p.teacher, p.student)}):
         location, local = resolve(model)
         if local and not location.endswith(".gguf"):
-            _check_local_folder(Path(location), settings.allow_pickle)
+            check_local_folder(Path(location), settings.allow_pickle)
 
 
 def _check_folders(out: Path, jobs: list[Job]) -> None:

@@ -24,14 +24,15 @@ from typing import Any
 import yaml
 
 from circuitdiff.errors import CircuitDiffError
-from circuitdiff.sweep.names import safe_name
+from circuitdiff.interventions.choices import Ablation, Method
+from circuitdiff.names import safe_name
 
 MAX_BYTES = 1 << 20
 MAX_ITEMS = 1000
 MAX_JOBS = 10_000
 MAX_TEXT = 500
-ABLATIONS = ("zero", "mean", "resample", "noising", "denoising")
-METHODS = ("exact", "attribution", "hybrid")
+ABLATIONS = tuple(a.value for a in Ablation)
+METHODS = tuple(m.value for m in Method)
 TOP_KEYS = {"name", "pairs", "tasks", "seeds", "ablations", "options"}
 PAIR_KEYS = {"name", "teacher", "student", "recipe", "pair"}
 OPTION_TYPES: dict[str, type] = {"n_prompts": int, "n_boot": int, "exact_top": int, "circuits": bool,
@@ -44,7 +45,9 @@ class SweepFileError(CircuitDiffError):
 
 
 @dataclass(frozen=True)
-class PairSpec:
+class SweepPair:
+    """One pair of a sweep file: two model names or paths (``lab.pairs.PairSpec`` is a built-in pair's recipe)."""
+
     name: str
     teacher: str
     student: str
@@ -55,7 +58,7 @@ class PairSpec:
 class Job:
     """One comparison: one pair on one task with one seed and one ablation."""
 
-    pair: PairSpec
+    pair: SweepPair
     task: str
     task_label: str
     seed: int
@@ -81,7 +84,7 @@ class Job:
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
-    pairs: tuple[PairSpec, ...]
+    pairs: tuple[SweepPair, ...]
     tasks: tuple[str, ...]
     task_labels: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -174,7 +177,7 @@ def _task(r: _Reader, spec: str, base: Path, where: str) -> tuple[str, str]:
     return str(path), path.stem or path.name or "task"
 
 
-def _pair(r: _Reader, i: int, entry: Any, base: Path) -> PairSpec:
+def _pair(r: _Reader, i: int, entry: Any, base: Path) -> SweepPair:
     where = f"pairs[{i}]"
     if not isinstance(entry, dict):
         raise r.fail(f"{where} must be a mapping with 'teacher' and 'student' (or 'pair'), got {_show(entry)}")
@@ -193,14 +196,14 @@ def _pair(r: _Reader, i: int, entry: Any, base: Path) -> PairSpec:
         except CircuitDiffError as exc:
             raise r.fail(f"{where}: {exc}") from None
         name = r.text(entry.get("name", builtin), f"{where}.name")
-        return PairSpec(name, teacher, student, recipe)
+        return SweepPair(name, teacher, student, recipe)
     if "teacher" not in entry or "student" not in entry:
         raise r.fail(f"{where} needs both 'teacher' and 'student' (or a built-in 'pair')")
     teacher = r.text(entry["teacher"], f"{where}.teacher")
     student = r.text(entry["student"], f"{where}.student")
     default_name = f"{Path(teacher).name or teacher}-vs-{Path(student).name or student}"
     name = r.text(entry.get("name", default_name), f"{where}.name")
-    return PairSpec(name, _model(r, teacher, base, f"{where}.teacher"), _model(r, student, base, f"{where}.student"),
+    return SweepPair(name, _model(r, teacher, base, f"{where}.teacher"), _model(r, student, base, f"{where}.student"),
                     recipe)
 
 

@@ -78,12 +78,6 @@ class EncodedTask:
         """A copy with every tensor on ``device``."""
         return self._map(lambda t: t.to(device))
 
-    def subset(self, idx: Tensor | Sequence[int] | slice) -> EncodedTask:
-        """Rows ``idx`` (for bootstrap resamples and micro-batches); the width is kept."""
-        if not isinstance(idx, slice):
-            idx = torch.as_tensor(idx, dtype=torch.long, device=self.input_ids.device)
-        return self._map(lambda t: t[idx])
-
 
 def tokenizer_label(tokenizer: PreTrainedTokenizerBase) -> str:
     """Short name for messages: the checkpoint folder or hub id, else the class name."""

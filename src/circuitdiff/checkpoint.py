@@ -22,18 +22,21 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from circuitdiff.results import _jsonable, write_json, write_table
-from circuitdiff.sweep.names import inside
+from circuitdiff.names import inside
+from circuitdiff.results import write_json, write_table
+from circuitdiff.schema import Note, json_ready
 
 if TYPE_CHECKING:
-    from circuitdiff.compare import CompareOptions, PreparedTask
+    from circuitdiff.options import CompareOptions
+    from circuitdiff.tasks.prepared import PreparedTask
     from circuitdiff.models.loading import LoadedModel
 
 log = logging.getLogger("circuitdiff")
 TASKS_DIR = "tasks"
 SAMPLE = 256  # values read from every weight tensor, evenly spaced, plus its last one
-FORMAT = 2
-"""Bumped when a checkpoint's meaning changes (2: template-aligned ablation, sign-gated statistics)."""
+FORMAT = 3
+"""Bumped when a checkpoint's meaning changes (2: template-aligned ablation, sign-gated statistics;
+3: structured notes)."""
 
 
 @dataclass
@@ -42,7 +45,7 @@ class TaskRecord:
 
     name: str
     entry: dict[str, Any]
-    warnings: list[str]
+    notes: list[Note]
     per_prompt: pd.DataFrame
     similarity: pd.DataFrame
 
@@ -58,7 +61,7 @@ def _digest(*parts: Any) -> str:
                 sample = torch.cat([flat[:: max(1, flat.numel() // SAMPLE)], flat[-1:]])
                 h.update(sample.to("cpu", torch.float64).numpy().tobytes())
         else:
-            h.update(json.dumps(_jsonable(part), sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
+            h.update(json.dumps(json_ready(part), sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
         h.update(b"\x00")
     return h.hexdigest()
 
@@ -116,7 +119,7 @@ class TaskStore:
                 log.warning("%s: checkpoint %s is from other options, models or prompts; recomputing",
                             item.name, meta_path)
                 return None
-            return TaskRecord(item.name, meta["entry"], list(meta["warnings"]), pd.read_parquet(pp_path),
+            return TaskRecord(item.name, meta["entry"], [Note.from_json(n) for n in meta["notes"]], pd.read_parquet(pp_path),
                               pd.read_parquet(sim_path))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("%s: checkpoint %s is unreadable (%s); recomputing", item.name, meta_path, type(exc).__name__)
@@ -127,4 +130,4 @@ class TaskStore:
         write_table(pp_path, record.per_prompt)
         write_table(sim_path, record.similarity)
         write_json(meta_path, {"format": FORMAT, "task": item.name, "fingerprint": task_fingerprint(self.run, item),
-                               "entry": record.entry, "warnings": record.warnings})
+                               "entry": record.entry, "notes": [n.to_json() for n in record.notes]})

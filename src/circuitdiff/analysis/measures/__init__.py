@@ -1,0 +1,88 @@
+"""Similarity measures as plug-ins: each module here defines one ``Measure`` and registers it.
+
+Why a protocol: a measure prepares each component once (a Gram matrix, a subspace
+basis) and then compares prepared components, so a teacher x student matrix costs one
+preparation per component, not per pair. Every module in this package is imported on
+first use, so a new measure is one new file here; ``similarity_matrix`` and
+``SimilarityMeasure`` pick it up by its ``name``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from circuitdiff.analysis._arrays import Float64Array
+
+
+@runtime_checkable
+class Measure(Protocol):
+    """Similarity of two components' (n_prompts, width) activations, on the same prompts."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def prepare(self, x: Float64Array) -> Any:
+        """Everything the comparisons need from one component (``x`` may be constant: then it compares as 0)."""
+
+    def compare_all(self, teacher: Sequence[Any], student: Sequence[Any]) -> Float64Array:
+        """(len(teacher), len(student)) similarities of prepared components."""
+
+
+class PairwiseMeasure:
+    """Base for measures whose matrix is just every pair compared (override ``compare``)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def prepare(self, x: Float64Array) -> Any:
+        return x
+
+    def compare(self, a: Any, b: Any) -> float:
+        raise NotImplementedError
+
+    def compare_all(self, teacher: Sequence[Any], student: Sequence[Any]) -> Float64Array:
+        return np.array([[self.compare(a, b) for b in student] for a in teacher], dtype=np.float64).reshape(
+            len(teacher), len(student))
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: make a measure available by its ``name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two similarity measures are named {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def measure_names() -> list[str]:
+    """Registered measure names, built-ins first in the order of their files."""
+    _discover()
+    return list(_REGISTRY)
+
+
+def measure_classes() -> dict[str, type]:
+    _discover()
+    return dict(_REGISTRY)
+
+
+def get_measure(name: str, **settings: Any) -> Measure:
+    """The measure called ``name``, configured with those ``settings`` it has fields for (others ignored)."""
+    classes = measure_classes()
+    if str(name) not in classes:
+        raise ValueError(f"unknown similarity measure {name!r}; choose one of {', '.join(classes)}")
+    cls = classes[str(name)]
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    return cls(**{k: v for k, v in settings.items() if k in fields and v is not None})

@@ -1,0 +1,440 @@
+"""The typed results schema: what ``results.json`` holds, versioned, with its JSON Schema.
+
+Why one schema: the report, the terminal summary and the sweep merger all read
+``results.json``; typed records give them one contract, checked when a file is written and
+when it is read, so a renamed key fails loudly at the boundary instead of as a ``KeyError``
+deep inside a figure. The keys are the ones README "Outputs" documents, so a user reading
+the file with plain ``json`` sees the same layout. ``circuitdiff/results.schema.json`` is
+generated from these types (``python -m circuitdiff.schema``) and checked in.
+
+This module uses only the standard library: anything (analysis included) may import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from circuitdiff.errors import CircuitDiffError
+
+SCHEMA_VERSION = 2
+"""1: circuitdiff 0.1.0 (no ``schema_version`` key, notes only as text); 2: structured notes."""
+
+SCHEMA_FILE = Path(__file__).parent / "results.schema.json"
+
+T = TypeVar("T")
+OMIT_NONE = {"omit_none": True}
+"""Field metadata: leave the key out of the JSON when the value is None (optional parts)."""
+
+
+class SchemaError(CircuitDiffError, ValueError):
+    """A results file that does not follow the schema (or a newer schema than this version reads)."""
+
+
+class Record:
+    """Mixin for schema dataclasses: ``to_json`` gives plain JSON types, ``from_json`` checks and builds."""
+
+    def to_json(self) -> dict[str, Any]:
+        return json_ready(self)
+
+    @classmethod
+    def from_json(cls: type[T], data: Any) -> T:
+        return _load(cls, data, cls.__name__)
+
+
+# --- notes -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Note(Record):
+    """A warning about a run, structured so readers select by task, model, topic and code, never by wording.
+
+    ``topic`` groups notes a reader looks for (``circuit``, ``null``, ``paper``, ``finding``,
+    ``metric``, ...); ``code`` names the exact case (``circuit.denoising``). ``text`` is for people.
+    """
+
+    task: str | None = None
+    model: str | None = None
+    """The model's name when the note is about one model, else None."""
+    role: str | None = None
+    """'teacher' or 'student' when the note is about one side of the pair."""
+    topic: str
+    code: str
+    text: str
+
+    @property
+    def line(self) -> str:
+        """One line as 0.1.0 wrote it into ``warnings``: ``"<task>: model '<name>': <text>"``."""
+        parts = [self.task, f"model '{self.model}'" if self.model else None, self.text]
+        return ": ".join(p for p in parts if p)
+
+
+# --- one task ----------------------------------------------------------------------------------
+
+@dataclass
+class Stat(Record):
+    """A statistic with its BCa bootstrap interval (``lo``/``hi`` null where none could be placed)."""
+
+    point: float | None
+    lo: float | None
+    hi: float | None
+    level: float
+    n_valid: int
+
+
+@dataclass
+class ComponentRecord(Record):
+    """One component's influence on one task (a row of components.parquet)."""
+
+    name: str
+    kind: str
+    layer: int
+    head: int | None
+    effect: float | None
+    share: float | None
+    percent_of_clean: float | None
+    effect_lo: float | None = None
+    effect_hi: float | None = None
+    percent_of_gap: float | None = None
+
+
+@dataclass
+class ModelTaskRecord(Record):
+    """One model on one task: its metrics and every component's effect."""
+
+    clean_metric: float | None
+    base_metric: float | None
+    accuracy: float | None
+    answer_prob: float | None
+    seq_len: int
+    attribution_spearman: float | None
+    components: list[ComponentRecord]
+    edges: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
+    """Edge effects (``--edges``), see ``circuitdiff.interventions.edge_methods``."""
+
+
+@dataclass
+class NullCheck(Record):
+    """The null's attribution estimates against exact effects on one random student."""
+
+    seed: int
+    components: list[str]
+    max_relative_error: float | None
+    score_estimated: float | None
+    score_with_exact: float | None
+
+
+@dataclass(kw_only=True)
+class Alignment(Record):
+    """The influence-weighted alignment score, its interval, chance level and verdict.
+
+    Only score, interval and null are required: files from before the calibrated null lack the rest.
+    """
+
+    score: float | None
+    ci: list[float | None]
+    ci_method: str | None = None
+    n_boot: int | None = None
+    share_above_point: float | None = None
+    null: float | None
+    null_q95: float | None = None
+    n_null: int = 0
+    null_values: list[float | None] = field(default_factory=list)
+    null_check: NullCheck | None = None
+    above_chance: bool | None = None
+    measure: str = "linear_cka"
+    level: float = 0.95
+    paper: float | None = None
+
+
+@dataclass
+class MatchRecord(Record):
+    student: str
+    teacher: str
+    similarity: float | None
+
+
+@dataclass
+class Flow(Record):
+    """Transport mass from a teacher component to a student component."""
+
+    teacher: str
+    student: str
+    mass: float | None
+
+
+@dataclass
+class Preserved(Record):
+    """An influential teacher component and its most similar same-kind student component."""
+
+    teacher: str
+    share: float | None
+    student: str
+    similarity: float | None
+
+
+@dataclass
+class Finding(Record):
+    """Whether concentration and alignment findings are claimed, and why not."""
+
+    claimed: bool
+    reason: str | None = None
+
+
+@dataclass
+class Example(Record):
+    prompt: str
+    answer: str
+    distractor: str
+
+
+Concentration = dict[str, dict[str, Union[Stat, None]]]
+"""role -> statistic name -> interval (None where the statistic is withheld)."""
+
+
+@dataclass
+class TaskResult(Record):
+    """Everything results.json says about one task."""
+
+    n_prompts: int
+    ablation: str
+    teacher: ModelTaskRecord
+    student: ModelTaskRecord
+    alignment: Alignment
+    matching: list[MatchRecord]
+    many_to_one: list[MatchRecord]
+    transport: list[Flow]
+    concentration: Concentration
+    concentration_heads: Concentration = field(default_factory=dict)
+    finding: Finding | None = None
+    circuit: dict[str, Any] = field(default_factory=dict)
+    """Circuits per threshold (``analysis.pair.compare_circuits``); empty without circuits."""
+    preserved: list[Preserved] = field(default_factory=list)
+    similarity_file: str = "similarity.parquet"
+    edge_circuits: list[dict[str, Any]] | None = field(default=None, metadata=OMIT_NONE)
+    example: Example | None = None
+
+    def model(self, role: str) -> ModelTaskRecord:
+        return self.teacher if role == "teacher" else self.student
+
+
+# --- the whole file ----------------------------------------------------------------------------
+
+@dataclass
+class ModelRecord(Record):
+    """A loaded model as results.json describes it (``models.loading.ModelInfo``)."""
+
+    name: str
+    architecture: str
+    family: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    masked_lm: bool
+    n_parameters: int
+    quirks: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Results(Record):
+    """``results.json``: options, both models, one entry per task, and the run's notes.
+
+    ``warnings`` keeps the notes as the one-line strings 0.1.0 wrote (for plain-``json``
+    readers); ``notes`` holds the same notes structured, and is what circuitdiff reads.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    circuitdiff_version: str
+    options: dict[str, Any]
+    teacher: ModelRecord
+    student: ModelRecord
+    tasks: dict[str, TaskResult]
+    notes: list[Note] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    ROLES: ClassVar[tuple[str, str]] = ("teacher", "student")
+
+    @classmethod
+    def read(cls, data: Any) -> Results:
+        """Check the version, bring a 0.1.0 file up to date, then build the records."""
+        if isinstance(data, Results):
+            return data
+        if not isinstance(data, dict):
+            raise SchemaError(f"results: expected a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise SchemaError(f"results.json has schema_version {version!r}; this circuitdiff reads up to "
+                              f"{SCHEMA_VERSION}: upgrade circuitdiff")
+        return cls.from_json(upgrade(data) if version < SCHEMA_VERSION else data)
+
+    def task_notes(self, task: str) -> list[Note]:
+        return [n for n in self.notes if n.task == task]
+
+    def model(self, role: str) -> ModelRecord:
+        return self.teacher if role == "teacher" else self.student
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 (0.1.0) results dict as version 2: notes rebuilt from the warning lines.
+
+    0.1.0 wrote only text, so the notes get topic 'legacy' and code 'legacy': readers then
+    fall back to their default reasons rather than guess from the wording.
+    """
+    tasks = set(data.get("tasks") or {})
+    notes = []
+    for line in data.get("warnings") or []:
+        head, _, rest = str(line).partition(": ")
+        task = head if rest and head in tasks else None
+        notes.append(Note(task=task, topic="legacy", code="legacy", text=rest if task else str(line)).to_json())
+    return {**data, "schema_version": SCHEMA_VERSION, "notes": notes}
+
+
+def note_lines(notes: list[Note]) -> list[str]:
+    return list(dict.fromkeys(n.line for n in notes))
+
+
+# --- the generic machinery ---------------------------------------------------------------------
+
+def json_ready(value: Any) -> Any:
+    """Plain JSON types from records, dicts, sequences and numpy values; NaN/inf become null.
+
+    The one converter for everything circuitdiff writes as JSON (results, checkpoints,
+    recipes), so a file never holds a NaN that strict JSON readers reject.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (getattr(value, f.name) is None and f.metadata.get("omit_none"))}
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":  # arrays and numpy scalars
+        return json_ready(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, vars(sys.modules[cls.__module__]))
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _load(tp: Any, value: Any, path: str) -> Any:
+    """``value`` checked against the type ``tp`` and built into records; a mismatch names its path."""
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _load(option, value, path)
+            except SchemaError as exc:
+                errors.append(str(exc))
+        raise SchemaError(errors[0])
+    origin = get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list):
+            raise SchemaError(f"{path}: expected a list, got {type(value).__name__}")
+        return [_load(get_args(tp)[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(f"{path}: expected an object, got {type(value).__name__}")
+        return {k: _load(get_args(tp)[1], v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _load_record(tp, value, path)
+    return _load_scalar(tp, value, path)
+
+
+def _load_record(cls: type, value: Any, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise SchemaError(f"{path}: expected an object, got {type(value).__name__}")
+    hints, kwargs = _hints(cls), {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(value) - names)
+    if extra:
+        raise SchemaError(f"{path}: unknown key(s) {', '.join(extra)}")
+    for f in dataclasses.fields(cls):
+        if f.name in value:
+            kwargs[f.name] = _load(hints[f.name], value[f.name], f"{path}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SchemaError(f"{path}: missing key '{f.name}'")
+    return cls(**kwargs)
+
+
+def _load_scalar(tp: Any, value: Any, path: str) -> Any:
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    if tp is type(None) and value is None:
+        return None
+    raise SchemaError(f"{path}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r:.40}")
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of results.json, derived from the records above."""
+    defs: dict[str, Any] = {}
+    root = _schema_of(Results, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://github.com/circuitdiff/circuitdiff/schema/results.schema.json",
+            "title": "circuitdiff results.json", "description": (Results.__doc__ or "").split("\n")[0],
+            **root, "$defs": defs}
+
+
+def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    if tp is Any:
+        return {}
+    if _is_union(tp):
+        return {"anyOf": [_schema_of(o, defs) for o in get_args(tp)]}
+    origin = get_origin(tp)
+    if origin is list:
+        return {"type": "array", "items": _schema_of(get_args(tp)[0], defs)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_of(get_args(tp)[1], defs)}
+    if dataclasses.is_dataclass(tp):
+        if tp.__name__ not in defs and tp is not Results:
+            defs[tp.__name__] = {}  # placeholder against recursion
+            defs[tp.__name__] = _record_schema(tp, defs)
+        return _record_schema(tp, defs) if tp is Results else {"$ref": f"#/$defs/{tp.__name__}"}
+    return {"type": _JSON_TYPES[tp]}
+
+
+def _record_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
+    hints = _hints(cls)
+    fields = dataclasses.fields(cls)
+    required = [f.name for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    out: dict[str, Any] = {"type": "object", "description": (cls.__doc__ or cls.__name__).split("\n")[0],
+                           "properties": {f.name: _schema_of(hints[f.name], defs) for f in fields},
+                           "additionalProperties": False}
+    if required:
+        out["required"] = required
+    return out
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2) + "\n"
+
+
+if __name__ == "__main__":  # regenerate the checked-in file: python -m circuitdiff.schema
+    SCHEMA_FILE.write_text(schema_text(), encoding="utf-8")
+    print(SCHEMA_FILE)
