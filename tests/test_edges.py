@@ -9,16 +9,23 @@ from torch import nn
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics
-from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.forward import Batch, logit_difference
 from circuitdiff.interventions.graph import Intervention, Site, intervene
-from circuitdiff.interventions.sweep import base_metric, exact_sweep, record_activations
+from circuitdiff.interventions.sweep import exact_sweep, record_activations
 from circuitdiff.models.adapters import adapter_for
+from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 from tiny_models import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 EDGE_FAMILIES = ("gpt2", "llama", "gpt_neox")
 N, SEQ = 5, 7
+
+
+@torch.no_grad()
+def base_metric(adapter: Adapter, base: Batch) -> torch.Tensor:
+    """Unablated metric per prompt: one plain forward pass, no patches."""
+    return logit_difference(adapter, base).cpu()
 
 
 def _batches(seed: int = 0) -> tuple[Batch, Batch]:
