@@ -98,8 +98,10 @@ print(json.dumps({{"phases": phases, "ablated": ablated, "warnings": results["wa
 """
 
 
-def make_task(teacher: Path, student: Path, n_prompts: int, seed: int, path: Path) -> None:
-    """IOI prompts whose answer/distractor are the tokens both random models rank highest/lowest."""
+def make_task(teacher: Path, student: Path, n_prompts: int, seed: int, path: Path, **load: object) -> None:
+    """IOI prompts whose answer/distractor are the tokens both random models rank highest/lowest.
+
+    ``load``: keywords for ``load_model`` (device, dtype); one model is in memory at a time."""
     from circuitdiff.models.loading import load_model
     from circuitdiff.pipeline import batches
     from circuitdiff.tasks import encode_task, get_task
@@ -107,18 +109,19 @@ def make_task(teacher: Path, student: Path, n_prompts: int, seed: int, path: Pat
     task = get_task("ioi", n_prompts=n_prompts, seed=seed)
     score = None
     for folder in (teacher, student):
-        lm = load_model(str(folder))
+        lm = load_model(str(folder), **load)  # type: ignore[arg-type]
         clean, _ = batches(encode_task(task, lm.tokenizer), lm.device)
         with torch.no_grad():
             logits = lm.model(input_ids=clean.input_ids, attention_mask=clean.attention_mask).logits
-        at = logits[torch.arange(len(clean)), clean.read_pos].double()
+        at = logits[torch.arange(len(clean)), clean.read_pos].double().cpu()
         z = (at - at.mean(1, keepdim=True)) / at.std(1, keepdim=True)
         score = z if score is None else score + z
-    tok = lm.tokenizer
+        tok = lm.tokenizer
+        del lm, logits
     ok = lambda i: (s := tok.decode([i])).startswith(" ") and s.strip() and tok.encode(s) == [i]  # noqa: E731
     with path.open("w") as f:
         for p, row in zip(task.prompts, score):  # type: ignore[union-attr]
-            order = torch.argsort(row, descending=True).tolist()
+            order = torch.argsort(row[: len(tok)], descending=True).tolist()  # ids the tokenizer can write
             answer = next(i for i in order if ok(i))
             distractor = next(i for i in reversed(order) if ok(i))
             f.write(json.dumps({"prompt": p.prompt, "answer": tok.decode([answer]), "distractor": tok.decode([distractor]),
