@@ -62,7 +62,7 @@ def setup(lm: LoadedModel, ablation: Ablation, left_pad: bool = False) -> tuple[
 @pytest.fixture
 def split_by_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny models: let every width change start a new chunk, as long prompts sets do at scale."""
-    monkeypatch.setattr(sweep, "MIN_BUCKET_TOKENS", 1)
+    monkeypatch.setattr(sweep, "MIN_PASS_TOKENS", 1)
 
 
 @pytest.mark.parametrize("ablation", list(Ablation), ids=lambda a: a.value)
@@ -185,7 +185,7 @@ def test_sweep_bucketed_by_width_equals_padded_sweep_and_plain_hooks(tmp_path, m
     padded_tokens = sum(len(c.prompts) * c.width for c in plan)
     assert len(plan) > 2 and padded_tokens < len(base) * int(widths.max())  # bucketed: less padding
     bucketed = exact_sweep(lm.adapter, base, zero, components)
-    monkeypatch.setattr(sweep, "MIN_BUCKET_TOKENS", 1 << 40)  # one bucket: every prompt padded to the widest
+    monkeypatch.setattr(sweep, "MIN_PASS_TOKENS", 1 << 40)  # one bucket: every prompt padded to the widest
     [single] = plan_sweep(lm.adapter, base, components)
     assert single.width == int(widths.max())
     padded = exact_sweep(lm.adapter, base, zero, components)

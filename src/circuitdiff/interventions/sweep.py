@@ -26,13 +26,12 @@ from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass
-MIN_PASS_TOKENS = 3072
-"""Rows a stacked pass of the circuit search aims for (``circuits.evaluation``), speculation included."""
-MIN_BUCKET_TOKENS = 512
-"""Prompts of the sweep are bucketed by width while each pass keeps this many rows (variants x prompts x
-positions). Padding to the widest prompt costs its share of every matrix multiply (14% of the FLOPs for 24
-IOI prompts), while a float32 CPU matrix multiply of GPT-2's MLP shapes runs as fast at 256-624 rows as
-at 3-6k (61-68 GFLOP/s on one core of the CI machine; 48 at 128 rows)."""
+MIN_PASS_TOKENS = 512
+"""Rows (variants x prompts x positions) a pass needs to keep a CPU matrix multiply busy: a float32 multiply
+of GPT-2's MLP shapes runs as fast at 256-624 rows as at 3-6k (61-68 GFLOP/s on one core of the CI
+machine; 48 at 128 rows). The sweep buckets prompts by width while each pass keeps this many rows (padding
+to the widest prompt cost 14% of the FLOPs on 24 IOI prompts); the circuit search stacks speculative
+candidates only to reach it (each one stacked runs from the earliest layer in its pass)."""
 
 
 def _d_mlp(adapter: Adapter) -> int:
@@ -93,7 +92,7 @@ def plan_sweep(
     cache_row = adapter.n_layers * seq * adapter.d_model * _element_size(adapter)
     max_prompts = max(1, min(rows_per_forward(adapter, seq, memory_budget), memory_budget // cache_row))
     k_typical = max((len(v) for v in by_layer.values()), default=1)
-    min_prompts = -(-MIN_BUCKET_TOKENS // (k_typical * max(1, int(widths.float().mean()))))
+    min_prompts = -(-MIN_PASS_TOKENS // (k_typical * max(1, int(widths.float().mean()))))
     chunks = []
     for prompts in _prompt_chunks(widths, max_prompts, min_prompts):
         width = int(widths[prompts].max())
