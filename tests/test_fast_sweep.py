@@ -6,6 +6,8 @@ width), right and left padding, budgets from one row per pass to everything in o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -173,7 +175,7 @@ def plain_hooks_zero_ablation(model: torch.nn.Module, base: Batch, n_heads: int)
     return torch.stack(out)
 
 
-def test_sweep_bucketed_by_width_equals_padded_sweep_and_plain_hooks(tmp_path, monkeypatch) -> None:
+def test_sweep_bucketed_by_width_equals_padded_sweep_and_plain_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the default bucketing, prompts of mixed widths run in several trimmed buckets and every value
     equals the sweep padded to the widest prompt and an independent one-forward-per-component loop."""
     lm = load_model(str(save_tiny("gpt2", tmp_path / "gpt2", seed=5, n_layers=3)))

@@ -5,8 +5,8 @@ block's output; each ablated pass then starts at the ablated layer L (blocks 0..
 the cached clean output, see ``prefix.py``) and stacks k variants of the chunk's m prompts
 along the batch dimension (variant j owns rows j*m .. (j+1)*m - 1), so per-call overhead and
 weight reads are shared. Prompts are bucketed by how many positions the metric depends on
-(their width), so padding after the read position is not computed. The LM head is read only at the read
-position and only through the answer and distractor rows. Chunk sizes come from a memory
+(their width), so padding after the read position is not computed. The LM head is read only
+at the read position and only through the answer and distractor rows. Chunk sizes come from a memory
 budget. The result equals one full forward pass per component up to float rounding.
 """
 
