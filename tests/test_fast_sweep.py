@@ -6,6 +6,8 @@ width), right and left padding, budgets from one row per pass to everything in o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -147,3 +149,49 @@ def test_needed_width_causal_stops_at_read_position_bidirectional_at_last_token(
         assert torch.equal(width, base.attention_mask.sum(1))
     else:
         assert torch.equal(width, base.read_pos + 1)
+
+
+def plain_hooks_zero_ablation(model: torch.nn.Module, base: Batch, n_heads: int) -> torch.Tensor:
+    """Independent reference on a GPT-2: one full forward per component, ablated by plain torch hooks.
+
+    A head is zeroed as its slice of the input to ``attn.c_proj``, an MLP by zeroing the MLP's output.
+    """
+    rows = torch.arange(len(base))
+    out = []
+    for block in model.transformer.h:
+        width = block.attn.c_proj.weight.shape[0] // n_heads
+        zero_head = lambda h: (lambda _m, args: (args[0].index_fill(-1, torch.arange(h * width, (h + 1) * width), 0.0),))
+        targets = [(block.attn.c_proj.register_forward_pre_hook, zero_head(h)) for h in range(n_heads)]
+        targets.append((block.mlp.register_forward_hook, lambda _m, _a, output: torch.zeros_like(output)))
+        for register, hook in targets:
+            handle = register(hook)
+            try:
+                with torch.no_grad():
+                    logits = model(input_ids=base.input_ids, attention_mask=base.attention_mask).logits
+            finally:
+                handle.remove()
+            at = logits[rows, base.read_pos]
+            out.append(at[rows, base.answer_ids] - at[rows, base.distractor_ids])
+    return torch.stack(out)
+
+
+def test_sweep_bucketed_by_width_equals_padded_sweep_and_plain_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the default bucketing, prompts of mixed widths run in several trimmed buckets and every value
+    equals the sweep padded to the widest prompt and an independent one-forward-per-component loop."""
+    lm = load_model(str(save_tiny("gpt2", tmp_path / "gpt2", seed=5, n_layers=3)))
+    base = ragged_batch(n=96, seq=12, seed=6)
+    components = lm.adapter.components()
+    zero = Replacement(Ablation.ZERO, None, n_base=len(base))
+    plan = plan_sweep(lm.adapter, base, components)
+    widths = needed_width(lm.adapter, base)
+    padded_tokens = sum(len(c.prompts) * c.width for c in plan)
+    assert len(plan) > 2 and padded_tokens < len(base) * int(widths.max())  # bucketed: less padding
+    bucketed = exact_sweep(lm.adapter, base, zero, components)
+    monkeypatch.setattr(sweep, "MIN_PASS_TOKENS", 1 << 40)  # one bucket: every prompt padded to the widest
+    [single] = plan_sweep(lm.adapter, base, components)
+    assert single.width == int(widths.max())
+    padded = exact_sweep(lm.adapter, base, zero, components)
+    reference = plain_hooks_zero_ablation(lm.model, base, lm.adapter.n_heads)
+    torch.testing.assert_close(bucketed, padded, atol=1e-5, rtol=0)
+    torch.testing.assert_close(bucketed, reference, atol=1e-5, rtol=0)
+    assert (reference - reference.mean(0)).abs().max() > 1e-3  # the components' effects differ
