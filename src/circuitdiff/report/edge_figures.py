@@ -97,19 +97,20 @@ def _nodes(edges: list[tuple[str, str, str, float]]) -> list[str]:
 
 
 def _draw_panel(ax: Any, role: str, edges: list[tuple[str, str, str, float]], pos: dict[str, Position],
-                scale: float, title: str) -> None:
-    """One model's circuit: arrows under the nodes, each node a labelled box."""
+                scale: float, title: str, unshared: set[tuple[str, str, str]]) -> None:
+    """One model's circuit: arrows under the nodes (faint: no counterpart in the other circuit), labelled boxes."""
     for sender, receiver, channel, effect in sorted(edges, key=lambda e: abs(e[3])):
         if sender not in pos or receiver not in pos:
             continue
         colour, bend = CHANNEL_STYLE.get(channel, CHANNEL_STYLE["input"])
+        alpha = 0.35 if (sender, receiver, channel) in unshared else 0.85
         ax.add_patch(FancyArrowPatch(
             pos[sender], pos[receiver], connectionstyle=f"arc3,rad={bend}", arrowstyle="-|>", mutation_scale=7,
-            lw=0.5 + 4.5 * abs(effect) / scale, color=colour, alpha=0.8, shrinkA=11, shrinkB=11,
+            lw=0.5 + 4.5 * abs(effect) / scale, color=colour, alpha=alpha, shrinkA=11, shrinkB=11,
             linestyle="-" if effect >= 0 else (0, (3, 1.5)), zorder=1))
     for name, (x, y) in pos.items():
         style = "round4,pad=0.35" if name == LOGITS else ("square,pad=0.3" if name.endswith(".MLP") else "round,pad=0.3")
-        ax.text(x, y, name, ha="center", va="center", fontsize=7, zorder=3,
+        ax.text(x, y, name, ha="center", va="center", fontsize=8, zorder=3,
                 bbox={"boxstyle": style, "fc": NODE_FILL[role], "ec": ROLE_COLOR[role], "lw": 1.0})
     ax.set_title(title, color=ROLE_COLOR[role], fontsize=9)
 
@@ -132,20 +133,22 @@ def edge_circuit_graphs(task: dict[str, Any]) -> Figure | None:
     for ax, role in zip(axes, ("teacher", "student")):
         info = comparison[role]
         title = f"{role}: {info['size']} edges, faithfulness {info['faithfulness']:.2f}"
-        _draw_panel(ax, role, edges[role], pos[role], scale, title)
+        unshared = {tuple(e) for e in comparison.get("dropped" if role == "teacher" else "added", [])}
+        _draw_panel(ax, role, edges[role], pos[role], scale, title, unshared)
         ax.set_xlim(-0.8, columns - 0.2)
         ax.set_ylim(-0.7, rows - 0.3)
         ax.set_xticks([])
         ax.tick_params(length=0)
         for side in ("left", "bottom", "top", "right"):
             ax.spines[side].set_visible(False)
-    axes[0].set_yticks(range(rows), [f"L{i}" if i < rows - 1 else "" for i in range(rows)], fontsize=7)
+    axes[0].set_yticks(range(rows), [f"L{i}" if i < rows - 1 else "" for i in range(rows)], fontsize=8)
     axes[0].set_ylabel("teacher layer")
     handles = [Line2D([], [], color=c, lw=2.2, label=f"{k} input" if k in "qkv" else "MLP / logits input")
                for k, (c, _) in CHANNEL_STYLE.items()]
     handles += [Line2D([], [], color="#444", lw=0.8, label=f"width: |effect| (max {scale:.2g})"),
-                Line2D([], [], color="#444", lw=1.5, linestyle=(0, (3, 1.5)), label="negative effect")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=6, fontsize=7, frameon=False)
+                Line2D([], [], color="#444", lw=1.5, linestyle=(0, (3, 1.5)), label="negative effect"),
+                Line2D([], [], color="#444", lw=1.5, alpha=0.3, label="faint: dropped / added")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=7, fontsize=8, frameon=False)
     return fig
 
 
@@ -172,7 +175,8 @@ def edge_change_rows(task: dict[str, Any]) -> list[dict[str, str]]:
 
 CAPTION = ("Edge circuits (the default top-k rule), rows by teacher layer: each student component sits on the place of "
            "its one-to-one teacher match, so edges in the same place in both panels are the same edge after matching. "
-           "Arrow width: |effect| on one scale for both models; colour: the input the receiver reads the sender through.")
+           "Arrow width: |effect| on one scale for both models; colour: the input the receiver reads the sender through; "
+           "faint arrows: teacher edges the student dropped (left) and student edges it added (right).")
 
 
 def edge_missing_reason(options: dict[str, Any], task: dict[str, Any]) -> str:
