@@ -155,7 +155,7 @@ def edge_circuit_graphs(task: dict[str, Any]) -> Figure | None:
 def edge_change_rows(task: dict[str, Any]) -> list[dict[str, str]]:
     """Kept, merged, dropped and added edges of the drawn comparison, one row per class."""
     comparison = default_circuit(task)
-    if comparison is None:
+    if comparison is None or "kept" not in comparison:  # an older results.json has no classification
         return []
 
     def name(edge: list[str]) -> str:
