@@ -66,8 +66,9 @@ def test_builtin_pair_edge_circuits_are_run_and_compared(tmp_path) -> None:
             circuit = comparison[role]
             assert circuit["size"] > 0 and np.isfinite(circuit["faithfulness"]) and np.isfinite(circuit["completeness"])
         assert 0.0 <= comparison["overlap_jaccard"] <= 1.0
-        kept = comparison["teacher_recall"] * comparison["teacher"]["size"]
-        assert kept + len(comparison["dropped"]) == pytest.approx(comparison["teacher"]["size"])
+        merged = [tuple(t) for m in comparison["merged"] for t in m["teacher"]]
+        teacher_classes = [tuple(e) for e in comparison["kept"] + comparison["dropped"]] + merged
+        assert len(teacher_classes) == len(set(teacher_classes)) == comparison["teacher"]["size"]
 
 
 def test_compare_without_edges_writes_no_edge_table(pair, tmp_path) -> None:

@@ -359,7 +359,7 @@ def _task_entry(t_run: ModelTaskRun, s_run: ModelTaskRun, analysis: PairAnalysis
     }
     if t_run.edges is not None and s_run.edges is not None:
         entry["edge_circuits"] = compare_edge_circuits(entry["teacher"]["edges"], entry["student"]["edges"],
-                                                       analysis.matching)
+                                                       analysis.matching, analysis.many_to_one)
     return entry
 
 

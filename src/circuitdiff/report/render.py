@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from circuitdiff.analysis.influence import MIN_CLEAN_METRIC, PATCHING
-from circuitdiff.report import figures
+from circuitdiff.report import edge_figures, figures
 from circuitdiff.report.data import (
     Stat,
     Tables,
@@ -82,7 +82,8 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-FIGURE_KINDS = ("influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits", "circuit_curve")
+FIGURE_KINDS = ("influence_heads", "influence_mlp", "concentration", "layer_cka", "matching", "circuits", "circuit_curve",
+                "edge_circuits")
 
 
 class _Figures:
@@ -231,6 +232,8 @@ def _task_figures(results: Results, name: str, key: str, tables: Tables, figs: _
             "student component names its one-to-one teacher match and that pair's CKA.", "no transport plan in the results"),
         "circuits": {"figure": None, "missing": circuit_missing, "caption": ""},
         "circuit_curve": {"figure": None, "missing": circuit_missing, "caption": ""},
+        "edges": figs.add(lambda: edge_figures.edge_circuit_graphs(task), f"{key}_edge_circuits", edge_figures.CAPTION,
+                          edge_figures.edge_missing_reason(results.options, task)),
     }
     if circuit_missing is None:
         out["circuits"] = figs.add(
@@ -281,6 +284,7 @@ def _task_context(results: Results, name: str, key: str, tables: Tables, figs: _
         "flows": [{"teacher": f["teacher"], "student": f["student"], "mass": fmt(f["mass"], ".1%"),
                    "similarity": _cell(sim, f["teacher"], f["student"])} for f in transport],
         "notes": [n.line for n in task_notes(results, name)], "example": task.get("example"),
+        "edge_changes": edge_figures.edge_change_rows(task),
     }
 
 
