@@ -27,6 +27,7 @@ from circuitdiff.report.data import (
     fmt,
     null_reason,
     reason,
+    similarity_label,
     slug,
     task_notes,
 )
@@ -266,7 +267,8 @@ def _task_context(results: Results, name: str, key: str, tables: Tables, figs: _
     frames = {role: components(task, role) for role in ("teacher", "student")}
     verdict = concentration_verdict(task, len(frames["teacher"]), len(frames["student"]))
     circuit = _circuit(results, name, task)
-    sim = tables.matrix(name, "linear_cka")
+    measure = results.tasks[name].alignment.measure
+    sim = tables.matrix(name, measure)
     transport = sorted(task.get("transport") or [], key=lambda f: -f.get("mass", 0))[:10]
     return {
         "name": name, "key": key, "n_prompts": task.get("n_prompts"), "ablation": task.get("ablation"),
@@ -281,6 +283,7 @@ def _task_context(results: Results, name: str, key: str, tables: Tables, figs: _
         "flows": [{"teacher": f["teacher"], "student": f["student"], "mass": fmt(f["mass"], ".1%"),
                    "similarity": _cell(sim, f["teacher"], f["student"])} for f in transport],
         "notes": [n.line for n in task_notes(results, name)], "example": task.get("example"),
+        "similarity_label": similarity_label(measure),
     }
 
 

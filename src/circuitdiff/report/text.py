@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason
+from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason, similarity_label
 from circuitdiff.schema import Results
 
 GLOSSARY: list[tuple[str, str]] = [
@@ -133,7 +133,7 @@ def alignment_sentences(results: Results, name: str) -> list[str]:
     lo, hi = (finite(al.ci[0]), finite(al.ci[1])) if len(al.ci) == 2 else (None, None)
     interval = f" ({al.level:.0%} CI {fmt(lo)}–{fmt(hi)})" if lo is not None and hi is not None else " (no interval)"
     out = [f"Alignment {fmt(score)}{interval}: on average, the teacher's reliance lands on student components "
-           f"whose outputs have CKA similarity {fmt(score)} with the teacher components they replace."]
+           f"whose outputs have {similarity_label(al.measure)} similarity {fmt(score)} with the teacher components they replace."]
     null = finite(al.null)
     why = finding_withheld(task.to_json())
     if why is not None:
