@@ -73,8 +73,8 @@ class CompareOptions:
         set_(self, "method", as_enum(Method, self.method, "method"))
         set_(self, "edges", parse_edge_method(self.edges).value)
         set_(self, "measure", str(getattr(self.measure, "value", self.measure)))
-        if self.measure not in measure_names():
-            raise OptionsError(f"unknown similarity measure {self.measure!r}; choose one of {', '.join(measure_names())}")
+        if self.measure not in (names := measure_names()):
+            raise OptionsError(f"unknown similarity measure {self.measure!r}; choose one of {', '.join(names)}")
         try:
             set_(self, "circuit_thresholds", tuple(float(t) for t in self.circuit_thresholds))
         except (TypeError, ValueError):

@@ -67,7 +67,8 @@ class ResampledSimilarity:
         self.weighted = takes_prompt_weights(measure)
         self.acts = [[as_matrix(v, k) for k, v in side.items()] for side in (teacher, student)]
         if self.weighted:
-            self.prepared = [np.stack([measure.prepare_weighted(x) for x in side]) for side in self.acts]  # type: ignore[attr-defined]
+            prepare = measure.prepare_weighted  # type: ignore[attr-defined]
+            self.prepared = [np.stack([prepare(x) for x in side]) for side in self.acts]
 
     @property
     def method(self) -> str:

@@ -21,7 +21,13 @@ from threadpoolctl import threadpool_limits
 
 from circuitdiff.analysis._arrays import DegenerateRepresentationWarning, SmallSampleWarning, is_degenerate
 from circuitdiff.analysis.alignment import alignment_transport, paper_alignment, paper_influence, same_kind_mask
-from circuitdiff.analysis.calibration import NullDraw, ResampledSimilarity, above_chance, alignment_interval, null_alignment
+from circuitdiff.analysis.calibration import (
+    NullDraw,
+    ResampledSimilarity,
+    above_chance,
+    alignment_interval,
+    null_alignment,
+)
 from circuitdiff.analysis.circuits import Circuit, CircuitCurve, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
@@ -292,8 +298,8 @@ def alignment_summary(
     kind = get_measure(measure)
     interval = alignment_interval((t.per_prompt_effects, s.per_prompt_effects),
                                   ResampledSimilarity(kind, t.read_acts, s.read_acts), mask, score, n_boot, seed)
-    null = null_alignment(_mean_effects(t), t.read_acts, mask, null_draws, list(s.read_acts), kind) if null_draws else {
-        "null": None, "null_q95": None, "n_null": 0, "null_values": [], "null_check": None}
+    null = (null_alignment(_mean_effects(t), t.read_acts, mask, null_draws, list(s.read_acts), kind) if null_draws
+            else {"null": None, "null_q95": None, "n_null": 0, "null_values": [], "null_check": None})
     alignment = {"score": score, **interval, **null, "above_chance": above_chance(interval["ci"], null["null_q95"]),
                  "measure": measure, "level": 0.95}
     return alignment, transport
