@@ -350,11 +350,11 @@ def _prompt_counts(tasks: list[dict[str, Any]]) -> str:
 def _model_rows(results: Results) -> list[dict[str, str]]:
     fields = [("name", "name"), ("architecture", "architecture"), ("n_layers", "layers"), ("n_heads", "heads per layer"),
               ("d_model", "width (d_model)"), ("n_parameters", "parameters")]
-    t, s = results.teacher.to_json(), results.student.to_json()
+    t, s = results.teacher, results.student
 
     def cell(v: Any) -> str:
         return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else ("—" if v is None else str(v))
-    return [{"label": label, "teacher": cell(t.get(k)), "student": cell(s.get(k))} for k, label in fields]
+    return [{"label": label, "teacher": cell(getattr(t, k)), "student": cell(getattr(s, k))} for k, label in fields]
 
 
 def write_report(results: Results | dict[str, Any], out: Path) -> Path:
