@@ -150,7 +150,7 @@ def run_comparison(
         same_tokens = same_tokenisation(item.teacher[1], item.student[1])
         result.runs[item.name] = (t_run, s_run)
         analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []),
-                                n_boot=options.n_boot, seed=options.seed)
+                                n_boot=options.n_boot, seed=options.seed, measure=options.measure)
         analysis.notes.extend(truncation_notes(item, (teacher, student), options))
         result.analyses[item.name] = analysis
         result.examples[item.name] = task_example(item.teacher[0])

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import TypeVar
 
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
+from circuitdiff.analysis.measures import measure_names
 from circuitdiff.analysis.pair import MIN_PROMPTS
 from circuitdiff.errors import CircuitDiffError
 from circuitdiff.interventions.ablation import Ablation
@@ -63,12 +64,17 @@ class CompareOptions:
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     edges: str = "none"
     """Edge effects: none | exact | eap | eap-ig (see ``circuitdiff.interventions.edge_methods``)."""
+    measure: str = "linear_cka"
+    """The similarity measure behind matching and the alignment score: any registered name (``analysis.measures``)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "ablation", as_enum(Ablation, self.ablation, "ablation"))
         set_(self, "method", as_enum(Method, self.method, "method"))
         set_(self, "edges", parse_edge_method(self.edges).value)
+        set_(self, "measure", str(getattr(self.measure, "value", self.measure)))
+        if self.measure not in (names := measure_names()):
+            raise OptionsError(f"unknown similarity measure {self.measure!r}; choose one of {', '.join(names)}")
         try:
             set_(self, "circuit_thresholds", tuple(float(t) for t in self.circuit_thresholds))
         except (TypeError, ValueError):

@@ -145,18 +145,8 @@ def run_model_on_task(
     clean = clean_pass(lm, clean_batch, memory_budget)
     check_finite(clean.logit_diff, "clean logit difference", name, task.name)
     corrupted = clean_pass(lm, corrupted_batch, memory_budget) if corrupted_batch is not None else None
-
-    reference: ActivationCache | None
-    if ablation is Ablation.DENOISING:
-        reference, base_batch, base = clean.cache, corrupted_batch, corrupted.logit_diff  # type: ignore[union-attr]
-    else:
-        reference = corrupted.cache if corrupted is not None else clean.cache
-        base_batch, base = clean_batch, clean.logit_diff
-    # without corrupted prompts the reference is the clean prompts themselves: a thin template's own
-    # mean would be (mostly) the prompt's own activation, so such templates use the mean over all prompts
-    min_group = 1 if corrupted is not None else MIN_TEMPLATE_PROMPTS
-    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
-                              min_group=min_group)
+    base_batch, base, replacement, other = _replacements(ablation, clean, corrupted, clean_batch, corrupted_batch,
+                                                         enc, seed)
     notes = _run_notes(name, task.name, ablation, enc, clean.logit_diff,
                        None if corrupted is None else corrupted.logit_diff)
 
@@ -168,18 +158,8 @@ def run_model_on_task(
     corrupted_np = None if corrupted is None else corrupted.logit_diff
     effects = component_effects(components, ablated_np, base, clean.logit_diff, ablation=ablation.value,
                                 corrupted=corrupted_np, n_boot=n_boot, seed=seed)
-    attribution_rho = None
-    if method is Method.EXACT:  # one forward + backward: how far a linear estimate would have got
-        estimate = attribution_effects(adapter, base_batch, replacement, components, memory_budget=memory_budget)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            attribution_rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
-        if caught:
-            notes.append(Note(task=task.name, model=name, topic="attribution", code="attribution.undefined",
-                              text=f"attribution-vs-exact rank correlation undefined ({caught[0].message})"))
-    cross = other_ablation(ablation)
-    other = Replacement(cross, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
-                        min_group=min_group) if cross else None
+    attribution_rho = _attribution_check(lm, task.name, base_batch, replacement, components, effects, notes,
+                                         memory_budget) if method is Method.EXACT else None
     circuits, curve = _circuits(lm, task.name, ablation, base_batch, replacement, other, effects, clean.logit_diff,
                                 base, circuit_thresholds, progress, notes, seed=seed, memory_budget=memory_budget)
     edge_scores = None
@@ -210,6 +190,45 @@ def run_model_on_task(
         notes=notes,
         edges=edge_scores,
     )
+
+
+def _replacements(
+    ablation: Ablation, clean: CleanPass, corrupted: CleanPass | None, clean_batch: Batch,
+    corrupted_batch: Batch | None, enc: EncodedTask, seed: int,
+) -> tuple[Batch, np.ndarray, Replacement, Replacement | None]:
+    """The base run (batch and metric), the replacement for ``ablation`` and for its cross-check ablation.
+
+    Without corrupted prompts the reference is the clean prompts themselves: a thin template's
+    own mean would be (mostly) the prompt's own activation, so such templates use the mean over
+    all prompts.
+    """
+    reference: ActivationCache | None
+    if ablation is Ablation.DENOISING:
+        reference, base_batch, base = clean.cache, corrupted_batch, corrupted.logit_diff  # type: ignore[union-attr]
+    else:
+        reference = corrupted.cache if corrupted is not None else clean.cache
+        base_batch, base = clean_batch, clean.logit_diff
+    min_group = 1 if corrupted is not None else MIN_TEMPLATE_PROMPTS
+    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
+                              min_group=min_group)
+    cross = other_ablation(ablation)
+    other = Replacement(cross, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
+                        min_group=min_group) if cross else None
+    return base_batch, base, replacement, other
+
+
+def _attribution_check(lm: LoadedModel, task: str, base_batch: Batch, replacement: Replacement,
+                       components: list[Component], effects: list[ComponentEffect], notes: list[Note],
+                       memory_budget: int) -> float:
+    """Rank correlation of a one-pass attribution estimate with the exact effects: how far a linear estimate gets."""
+    estimate = attribution_effects(lm.adapter, base_batch, replacement, components, memory_budget=memory_budget)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
+    if caught:
+        notes.append(Note(task=task, model=lm.name, topic="attribution", code="attribution.undefined",
+                          text=f"attribution-vs-exact rank correlation undefined ({caught[0].message})"))
+    return rho
 
 
 def _circuits(lm: LoadedModel, task: str, ablation: Ablation, base_batch: Batch, replacement: Replacement,

@@ -148,6 +148,9 @@ class Alignment(Record):
     null_check: NullCheck | None = None
     above_chance: bool | None = None
     measure: str = "linear_cka"
+    """The registered similarity measure behind matching and this score (``analysis.measures``)."""
+    similarity_resampling: str | None = None
+    """How the interval's resamples compare components: ``weighted`` or ``distinct_prompts`` (fallback)."""
     level: float = 0.95
     paper: float | None = None
 

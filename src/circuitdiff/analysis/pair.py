@@ -1,7 +1,8 @@
 """Everything that compares the teacher's run with the student's run on one task.
 
-Similarity of every teacher component to every student component (linear CKA of their
-outputs at the read position drives matching and alignment; functional and layer-wise
+Similarity of every teacher component to every student component (one registered
+measure of their outputs at the read position, linear CKA by default, drives matching
+and alignment; functional and layer-wise
 similarity are reported beside it), the one-to-one and many-to-one matchings, the
 alignment score with its bootstrap interval and null, concentration of reliance in each
 model, and the circuits compared through the matching.
@@ -20,11 +21,18 @@ from threadpoolctl import threadpool_limits
 
 from circuitdiff.analysis._arrays import DegenerateRepresentationWarning, SmallSampleWarning, is_degenerate
 from circuitdiff.analysis.alignment import alignment_transport, paper_alignment, paper_influence, same_kind_mask
-from circuitdiff.analysis.calibration import NullDraw, above_chance, alignment_interval, null_alignment, read_grams
+from circuitdiff.analysis.calibration import (
+    NullDraw,
+    ResampledSimilarity,
+    above_chance,
+    alignment_interval,
+    null_alignment,
+)
 from circuitdiff.analysis.circuits import Circuit, CircuitCurve, jaccard
 from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
+from circuitdiff.analysis.measures import get_measure
 from circuitdiff.analysis.runs import ModelTaskRun
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
@@ -36,6 +44,7 @@ from circuitdiff.analysis.similarity import (
 from circuitdiff.schema import Note
 
 MATCH_MEASURE = SimilarityMeasure.LINEAR_CKA
+"""The default measure behind matching and alignment (``CompareOptions.measure`` picks another)."""
 MIN_PROMPTS = 4
 """Debiased CKA needs at least four distinct prompts."""
 
@@ -44,7 +53,7 @@ MIN_PROMPTS = 4
 class PairAnalysis:
     task: str
     similarity: dict[str, pd.DataFrame]
-    """teacher x student matrices: 'linear_cka' (drives matching), 'functional', 'layer_cka', maybe 'attention'."""
+    """teacher x student matrices: the chosen measure (drives matching), 'functional', 'layer_cka', maybe 'attention'."""
     matching: list[Match]
     many_to_one: list[Match]
     alignment: dict[str, Any]
@@ -89,13 +98,14 @@ class PairAnalysis:
         return out
 
 
-def component_similarity(t: ModelTaskRun, s: ModelTaskRun, rows: np.ndarray | None = None) -> pd.DataFrame:
-    """Linear CKA of component outputs at the read position, optionally on a subset of prompts."""
+def component_similarity(t: ModelTaskRun, s: ModelTaskRun, rows: np.ndarray | None = None,
+                         measure: str = MATCH_MEASURE.value) -> pd.DataFrame:
+    """``measure`` (default linear CKA) of component outputs at the read position, optionally on a subset of prompts."""
     pick = (lambda x: x) if rows is None else (lambda x: x[rows])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateRepresentationWarning)
         return similarity_matrix({k: pick(v) for k, v in t.read_acts.items()},
-                                 {k: pick(v) for k, v in s.read_acts.items()}, MATCH_MEASURE)
+                                 {k: pick(v) for k, v in s.read_acts.items()}, measure)
 
 
 def functional_matrix(t: ModelTaskRun, s: ModelTaskRun) -> pd.DataFrame:
@@ -264,47 +274,52 @@ def analyse_runs(
     null_draws: Sequence[NullDraw] = (),
     n_boot: int = 1000,
     seed: int = 0,
+    measure: str = MATCH_MEASURE.value,
 ) -> PairAnalysis:
     """All pairwise analyses of one task (the models themselves are no longer needed).
+
+    ``measure`` names the registered similarity measure behind matching and alignment.
 
     BLAS runs single-threaded here: every matrix is small, and under contention a second
     thread only waits (see README, performance).
     """
     with threadpool_limits(limits=1, user_api="blas"):
-        return _analyse(t, s, same_tokens, null_draws, n_boot, seed)
+        return _analyse(t, s, same_tokens, null_draws, n_boot, seed, measure)
 
 
 def alignment_summary(
     t: ModelTaskRun, s: ModelTaskRun, sim: pd.DataFrame, null_draws: Sequence[NullDraw], n_boot: int, seed: int,
+    measure: str = MATCH_MEASURE.value,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The score with its transport plan, BCa interval, chance level and verdict (``analysis.calibration``)."""
     transport = alignment_transport(_mean_effects(t), _mean_effects(s), sim)
     score = float(transport.attrs["score"])
     mask = same_kind_mask(sim)
-    kt = read_grams(t.read_acts)
-    interval = alignment_interval((t.per_prompt_effects, s.per_prompt_effects), (kt, read_grams(s.read_acts)),
-                                  mask, score, n_boot, seed)
-    null = null_alignment(_mean_effects(t), kt, mask, null_draws, list(s.read_acts)) if null_draws else {
-        "null": None, "null_q95": None, "n_null": 0, "null_values": [], "null_check": None}
+    kind = get_measure(measure)
+    interval = alignment_interval((t.per_prompt_effects, s.per_prompt_effects),
+                                  ResampledSimilarity(kind, t.read_acts, s.read_acts), mask, score, n_boot, seed)
+    null = (null_alignment(_mean_effects(t), t.read_acts, mask, null_draws, list(s.read_acts), kind) if null_draws
+            else {"null": None, "null_q95": None, "n_null": 0, "null_values": [], "null_check": None})
     alignment = {"score": score, **interval, **null, "above_chance": above_chance(interval["ci"], null["null_q95"]),
-                 "measure": MATCH_MEASURE.value, "level": 0.95}
+                 "measure": measure, "level": 0.95}
     return alignment, transport
 
 
 def _analyse(
     t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool, null_draws: Sequence[NullDraw], n_boot: int, seed: int,
+    measure: str,
 ) -> PairAnalysis:
     notes: list[Note] = list(dict.fromkeys(t.notes + s.notes))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SmallSampleWarning)
-        sim = component_similarity(t, s)
+        sim = component_similarity(t, s, measure=measure)
     notes += [Note(task=t.task, topic="similarity", code="similarity.small_sample", text=str(w.message))
               for w in caught if issubclass(w.category, SmallSampleWarning)]
     dead = sim.attrs.get("dead_teacher", []) + sim.attrs.get("dead_student", [])
     if dead:
         notes.append(Note(task=t.task, topic="similarity", code="similarity.constant_component",
                           text=f"{len(dead)} component(s) with constant output get similarity 0: {', '.join(dead[:8])}"))
-    matrices = {MATCH_MEASURE.value: sim, "functional": functional_matrix(t, s), "layer_cka": layer_cka(t, s)}
+    matrices = {measure: sim, "functional": functional_matrix(t, s), "layer_cka": layer_cka(t, s)}
     notes += _constant_notes(t.task, matrices["layer_cka"])
     has_attention = t.attention_read is not None and s.attention_read is not None
     if same_tokens and has_attention:
@@ -313,8 +328,8 @@ def _analyse(
             notes.append(Note(task=t.task, topic="similarity", code="similarity.constant_attention",
                               text=f"{matrices['attention'].attrs['constant']} attention-pattern similarities compare "
                                    "a pattern that is the same on every prompt; they are set to 0, not measured"))
-    alignment, transport = alignment_summary(t, s, sim, null_draws, n_boot, seed)
-    notes += null_notes(t.task, alignment, bool(null_draws))
+    alignment, transport = alignment_summary(t, s, sim, null_draws, n_boot, seed, measure)
+    notes += null_notes(t.task, alignment, bool(null_draws)) + resampling_notes(t.task, alignment)
     for run, role in ((t, "teacher"), (s, "student")):
         if not run.circuits:
             notes.append(_no_circuit_note(t.task, role, run))
@@ -379,6 +394,16 @@ def interval_notes(
         notes.append(Note(task=task, topic="interval", code="interval.empty",
                           text=f"no interval for {', '.join(empty)}: no resample had enough distinct prompts"))
     return notes
+
+
+def resampling_notes(task: str, alignment: dict[str, Any]) -> list[Note]:
+    """Say when the interval's similarity is recomputed on distinct prompts (the measure takes no prompt weights)."""
+    if alignment.get("similarity_resampling") != "distinct_prompts":
+        return []
+    return [Note(task=task, topic="interval", code="interval.distinct_prompts",
+                 text=f"{alignment['measure']} takes no prompt weights: on each bootstrap resample its similarity is "
+                      "recomputed on the distinct prompts drawn (duplicates dropped), while the effects count "
+                      "each prompt as often as drawn")]
 
 
 NULL_CHECK_TOLERANCE = 0.02

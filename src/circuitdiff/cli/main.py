@@ -18,11 +18,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from circuitdiff.analysis.measures import measure_names
 from circuitdiff.cli.display import print_summary, tasks_table
 from circuitdiff.errors import CircuitDiffError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="What did distillation do to a model's insides?")
 console = Console(stderr=True)
+MEASURES = " | ".join(measure_names())  # numpy only: --help stays free of torch
 MODEL_FORMS = "built-in name (tiny-gpt2, smollm2-135m, ...), local folder, folder/file.gguf or Hugging Face id."
 
 
@@ -57,6 +59,7 @@ def compare(
                                            "metric; each costs about one forward pass per component."),
     null_model: bool = typer.Option(True, "--null/--no-null", help="Score random students as a chance baseline."),
     n_null: int = typer.Option(10, min=1, help="Random students (seeded initialisations) behind the chance level."),
+    measure: str = typer.Option("linear_cka", help=f"Similarity behind matching and alignment: {MEASURES}."),
     report: bool = typer.Option(True, help="Write report.html and figures."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda or cuda:1."),
     dtype: str = typer.Option("float32", help="Weights dtype: float32 | bfloat16 | float16."),
@@ -76,7 +79,7 @@ def compare(
     options = CompareOptions(ablation=ablation, n_prompts=n_prompts, seed=seed, first_token=first_token,
                              n_boot=n_boot, circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
                              null_model=null_model, n_null=n_null, memory_budget=budget, method=method,
-                             exact_top=exact_top, edges=edges)
+                             exact_top=exact_top, edges=edges, measure=measure)
     teacher, student, default_tasks = resolve_pair(pair, teacher, student)
     tasks = task or default_tasks
     check_paths(tasks, options, out)  # before any model is loaded

@@ -150,6 +150,11 @@ def reason(results: Results, task: str, *topics: str, role: str | None = None, d
     return default
 
 
+def similarity_label(measure: str) -> str:
+    """How the report names the similarity behind matching: "CKA" for the default, else the measure's name."""
+    return "CKA" if measure == "linear_cka" else measure
+
+
 def null_reason(results: Results, task: str) -> str:
     """Why the random-student null is missing for ``task``."""
     if not results.options.get("null_model", True) or results.options.get("n_null") == 0:

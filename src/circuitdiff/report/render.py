@@ -27,6 +27,7 @@ from circuitdiff.report.data import (
     fmt,
     null_reason,
     reason,
+    similarity_label,
     slug,
     task_notes,
 )
@@ -269,7 +270,8 @@ def _task_context(results: Results, name: str, key: str, tables: Tables, figs: _
     frames = {role: components(task, role) for role in ("teacher", "student")}
     verdict = concentration_verdict(task, len(frames["teacher"]), len(frames["student"]))
     circuit = _circuit(results, name, task)
-    sim = tables.matrix(name, "linear_cka")
+    measure = results.tasks[name].alignment.measure
+    sim = tables.matrix(name, measure)
     transport = sorted(task.get("transport") or [], key=lambda f: -f.get("mass", 0))[:10]
     return {
         "name": name, "key": key, "n_prompts": task.get("n_prompts"), "ablation": task.get("ablation"),
@@ -285,6 +287,7 @@ def _task_context(results: Results, name: str, key: str, tables: Tables, figs: _
                    "similarity": _cell(sim, f["teacher"], f["student"])} for f in transport],
         "notes": [n.line for n in task_notes(results, name)], "example": task.get("example"),
         "edge_changes": edge_figures.edge_change_rows(task),
+        "similarity_label": similarity_label(measure),
     }
 
 
@@ -351,11 +354,11 @@ def _prompt_counts(tasks: list[dict[str, Any]]) -> str:
 def _model_rows(results: Results) -> list[dict[str, str]]:
     fields = [("name", "name"), ("architecture", "architecture"), ("n_layers", "layers"), ("n_heads", "heads per layer"),
               ("d_model", "width (d_model)"), ("n_parameters", "parameters")]
-    t, s = results.teacher.to_json(), results.student.to_json()
+    t, s = results.teacher, results.student
 
     def cell(v: Any) -> str:
         return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else ("—" if v is None else str(v))
-    return [{"label": label, "teacher": cell(t.get(k)), "student": cell(s.get(k))} for k, label in fields]
+    return [{"label": label, "teacher": cell(getattr(t, k)), "student": cell(getattr(s, k))} for k, label in fields]
 
 
 def write_report(results: Results | dict[str, Any], out: Path) -> Path:

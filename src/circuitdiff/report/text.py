@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason
-from circuitdiff.schema import Results
+from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason, similarity_label
+from circuitdiff.schema import Finding, Results
 
 GLOSSARY: list[tuple[str, str]] = [
     ("Influence (share of reliance)",
@@ -81,12 +81,16 @@ def _range(stat: Stat, spec: str = ".1f") -> str:
     return f"{fmt(stat.lo, spec)}–{fmt(stat.hi, spec)}" if stat.has_interval else "no interval"
 
 
-def finding_withheld(task: dict[str, Any]) -> str | None:
-    """Why no finding may be claimed for ``task`` (a model does not solve it), or None."""
-    finding = task.get("finding") or {}
-    if finding.get("claimed") is False:
-        return str(finding.get("reason") or "a model does not solve the task")
+def withheld_reason(finding: Finding | None) -> str | None:
+    """Why no finding may be claimed (a model does not solve the task), or None."""
+    if finding is not None and finding.claimed is False:
+        return finding.reason or "a model does not solve the task"
     return None
+
+
+def finding_withheld(task: dict[str, Any]) -> str | None:
+    """``withheld_reason`` of a task given as its results.json dict."""
+    return withheld_reason(Finding.from_json(task["finding"]) if task.get("finding") else None)
 
 
 def concentration_verdict(task: dict[str, Any], n_teacher: int, n_student: int) -> Verdict:
@@ -133,9 +137,9 @@ def alignment_sentences(results: Results, name: str) -> list[str]:
     lo, hi = (finite(al.ci[0]), finite(al.ci[1])) if len(al.ci) == 2 else (None, None)
     interval = f" ({al.level:.0%} CI {fmt(lo)}–{fmt(hi)})" if lo is not None and hi is not None else " (no interval)"
     out = [f"Alignment {fmt(score)}{interval}: on average, the teacher's reliance lands on student components "
-           f"whose outputs have CKA similarity {fmt(score)} with the teacher components they replace."]
+           f"whose outputs have {similarity_label(al.measure)} similarity {fmt(score)} with the teacher components they replace."]
     null = finite(al.null)
-    why = finding_withheld(task.to_json())
+    why = withheld_reason(task.finding)
     if why is not None:
         return [f"No alignment finding: {why}.",
                 f"For the record, the score is {fmt(score)}{interval} and a random student scores {fmt(null)}; "

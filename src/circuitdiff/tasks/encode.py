@@ -165,6 +165,10 @@ def template_groups(templates: Sequence[str | None], lengths: Sequence[int]) -> 
     return torch.tensor([index[k] for k in keys], dtype=torch.long), tuple(name(*k) for k in order)
 
 
+Slots = list[tuple[list[int], list[int]] | str]
+"""Per prompt: the ids before and after the answer slot, or why it has none."""
+
+
 def _slot(ids: list[int], masked: bool, mask_id: int | None,
           special: Collection[int]) -> tuple[list[int], list[int]] | str:
     """Split prompt ids around the answer slot: (before, after), or why there is no slot.
@@ -240,7 +244,7 @@ def _texts(task: Task, tokenizer: PreTrainedTokenizerBase) -> _Texts:
     return _Texts(task, tokenizer, mask_id, special)
 
 
-def _target_tokens(texts: _Texts, slots: list[tuple[list[int], list[int]] | str]) -> dict[str, list[list[int] | None]]:
+def _target_tokens(texts: _Texts, slots: Slots) -> dict[str, list[list[int] | None]]:
     """Per role (answer, distractor) and prompt: the ids the text adds in the slot; None where
     it merges with the prompt or the prompt has no slot."""
     prompts = texts.task.prompts
@@ -252,7 +256,7 @@ def _target_tokens(texts: _Texts, slots: list[tuple[list[int], list[int]] | str]
     return out
 
 
-def _clean_slots(texts: _Texts) -> tuple[list[list[int]], list[tuple[list[int], list[int]] | str]]:
+def _clean_slots(texts: _Texts) -> tuple[list[list[int]], Slots]:
     clean = _ids(texts.tokenizer, [texts.as_input(p.prompt) for p in texts.task.prompts])
     return clean, [texts.slot(ids) for ids in clean]
 
@@ -289,25 +293,12 @@ def drop_multi_token_items(tasks: Sequence[Task],
     return [t.select(keep) for t in tasks], note
 
 
-def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: bool = False,
-                require_aligned: bool = False) -> EncodedTask:
-    """Encode ``task`` for ``tokenizer`` or raise ``TaskEncodingError`` naming the bad items.
-
-    ``first_token``: score multi-token answers by their first token instead of refusing them.
-    ``require_aligned``: also refuse corrupted prompts whose token count differs from the clean one.
-    Tasks that allow dropping are not dropped here: see ``drop_multi_token_items``.
-    """
-    label = tokenizer_label(tokenizer)
-    problems = _Problems(task)
-    texts = _texts(task, tokenizer)
-    prompts = task.prompts
-    clean, slots = _clean_slots(texts)
-    for i, sl in enumerate(slots):
-        if isinstance(sl, str):
-            problems.add(sl, i)
+def _checked_targets(texts: _Texts, slots: Slots, problems: _Problems, first_token: bool) -> dict[str, list[int]]:
+    """The answer and distractor id of every prompt with a slot; each bad one recorded in ``problems``."""
+    label = tokenizer_label(texts.tokenizer)
     targets: dict[str, list[int]] = {"answer": [], "distractor": []}
     for role, tokens in _target_tokens(texts, slots).items():
-        for i, (p, toks) in enumerate(zip(prompts, tokens, strict=True)):
+        for i, (p, toks) in enumerate(zip(texts.task.prompts, tokens, strict=True)):
             if isinstance(slots[i], str):
                 continue
             if toks is None:
@@ -316,51 +307,68 @@ def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: 
                 problems.add(f"{role} is not a single token for tokenizer '{label}'", i, getattr(p, role))
             else:
                 targets[role].append(toks[0])
+    return targets
 
-    corrupted: list[list[int]] | None = None
-    c_read: list[int] = []
-    if task.has_corrupted:
-        corrupted = _ids(tokenizer, [texts.as_input(p.corrupted_prompt or "") for p in prompts])
-        for i, (ids, sl) in enumerate(zip(corrupted, slots, strict=True)):
-            csl = texts.slot(ids)
-            if isinstance(csl, str):
-                problems.add("corrupted " + csl, i)
-                continue
-            c_read.append(texts.read_at(csl[0]))
-            if require_aligned and not isinstance(sl, str) and (
-                    len(ids) != len(clean[i]) or len(csl[0]) != len(sl[0])):
-                problems.add(f"corrupted prompt is not token-aligned with the clean one for "
-                             f"tokenizer '{label}'", i)
+
+def _corrupted_reads(texts: _Texts, clean: list[list[int]], slots: Slots, problems: _Problems,
+                     require_aligned: bool) -> tuple[list[list[int]], list[int]]:
+    """Corrupted prompt ids and read positions; a prompt without a slot (or misaligned, if asked) is a problem."""
+    label = tokenizer_label(texts.tokenizer)
+    corrupted = _ids(texts.tokenizer, [texts.as_input(p.corrupted_prompt or "") for p in texts.task.prompts])
+    read: list[int] = []
+    for i, (ids, sl) in enumerate(zip(corrupted, slots, strict=True)):
+        csl = texts.slot(ids)
+        if isinstance(csl, str):
+            problems.add("corrupted " + csl, i)
+            continue
+        read.append(texts.read_at(csl[0]))
+        if require_aligned and not isinstance(sl, str) and (len(ids) != len(clean[i]) or len(csl[0]) != len(sl[0])):
+            problems.add(f"corrupted prompt is not token-aligned with the clean one for tokenizer '{label}'", i)
+    return corrupted, read
+
+
+def _padded(rows: list[list[int]], width: int, pad: int) -> tuple[Tensor, Tensor]:
+    """Right-padded ids and their attention mask, (len(rows), width) each."""
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        att[r, :len(row)] = 1
+    return ids, att
+
+
+def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: bool = False,
+                require_aligned: bool = False) -> EncodedTask:
+    """Encode ``task`` for ``tokenizer`` or raise ``TaskEncodingError`` naming the bad items.
+
+    ``first_token``: score multi-token answers by their first token instead of refusing them.
+    ``require_aligned``: also refuse corrupted prompts whose token count differs from the clean one.
+    Tasks that allow dropping are not dropped here: see ``drop_multi_token_items``.
+    """
+    problems = _Problems(task)
+    texts = _texts(task, tokenizer)
+    clean, slots = _clean_slots(texts)
+    for i, sl in enumerate(slots):
+        if isinstance(sl, str):
+            problems.add(sl, i)
+    targets = _checked_targets(texts, slots, problems, first_token)
+    corrupted, c_read = _corrupted_reads(texts, clean, slots, problems, require_aligned) if task.has_corrupted \
+        else (None, [])
     problems.raise_if_any()
-    read = [texts.read_at(sl[0]) for sl in slots if not isinstance(sl, str)]
-
     width = max(len(ids) for ids in clean + (corrupted or []))
-    pad = pad_id(tokenizer)
-
-    def batch(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        att = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
-            att[r, :len(row)] = 1
-        return ids, att
-
-    input_ids, attention_mask = batch(clean)
-    template_ids, template_names = template_groups([p.template for p in prompts], [len(ids) for ids in clean])
-    c_ids = c_att = c_pos = None
-    if corrupted is not None:
-        c_ids, c_att = batch(corrupted)
-        c_pos = torch.tensor(c_read, dtype=torch.long)
+    input_ids, attention_mask = _padded(clean, width, pad_id(tokenizer))
+    c_ids, c_att = _padded(corrupted, width, pad_id(tokenizer)) if corrupted is not None else (None, None)
+    template_ids, template_names = template_groups([p.template for p in task.prompts], [len(ids) for ids in clean])
     return EncodedTask(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        read_pos=torch.tensor(read, dtype=torch.long),
+        read_pos=torch.tensor([texts.read_at(sl[0]) for sl in slots if not isinstance(sl, str)], dtype=torch.long),
         answer_ids=torch.tensor(targets["answer"], dtype=torch.long),
         distractor_ids=torch.tensor(targets["distractor"], dtype=torch.long),
         corrupted_input_ids=c_ids,
         corrupted_attention_mask=c_att,
-        corrupted_read_pos=c_pos,
-        prompt_index=torch.arange(len(prompts), dtype=torch.long),
+        corrupted_read_pos=torch.tensor(c_read, dtype=torch.long) if corrupted is not None else None,
+        prompt_index=torch.arange(len(task.prompts), dtype=torch.long),
         template_ids=template_ids,
         template_names=template_names,
         task_name=task.name,

@@ -4,7 +4,15 @@ Why a protocol: a measure prepares each component once (a Gram matrix, a subspac
 basis) and then compares prepared components, so a teacher x student matrix costs one
 preparation per component, not per pair. Every module in this package is imported on
 first use, so a new measure is one new file here; ``similarity_matrix`` and
-``SimilarityMeasure`` pick it up by its ``name``.
+``SimilarityMeasure`` pick it up by its ``name``, ``CompareOptions.measure`` and the
+CLI's ``--measure`` accept it, and it drives matching and the alignment score.
+
+**Prompt weights.** The alignment interval resamples prompts. A measure whose estimator
+takes per-prompt weights sets ``prompt_weights = True`` and provides ``prepare_weighted``
+and ``compare_weighted`` (``WeightedMeasure``; linear CKA does, through its zero-diagonal
+Gram matrices): each resample is then the same estimator as the point, with prompts
+counted as often as drawn. Any other measure is recomputed on each resample's distinct
+prompts (``analysis.calibration``), and results.json says so in a note.
 """
 
 from __future__ import annotations
@@ -32,6 +40,24 @@ class Measure(Protocol):
 
     def compare_all(self, teacher: Sequence[Any], student: Sequence[Any]) -> Float64Array:
         """(len(teacher), len(student)) similarities of prepared components."""
+
+
+@runtime_checkable
+class WeightedMeasure(Measure, Protocol):
+    """A measure whose estimator weights prompts (a bootstrap resample: how often each was drawn)."""
+
+    prompt_weights: ClassVar[bool]
+
+    def prepare_weighted(self, x: Float64Array) -> Any:
+        """What ``compare_weighted`` needs from one component, computed once for all resamples."""
+
+    def compare_weighted(self, teacher: Any, student: Any, weights: Float64Array) -> Float64Array:
+        """(teacher, student) similarities with prompt ``weights``; ``teacher``/``student``: stacked prepared."""
+
+
+def takes_prompt_weights(measure: Measure) -> bool:
+    """Whether ``measure`` declares a prompt-weighted estimator (``WeightedMeasure``)."""
+    return bool(getattr(measure, "prompt_weights", False))
 
 
 class PairwiseMeasure:

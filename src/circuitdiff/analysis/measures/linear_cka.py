@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from circuitdiff.analysis._arrays import Float64Array, is_degenerate
-from circuitdiff.analysis.cka import centre_gram, linear_gram, rbf_gram
+from circuitdiff.analysis.cka import centre_gram, linear_gram, rbf_gram, weighted_cka_matrix, zero_diagonal_gram
 from circuitdiff.analysis.measures import register
 
 
@@ -28,6 +28,8 @@ def gram_feature(x: Float64Array, rbf: bool, debiased: bool, sigma_frac: float) 
 class LinearCKA:
     name: ClassVar[str] = "linear_cka"
     description: ClassVar[str] = __doc__.splitlines()[0]
+    prompt_weights: ClassVar[bool] = True
+    """Resamples reuse each component's zero-diagonal Gram matrix (``cka.weighted_cka_matrix``)."""
     debiased: bool = True
 
     def prepare(self, x: Float64Array) -> Float64Array:
@@ -36,3 +38,11 @@ class LinearCKA:
     def compare_all(self, teacher: Sequence[Float64Array], student: Sequence[Float64Array]) -> Float64Array:
         """All pairs in one matrix product of the unit-norm features."""
         return np.clip(np.stack(teacher) @ np.stack(student).T, -1.0, 1.0)
+
+    def prepare_weighted(self, x: Float64Array) -> Float64Array:
+        """The zero-diagonal unit-norm Gram matrix (zeros for a constant representation)."""
+        return np.zeros((len(x), len(x))) if is_degenerate(x) else zero_diagonal_gram(x)
+
+    def compare_weighted(self, teacher: Float64Array, student: Float64Array, weights: Float64Array) -> Float64Array:
+        """Weighted debiased CKA (all-ones weights: this measure's ``compare_all``, debiased)."""
+        return weighted_cka_matrix(teacher, student, weights)

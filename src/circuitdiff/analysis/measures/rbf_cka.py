@@ -15,6 +15,8 @@ from circuitdiff.analysis.measures.linear_cka import LinearCKA, gram_feature
 class RbfCKA(LinearCKA):
     name: ClassVar[str] = "rbf_cka"
     description: ClassVar[str] = __doc__.splitlines()[0]
+    prompt_weights: ClassVar[bool] = False
+    """Its Gaussian Gram depends on the bandwidth of the drawn prompts: resamples are recomputed."""
     sigma_frac: float = 0.8
 
     def prepare(self, x: Float64Array) -> Float64Array:
