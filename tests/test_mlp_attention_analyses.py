@@ -1,0 +1,116 @@
+"""Analyses 3 and 4 of the study: attention by token role, split-half CCA, sparsity, token-wise cosine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from circuitdiff.analysis.attention_roles import attention_by_role, top_heads
+from circuitdiff.analysis.cca import pwcca, svcca
+from circuitdiff.analysis.heldout import heldout_svcca_pwcca
+from circuitdiff.analysis.sparsity import hoyer, near_zero_fraction
+from circuitdiff.analysis.tokenwise import tokenwise_cosine
+from tests.tiny_models import tiny_model
+
+
+def _planted_gpt2(target: int) -> torch.nn.Module:
+    """Tiny GPT-2 whose layer-0 head 0 attends to token ``target`` (weight edits, HF's own forward)."""
+    model = tiny_model("gpt2", n_layers=1, n_heads=4, d_model=32).eval()
+    model.set_attn_implementation("eager")
+    d = 32
+    with torch.no_grad():
+        block = model.transformer.h[0]
+        block.ln_1.weight.fill_(1.0)
+        block.ln_1.bias.zero_()
+        model.transformer.wte.weight[:, 0] = 0.0
+        model.transformer.wpe.weight[:, 0] = 0.0
+        model.transformer.wte.weight[target, 0] = 30.0
+        w, b = block.attn.c_attn.weight, block.attn.c_attn.bias  # Conv1D: (d, 3d)
+        w[:, :8] = 0.0
+        b[:8] = 0.0
+        b[0] = 40.0  # query of head 0: constant along head dim 0
+        w[:, d:d + 8] = 0.0
+        b[d:d + 8] = 0.0
+        w[0, d] = 1.0  # key of head 0: the token's (normalised) dim 0
+    return model
+
+
+def test_attention_by_role_recovers_planted_head() -> None:
+    target, n, s = 7, 12, 9
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 40, (n, s), generator=gen)
+    where = torch.randint(0, s - 1, (n,), generator=gen)
+    ids[torch.arange(n), where] = target
+    model = _planted_gpt2(target)
+    with torch.no_grad():
+        att = model(ids, output_attentions=True).attentions[0]  # (n, heads, s, s) from plain HF
+    other = (where + 1) % (s - 1)
+    roles = {"planted": where.numpy(), "other": other.numpy(), "end": np.full(n, s - 1)}
+    templates = np.arange(n) % 2
+    for head, expect_planted in ((0, True), (1, False)):
+        row = att[:, head, s - 1, :].double().numpy()
+        res = {(r.template, r.role): r for r in attention_by_role(row, roles, templates, ("a", "b"), n_boot=200)}
+        for t in ("a", "b"):
+            planted = res[(t, "planted")]
+            assert planted.lo <= planted.mean <= planted.hi
+            assert planted.n_prompts == n // 2
+            if expect_planted:
+                assert planted.mean > 0.9 and res[(t, "other")].mean < 0.05
+            else:
+                assert planted.mean < 0.5
+
+
+def test_role_absent_is_skipped_and_top_heads_orders() -> None:
+    row = np.full((4, 3), 1 / 3)
+    res = attention_by_role(row, {"x": np.array([-1, -1, 0, 1])}, np.zeros(4), ("t",), n_boot=50)
+    assert len(res) == 1 and res[0].n_prompts == 2 and res[0].mean == pytest.approx(1 / 3)
+    assert top_heads(np.array([[0.1, 0.5], [0.3, np.nan]]), 2) == [(0, 1), (1, 0)]
+
+
+def test_split_half_svcca_near_zero_on_independent_data() -> None:
+    rng = np.random.default_rng(0)
+    insample, heldout = [], []
+    for seed in range(5):
+        x, y = rng.normal(size=(64, 20)), rng.normal(size=(64, 20))
+        insample.append(svcca(x, y))
+        heldout.append(heldout_svcca_pwcca(x, y, seed=seed)[0])
+    assert np.mean(insample) > 0.3  # in-sample CCA overfits independent data
+    assert abs(np.mean(heldout)) < 0.1
+
+
+def test_split_half_high_for_a_linear_map() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 6))
+    y = x @ rng.normal(size=(6, 9)) + 0.01 * rng.normal(size=(80, 9))
+    sv, pw = heldout_svcca_pwcca(x, y, keep_variance=0.999)
+    assert sv > 0.95 and pw > 0.95
+    assert pwcca(x, y) > 0.95
+
+
+def test_sparsity_against_numpy() -> None:
+    onehot = np.array([0.0, 0.0, 5.0, 0.0])
+    flat = np.array([-2.0, 2.0, 2.0, -2.0])
+    assert hoyer(onehot) == pytest.approx(1.0)
+    assert hoyer(flat) == pytest.approx(0.0)
+    v = np.array([0.005, -0.5, 0.0, 3.0, -0.009])
+    expect = (np.sqrt(5) - np.abs(v).sum() / np.sqrt((v**2).sum())) / (np.sqrt(5) - 1)
+    assert hoyer(v) == pytest.approx(expect)
+    assert near_zero_fraction(v) == pytest.approx(3 / 5)
+    assert np.allclose(near_zero_fraction(np.stack([v, np.ones(5)])), [0.6, 0.0])
+    assert np.isnan(hoyer(np.zeros(3)))
+
+
+def test_tokenwise_cosine_self_is_one_and_masks() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 5, 8))
+    assert np.allclose(tokenwise_cosine(x, x), 1.0)
+    assert np.allclose(tokenwise_cosine(x, -x), -1.0)
+    y = x.copy()
+    y[:, 4] = -x[:, 4]
+    mask = np.ones((3, 5))
+    mask[:, 4] = 0
+    assert np.allclose(tokenwise_cosine(x, y, mask), 1.0)
+    assert np.allclose(tokenwise_cosine(x, y), 3 / 5)
+    with pytest.raises(ValueError):
+        tokenwise_cosine(x, x[:, :4])
