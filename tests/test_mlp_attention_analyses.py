@@ -114,3 +114,19 @@ def test_tokenwise_cosine_self_is_one_and_masks() -> None:
     assert np.allclose(tokenwise_cosine(x, y), 3 / 5)
     with pytest.raises(ValueError):
         tokenwise_cosine(x, x[:, :4])
+
+
+def test_matched_mlp_scores_have_intervals_around_the_point() -> None:
+    from circuitdiff.analysis.mlp_compare import heldout_cca_with_interval, heldout_principal_cosine
+
+    rng = np.random.default_rng(3)
+    x, noise = rng.normal(size=(60, 8)), rng.normal(size=(60, 8))
+    sv, pw = heldout_cca_with_interval(x, noise, n_boot=100)
+    for score in (sv, pw):
+        assert score.lo <= score.value <= score.hi and abs(score.value) < 0.2
+    sv, pw = heldout_cca_with_interval(x, x @ rng.normal(size=(8, 8)), n_boot=100)
+    assert sv.value > 0.95 and sv.lo > 0.9 and pw.value > 0.95
+    # Principal directions: a model against itself matches; independent isotropic noise does not.
+    scaled = x * np.array([10.0, 6.0, 3.0, 1, 1, 1, 1, 1])
+    assert heldout_principal_cosine(scaled, scaled) > 0.9
+    assert heldout_principal_cosine(scaled, rng.normal(size=(60, 8))) < 0.6
