@@ -130,3 +130,39 @@ def test_matched_mlp_scores_have_intervals_around_the_point() -> None:
     scaled = x * np.array([10.0, 6.0, 3.0, 1, 1, 1, 1, 1])
     assert heldout_principal_cosine(scaled, scaled) > 0.9
     assert heldout_principal_cosine(scaled, rng.normal(size=(60, 8))) < 0.6
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_role_positions_point_at_the_role_words(masked: bool, gpt2_tokenizer, bert_tokenizer) -> None:
+    from circuitdiff.tasks import encode_task, get_task
+    from circuitdiff.tasks.roles import role_positions
+
+    tok = bert_tokenizer if masked else gpt2_tokenizer
+    for name in ("ioi", "numerals"):
+        task = get_task(name, n_prompts=12, seed=1, masked=masked)
+        enc = encode_task(task, tok)
+        pos = role_positions(task, enc, tok)
+        assert np.array_equal(pos["end"], enc.read_pos.numpy())
+        named = [r for r in pos if r != "end"]
+        shown = len(task.prompts[0].roles)
+        assert named == (["S", "IO", "S2"] if name == "ioi" else [f"number {k}" for k in range(1, shown + 1)])
+        for r, row in enumerate(enc.prompt_index.numpy()):
+            words = {role: word for role, word, _ in task.prompts[int(row)].roles}
+            for role in named:
+                p = int(pos[role][r])
+                assert p >= 0
+                assert tok.decode([int(enc.input_ids[r, p])]).strip().lower() == words[role].lower()
+        if name == "ioi":
+            assert np.all(pos["S2"] > pos["S"]) and np.all(pos["S2"] < pos["end"])
+
+
+def test_roles_fall_back_to_positions_from_the_end(gpt2_tokenizer) -> None:
+    from circuitdiff.tasks import Task, TaskPrompt, encode_task
+    from circuitdiff.tasks.roles import role_positions
+
+    task = Task("plain", (TaskPrompt("a b c d e", " f", " g"), TaskPrompt("a b", " c", " d")))
+    enc = encode_task(task, gpt2_tokenizer)
+    pos = role_positions(task, enc, gpt2_tokenizer)
+    assert list(pos) == ["end", "end-1", "end-2", "end-3", "end-4"]
+    read = enc.read_pos.numpy()
+    assert np.array_equal(pos["end-1"], read - 1) and np.all(pos["end-4"][read < 4] == -1)
