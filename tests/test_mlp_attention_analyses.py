@@ -166,3 +166,55 @@ def test_roles_fall_back_to_positions_from_the_end(gpt2_tokenizer) -> None:
     assert list(pos) == ["end", "end-1", "end-2", "end-3", "end-4"]
     read = enc.read_pos.numpy()
     assert np.array_equal(pos["end-1"], read - 1) and np.all(pos["end-4"][read < 4] == -1)
+
+
+def _gpt2_with_tokenizer(gpt2_tokenizer):  # noqa: ANN202
+    from circuitdiff.models.loading import from_hugging_face
+
+    model = tiny_model("gpt2", n_layers=2, n_heads=4, d_model=32)
+    model.resize_token_embeddings(len(gpt2_tokenizer))
+    return from_hugging_face(model, gpt2_tokenizer, "tiny")
+
+
+def test_mlp_hidden_recording_equals_a_plain_hook_on_the_activation(gpt2_tokenizer) -> None:
+    from circuitdiff.pipeline import batches, clean_pass
+    from circuitdiff.tasks import encode_task, get_task
+
+    lm = _gpt2_with_tokenizer(gpt2_tokenizer)
+    enc = encode_task(get_task("ioi", n_prompts=8, seed=0), gpt2_tokenizer)
+    clean, _ = batches(enc, torch.device("cpu"))
+    got = clean_pass(lm, clean).mlp_hidden_read
+    seen: list[torch.Tensor] = []
+    handles = [blk.mlp.act.register_forward_hook(lambda _m, _i, out: seen.append(out))
+               for blk in lm.model.transformer.h]
+    with torch.no_grad():
+        lm.model(enc.input_ids, attention_mask=enc.attention_mask)
+    for h in handles:
+        h.remove()
+    rows = torch.arange(enc.n)
+    expect = np.stack([a[rows, enc.read_pos].numpy() for a in seen])
+    assert got is not None and got.shape == expect.shape
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+
+
+def test_model_against_itself_tokenwise_one_and_heldout_high(gpt2_tokenizer) -> None:
+    from circuitdiff.analysis.matching import Match
+    from circuitdiff.analysis.representations import representation_records
+    from circuitdiff.interventions.ablation import Ablation
+    from circuitdiff.pipeline import run_model_on_task
+    from circuitdiff.tasks import get_task
+
+    lm = _gpt2_with_tokenizer(gpt2_tokenizer)
+    run = run_model_on_task(lm, get_task("ioi", n_prompts=16, seed=0), Ablation.ZERO, n_boot=50)
+    matching = [Match(c.name, c.name, 1.0) for c in run.components]
+    rec = representation_records(run, run, matching, same_tokens=True, n_boot=50)
+    assert [r.teacher for r in rec["mlp_representation"]] == ["L0.MLP", "L1.MLP"]
+    for r in rec["mlp_representation"]:
+        assert r.tokenwise_cosine is not None and r.tokenwise_cosine.point == pytest.approx(1.0)
+        assert r.svcca.point > 0.95 and r.pwcca.point > 0.95
+        # split-half directions: a model against itself reads its own split-half stability (< 1 at 8 prompts a half)
+        assert r.principal_cosine is not None and 0.0 < r.principal_cosine <= 1.0
+    sides = {(r.role_of_model, r.head) for r in rec["attention_roles"]}
+    assert {h for _, h in sides if _ == "teacher"} == {h for _, h in sides if _ == "student"}
+    assert {r.role for r in rec["attention_roles"]} == {"S", "IO", "S2", "end"}
+    assert len(rec["mlp_sparsity"]) == 4 and all(0 <= r.near_zero.point <= 1 for r in rec["mlp_sparsity"])
