@@ -218,3 +218,20 @@ def test_model_against_itself_tokenwise_one_and_heldout_high(gpt2_tokenizer) -> 
     assert {h for _, h in sides if _ == "teacher"} == {h for _, h in sides if _ == "student"}
     assert {r.role for r in rec["attention_roles"]} == {"S", "IO", "S2", "end"}
     assert len(rec["mlp_sparsity"]) == 4 and all(0 <= r.near_zero.point <= 1 for r in rec["mlp_sparsity"])
+
+
+def test_report_figures_draw_records_and_skip_empty() -> None:
+    from circuitdiff.report import representation_figures as rf
+
+    stat = {"point": 0.5, "lo": 0.4, "hi": 0.6, "level": 0.95, "n_valid": 8}
+    att = [{"role_of_model": m, "head": "L0.H1", "share": 0.3, "counterpart": "L0.H1", "template": "t", "role": r,
+            "mean": v, "lo": v, "hi": v, "n_prompts": 4} for m in ("teacher", "student") for r, v in (("S", 0.9), ("IO", 0.1))]
+    fig = rf.attention_roles(att)
+    assert fig is not None
+    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert {"0.90", "0.10"} <= texts
+    rep = [{"teacher": "L0.MLP", "student": "L0.MLP", "svcca": stat, "pwcca": stat, "principal_cosine": 0.5,
+            "tokenwise_cosine": None}]
+    sp = [{"role_of_model": "teacher", "mlp": "L0.MLP", "near_zero": stat, "hoyer": stat, "threshold": 0.01}]
+    assert rf.mlp_comparison(rep, sp) is not None
+    assert rf.attention_roles([]) is None and rf.mlp_comparison([], []) is None
