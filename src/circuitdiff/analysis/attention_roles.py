@@ -54,7 +54,8 @@ def attention_by_role(attention_row: ArrayLike, roles: dict[str, ArrayLike], tem
             mass = mass[np.isfinite(mass)]
             if mass.size == 0:
                 continue
-            point, lo, hi = bootstrap_ci(lambda idx, m=mass: float(m[idx].mean()), mass.size, n_boot, seed)
+            point, lo, hi = bootstrap_ci(lambda idx, m=mass: m[idx].mean(axis=-1), mass.size, n_boot, seed,
+                                         vectorized=True)
             out.append(RoleAttention(name, role, point, lo, hi, int(mass.size)))
     return out
 

@@ -83,8 +83,8 @@ def _tokenwise(t: ModelTaskRun, s: ModelTaskRun, lt: int, ls: int, n_boot: int, 
     per_prompt = per_prompt[np.isfinite(per_prompt)]
     if per_prompt.size == 0:
         return None
-    return _stat(*bootstrap_ci(lambda idx: float(per_prompt[idx].mean()), per_prompt.size, n_boot, seed),
-                 per_prompt.size)
+    return _stat(*bootstrap_ci(lambda idx: per_prompt[idx].mean(axis=-1), per_prompt.size, n_boot, seed,
+                               vectorized=True), per_prompt.size)
 
 
 def mlp_representation(t: ModelTaskRun, s: ModelTaskRun, matching: list[Match], same_tokens: bool,
@@ -118,7 +118,8 @@ def mlp_sparsity(run: ModelTaskRun, role: str, n_boot: int = 1000, seed: int = 0
         stats = []
         for values in (near_zero_fraction(hidden), hoyer(hidden)):
             v = values[np.isfinite(values)]
-            stats.append(_stat(*bootstrap_ci(lambda idx, v=v: float(v[idx].mean()), v.size, n_boot, seed), v.size)
+            stats.append(_stat(*bootstrap_ci(lambda idx, v=v: v[idx].mean(axis=-1), v.size, n_boot, seed,
+                                             vectorized=True), v.size)
                          if v.size else Stat(point=None, lo=None, hi=None, level=0.95, n_valid=0))
         out.append(MLPSparsity(role_of_model=role, mlp=f"L{layer}.MLP", near_zero=stats[0], hoyer=stats[1],
                                threshold=NEAR_ZERO))
