@@ -59,9 +59,3 @@ def attention_by_role(attention_row: ArrayLike, roles: dict[str, ArrayLike], tem
             out.append(RoleAttention(name, role, point, lo, hi, int(mass.size)))
     return out
 
-
-def top_heads(shares: ArrayLike, k: int = 5) -> list[tuple[int, int]]:
-    """(layer, head) of the k largest influence shares in a (layers, heads) array, largest first."""
-    s = np.asarray(shares, dtype=np.float64)
-    order = np.argsort(-np.nan_to_num(s, nan=-np.inf), axis=None, kind="stable")[:k]
-    return [tuple(int(v) for v in np.unravel_index(i, s.shape)) for i in order]  # type: ignore[misc]

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from circuitdiff.analysis._arrays import DegenerateRepresentationWarning, SmallSampleWarning
-from circuitdiff.analysis.attention_roles import attention_by_role, top_heads
+from circuitdiff.analysis.attention_roles import attention_by_role
 from circuitdiff.analysis.bootstrap import bootstrap_ci
 from circuitdiff.analysis.matching import Match
 from circuitdiff.analysis.mlp_compare import heldout_cca_with_interval, heldout_principal_cosine
