@@ -38,12 +38,14 @@ from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.attribution import attribution_effects
 from circuitdiff.interventions.edge_methods import EdgeMethod, base_cache_for, score_edges
 from circuitdiff.interventions.methods import Method, ablated_metrics
+from circuitdiff.interventions.mlp_hidden import mlp_hidden_at
 from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff.schema import Note
 from circuitdiff.tasks.base import Task
 from circuitdiff.tasks.encode import EncodedTask, encode_task
+from circuitdiff.tasks.roles import role_positions
 
 
 @dataclass
@@ -57,6 +59,8 @@ class CleanPass:
     """(n_layers + 1, n, d_model): residual stream at the read position, embeddings first."""
     attention_read: np.ndarray | None
     """(n_layers, n, n_heads, seq): each head's attention from the read position (eager attention only)."""
+    mlp_hidden_read: np.ndarray | None = None
+    """(n_layers, n, d_ff): MLP hidden activations at the read position (``interventions.mlp_hidden``)."""
 
     def component_at_read(self, component: Component, read_pos: torch.Tensor) -> np.ndarray:
         acts = self.cache.of(component)
@@ -78,11 +82,11 @@ def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMOR
     """Unpatched run in micro-batches recording components, residuals and attention at the read position."""
     adapter = lm.adapter
     step = rows_per_forward(adapter, batch.input_ids.shape[1], memory_budget)
-    recs, diffs, probs, resid, attn = [], [], [], [], []
+    recs, diffs, probs, resid, attn, hidden = [], [], [], [], [], []
     for start in range(0, len(batch), step):
         part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
         rows = torch.arange(len(part), device=part.input_ids.device)
-        with hooked(adapter, record=True) as rec:
+        with hooked(adapter, record=True) as rec, mlp_hidden_at(adapter, part.read_pos) as mlp_h:
             out = adapter.base_forward(part.input_ids, part.attention_mask, output_hidden_states=True, output_attentions=True)
         logits = adapter.logits_at(out.last_hidden_state[rows, part.read_pos]).float()
         diffs.append(logits[rows, part.answer_ids] - logits[rows, part.distractor_ids])
@@ -91,6 +95,7 @@ def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMOR
         if out.attentions:  # None when the model was not loaded with eager attention
             attn.append(torch.stack([a[rows, :, part.read_pos] for a in out.attentions]).float().cpu())
         recs.append(rec)
+        hidden.append(mlp_h)
     cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu())
     return CleanPass(
         logit_diff=torch.cat(diffs).cpu().double().numpy(),
@@ -98,6 +103,8 @@ def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMOR
         cache=_to_cpu(cache),
         residual_read=torch.cat(resid, dim=1).double().numpy(),
         attention_read=torch.cat(attn, dim=1).double().numpy() if attn else None,
+        mlp_hidden_read=(torch.stack([torch.cat(per_layer) for per_layer in zip(*hidden)]).numpy()
+                         if all(hidden) else None),
     )
 
 
@@ -189,6 +196,12 @@ def run_model_on_task(
         corrupted=corrupted_np,
         notes=notes,
         edges=edge_scores,
+        roles=role_positions(task, enc, lm.tokenizer),
+        template_ids=None if enc.template_ids is None else enc.template_ids.cpu().numpy(),
+        template_names=enc.template_names,
+        mlp_outputs=clean.cache.mlps.float().numpy(),
+        token_mask=clean.cache.mask.numpy(),
+        mlp_hidden_read=clean.mlp_hidden_read,
     )
 
 

@@ -196,6 +196,52 @@ class Example(Record):
     distractor: str
 
 
+@dataclass
+class RoleAttention(Record):
+    """How much one influential head attends from the read position to one token role, over one template."""
+
+    role_of_model: str
+    """'teacher' or 'student': whose head this is."""
+    head: str
+    share: float
+    """The head's influence share in its own model (as in components.parquet)."""
+    counterpart: str | None
+    """The matched head in the other model (None when the head is unmatched or matched to an MLP)."""
+    template: str
+    role: str
+    """Token role: S, IO, S2, end (IOI); number k (numerals); end, end-1, ... (others)."""
+    mean: float
+    lo: float
+    hi: float
+    n_prompts: int
+
+
+@dataclass
+class MLPRepresentation(Record):
+    """A matched teacher/student MLP pair compared as the study did, but held out (fit on one half, score on the other)."""
+
+    teacher: str
+    student: str
+    svcca: Stat
+    pwcca: Stat
+    principal_cosine: float | None
+    """Split-half mean |cos| of the top-3 principal directions (None for unequal widths)."""
+    tokenwise_cosine: Stat | None
+    """Mean cosine of the outputs at every real position (None unless both tokenise identically)."""
+
+
+@dataclass
+class MLPSparsity(Record):
+    """How sparse one MLP's hidden activations are at the read position, per prompt averaged."""
+
+    role_of_model: str
+    mlp: str
+    near_zero: Stat
+    """Share of hidden units with |h| <= threshold."""
+    hoyer: Stat
+    threshold: float
+
+
 Concentration = dict[str, dict[str, Union[Stat, None]]]
 """role -> statistic name -> interval (None where the statistic is withheld)."""
 
@@ -221,6 +267,10 @@ class TaskResult(Record):
     similarity_file: str = "similarity.parquet"
     edge_circuits: list[dict[str, Any]] | None = field(default=None, metadata=OMIT_NONE)
     example: Example | None = None
+    attention_roles: list[RoleAttention] = field(default_factory=list)
+    """Analysis 3: where the most influential heads and their counterparts attend (empty without eager attention)."""
+    mlp_representation: list[MLPRepresentation] = field(default_factory=list)
+    mlp_sparsity: list[MLPSparsity] = field(default_factory=list)
 
     def model(self, role: str) -> ModelTaskRecord:
         return self.teacher if role == "teacher" else self.student

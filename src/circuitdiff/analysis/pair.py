@@ -33,6 +33,7 @@ from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
 from circuitdiff.analysis.measures import get_measure
+from circuitdiff.analysis.representations import representation_records
 from circuitdiff.analysis.runs import ModelTaskRun
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
@@ -66,6 +67,8 @@ class PairAnalysis:
     """The same statistics over heads alone (the reference study's robustness statistics are per head)."""
     finding: dict[str, Any] = field(default_factory=dict)
     """Whether concentration and alignment findings may be claimed: both models must solve the task."""
+    representations: dict[str, list[Any]] = field(default_factory=dict)
+    """Analyses 3 and 4 (``analysis.representations``): attention_roles, mlp_representation, mlp_sparsity."""
 
     def to_json(self) -> dict[str, Any]:
         flows = self.transport.stack()
@@ -83,6 +86,7 @@ class PairAnalysis:
             "circuit": self.circuit,
             "preserved": self.preserved,
             "similarity_file": "similarity.parquet",
+            **{key: [r.to_json() for r in records] for key, records in self.representations.items()},
         }
 
     def similarity_long(self, task: str) -> pd.DataFrame:
@@ -360,6 +364,7 @@ def _analyse(
         notes=list(dict.fromkeys(notes)),
         concentration_heads=heads_only,
         finding=finding,
+        representations=representation_records(t, s, matching, same_tokens, n_boot, seed),
     )
 
 

@@ -50,6 +50,16 @@ class ModelTaskRun:
     """Warnings about this run, passed on to results.json, summary and report."""
     edges: EdgeScores | None = None
     """Edge effects (``--edges``), see ``circuitdiff.interventions.edge_methods``."""
+    roles: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Token role -> (n,) position in this model's own tokens, -1 where absent (``tasks.roles``)."""
+    template_ids: np.ndarray | None = field(default=None, repr=False)
+    template_names: tuple[str, ...] = ()
+    mlp_outputs: np.ndarray | None = field(default=None, repr=False)
+    """(n_layers, n, seq, d_model) float32: every MLP's output at every position (token-wise cosine)."""
+    token_mask: np.ndarray | None = field(default=None, repr=False)
+    """(n, seq): 1 on real tokens."""
+    mlp_hidden_read: np.ndarray | None = field(default=None, repr=False)
+    """(n_layers, n, d_ff): each MLP's hidden activation (input of its down projection) at the read position."""
 
     @property
     def per_prompt_effects(self) -> np.ndarray:

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from circuitdiff.analysis.influence import MIN_CLEAN_METRIC, PATCHING
-from circuitdiff.report import edge_figures, figures
+from circuitdiff.report import edge_figures, figures, representation_figures
 from circuitdiff.report.data import (
     Stat,
     Tables,
@@ -231,6 +231,17 @@ def _task_figures(results: Results, name: str, key: str, tables: Tables, figs: _
             f"{key}_matching", "The largest flows of the teacher's reliance under the optimal transport behind the "
             "alignment score (band width: mass), between labelled components with their share of reliance; each "
             "student component names its one-to-one teacher match and that pair's CKA.", "no transport plan in the results"),
+        "attention_roles": figs.add(
+            lambda: representation_figures.attention_roles(task.get("attention_roles") or []), f"{key}_attention_roles",
+            "Where the most influential heads (share of influence in brackets) and their matched heads (~) attend "
+            "from the read position, by token role, averaged over templates (per-template values with 95% "
+            "intervals in results.json).", "no attention records (needs eager attention)"),
+        "mlp_compare": figs.add(
+            lambda: representation_figures.mlp_comparison(task.get("mlp_representation") or [],
+                                                          task.get("mlp_sparsity") or []),
+            f"{key}_mlp_compare", "MLP representations: held-out SVCCA and PWCCA (fitted on half the prompts, "
+            "scored on the other) and token-wise cosine of matched MLPs; Hoyer sparsity of each MLP's hidden units.",
+            "no MLP records in the results"),
         "circuits": {"figure": None, "missing": circuit_missing, "caption": ""},
         "circuit_curve": {"figure": None, "missing": circuit_missing, "caption": ""},
         "edges": figs.add(lambda: edge_figures.edge_circuit_graphs(task), f"{key}_edge_circuits", edge_figures.CAPTION,

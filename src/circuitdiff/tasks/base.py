@@ -29,6 +29,9 @@ class TaskPrompt:
     """Which template the prompt was filled from. Mean and resample ablation replace an
     activation only with activations of prompts of the same template (and token length),
     so position i always means the same slot of the sentence."""
+    roles: tuple[tuple[str, str, int], ...] = field(default=(), compare=False)
+    """Token roles for the attention analysis: (role, word as written in the prompt, which
+    occurrence of it, from 0), e.g. ("S2", "John", 1); each model finds the token itself."""
 
 
 @dataclass(frozen=True)

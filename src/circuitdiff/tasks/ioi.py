@@ -43,6 +43,7 @@ def generate(n_prompts: int, seed: int, masked: bool = False) -> Task:
             distractor=sp(s),
             corrupted_prompt=template.format(A=x, B=y, C=z, **fill) + end,
             template=f"ioi-{i % len(TEMPLATES)}",
+            roles=(("S", s, 0), ("IO", io, 0), ("S2", s, 1)),
         ))
     return Task(
         name="ioi",

@@ -71,6 +71,7 @@ def generate_kind(kind: str, n_prompts: int, seed: int, masked: bool = False) ->
             distractor=sp(values[shown[-1]]),
             corrupted_prompt=_text(pattern, chosen, [values[j] for j in broken], masked),
             template=pattern.split()[1],
+            roles=tuple((f"number {k + 1}", values[j], 0) for k, j in enumerate(shown)),
         ))
     name = "numerals" if kind == "digits" else f"numerals-{kind}"
     return Task(

@@ -44,6 +44,9 @@ class Adapter:
     """Path from a block to the module whose output is the MLP's contribution."""
     unembed_path: ClassVar[str]
     """Path from the LM model to the final vocabulary projection."""
+    mlp_down_path: ClassVar[str | None] = None
+    """Path from a block to the MLP's down projection: its input is the MLP's hidden activation
+    (after the nonlinearity, and after the gate in gated MLPs), read for activation sparsity."""
     base_kwargs: ClassVar[dict[str, object]] = {"use_cache": False}
     """Extra keyword arguments for the base model's forward (decoders: no KV cache)."""
     # --- edge sites (see circuitdiff.interventions.graph); None where edges are refused ---
@@ -81,6 +84,9 @@ class Adapter:
 
     def mlp_out(self, layer: int) -> nn.Module:
         return get_submodule(self.blocks()[layer], self.mlp_out_path)
+
+    def mlp_down(self, layer: int) -> nn.Module | None:
+        return None if self.mlp_down_path is None else get_submodule(self.blocks()[layer], self.mlp_down_path)
 
     def attn_norm(self, layer: int) -> nn.Module:
         return get_submodule(self.blocks()[layer], self._edge_path(self.attn_norm_path))

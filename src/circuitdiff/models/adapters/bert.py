@@ -15,6 +15,7 @@ class BertAdapter(Adapter):
     layers_path = "bert.encoder.layer"
     attn_out_path = "attention.output.dense"
     mlp_out_path = "output.dense"
+    mlp_down_path = "output.dense"
     unembed_path = "cls.predictions.decoder"
     base_kwargs = {}  # encoders take no KV-cache flag
     edges_refusal = (f"edges are not defined for post-LayerNorm {family}: every sublayer's write is renormalised "

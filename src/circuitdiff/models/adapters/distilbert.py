@@ -15,6 +15,7 @@ class DistilBertAdapter(Adapter):
     layers_path = "distilbert.transformer.layer"
     attn_out_path = "attention.out_lin"
     mlp_out_path = "ffn"
+    mlp_down_path = "ffn.lin2"
     unembed_path = "vocab_projector"
     base_kwargs = {}  # encoders take no KV-cache flag
     edges_refusal = (f"edges are not defined for post-LayerNorm {family}: every sublayer's write is renormalised "

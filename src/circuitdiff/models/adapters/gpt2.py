@@ -23,6 +23,7 @@ class GPT2Adapter(Adapter):
     layers_path = "transformer.h"
     attn_out_path = "attn.c_proj"
     mlp_out_path = "mlp"
+    mlp_down_path = "mlp.c_proj"
     unembed_path = "lm_head"
     attn_norm_path = "ln_1"
     mlp_norm_path = "ln_2"

@@ -24,6 +24,7 @@ class GPTNeoXAdapter(Adapter):
     layers_path = "gpt_neox.layers"
     attn_out_path = "attention.dense"
     mlp_out_path = "mlp"
+    mlp_down_path = "mlp.dense_4h_to_h"
     unembed_path = "lm_head"
     attn_norm_path = "input_layernorm"
     mlp_norm_path = "post_attention_layernorm"

@@ -25,6 +25,7 @@ class LlamaAdapter(Adapter):
     layers_path = "model.layers"
     attn_out_path = "self_attn.o_proj"
     mlp_out_path = "mlp"
+    mlp_down_path = "mlp.down_proj"
     unembed_path = "lm_head"
     attn_norm_path = "input_layernorm"
     mlp_norm_path = "post_attention_layernorm"
