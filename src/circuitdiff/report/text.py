@@ -23,8 +23,9 @@ GLOSSARY: list[tuple[str, str]] = [
      "reliance is moved onto the student's as well as possible, and the score is the average similarity of the "
      "component pairs it lands on (1: every unit lands on a component computing the same thing; 0: nothing similar)."),
     ("Null",
-     "The same alignment score for a randomly initialised student of the same architecture: the level a student "
-     "reaches by chance. A real student should score clearly above it."),
+     "The same alignment score for several randomly initialised students of the student's architecture (10 by "
+     "default, seeded): the median is the level a student reaches by chance. 'Above chance' means the score's "
+     "interval lies wholly above the 95% quantile of those random students."),
     ("Paper A",
      "The reference study's alignment score, reproduced for comparison; with many components it is close to the "
      "mean best similarity and hardly responds to influence."),
@@ -62,8 +63,10 @@ GLOSSARY: list[tuple[str, str]] = [
      "gap, over sampled subsets K of the circuit, between removing K from the circuit and removing K from the "
      "whole model, as a share of clean (0: the circuit holds everything the model uses)."),
     ("Intervals",
-     "95% percentile bootstrap intervals over prompts: the range the number would take on other prompts of the "
-     "same task."),
+     "95% bootstrap intervals over prompts, bias-corrected and accelerated (BCa; a component's effect, a plain "
+     "mean, gets the percentile interval): the range the number would "
+     "take on other prompts of the same task. Where the point lies beyond 97.5% of the resamples no interval can "
+     "contain it honestly, so none is shown and a note says why."),
 ]
 
 
