@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from circuitdiff.results import PER_PROMPT_TABLE, SIMILARITY_TABLE
 from circuitdiff import schema
+from circuitdiff.results import PER_PROMPT_TABLE, SIMILARITY_TABLE
 from circuitdiff.schema import Concentration, ModelTaskRecord, Note, Results
 
 _LAYER = re.compile(r"^L(\d+)\.(?:H(\d+)|MLP)$")
