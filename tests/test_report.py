@@ -35,7 +35,8 @@ from circuitdiff.pipeline import ModelTaskRun
 from circuitdiff.report import render_from_folder, write_report
 from circuitdiff.report.text import concentration_verdict
 from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, read_results, write_json
-from circuitdiff.schema import Note
+from circuitdiff.schema import Concentration, Finding, Note
+from circuitdiff.schema import Stat as SchemaStat
 
 CHROMIUM = "/usr/bin/chromium"
 EVIL = 'evil<script>alert("x")</script>&name'
@@ -222,15 +223,18 @@ def test_report_shows_missing_parts_with_reasons(tmp_path: Path) -> None:
 
 
 def test_verdict_direction_follows_interval_overlap() -> None:
-    def task(t: tuple[float, float, float], s: tuple[float, float, float]) -> dict[str, Any]:
-        stat = lambda v: {"point": v[0], "lo": v[1], "hi": v[2], "level": 0.95, "n_valid": 50}  # noqa: E731
-        return {"concentration": {"teacher": {"effective_number": stat(t)}, "student": {"effective_number": stat(s)}}}
+    def conc(t: tuple[float, float, float], s: tuple[float, float, float]) -> Concentration:
+        stat = lambda v: SchemaStat(point=v[0], lo=v[1], hi=v[2], level=0.95, n_valid=50)  # noqa: E731
+        return {"teacher": {"effective_number": stat(t)}, "student": {"effective_number": stat(s)}}
 
-    assert concentration_verdict(task((13.2, 9.0, 15.6), (5.9, 4.1, 8.3)), 20, 10).direction == "fewer"
-    assert concentration_verdict(task((5.0, 4.0, 6.0), (9.0, 7.0, 11.0)), 20, 10).direction == "more"
-    overlap = concentration_verdict(task((10.0, 8.0, 12.0), (9.0, 7.0, 11.0)), 20, 10)
+    assert concentration_verdict(conc((13.2, 9.0, 15.6), (5.9, 4.1, 8.3)), None, 20, 10).direction == "fewer"
+    assert concentration_verdict(conc((5.0, 4.0, 6.0), (9.0, 7.0, 11.0)), None, 20, 10).direction == "more"
+    overlap = concentration_verdict(conc((10.0, 8.0, 12.0), (9.0, 7.0, 11.0)), None, 20, 10)
     assert overlap.direction == "no clear difference" and "intervals overlap" in overlap.sentence
-    assert concentration_verdict({"concentration": {}}, 20, 10).direction == "not available"
+    assert concentration_verdict({}, None, 20, 10).direction == "not available"
+    unsolved = Finding(claimed=False, reason="the student does not solve the task")
+    withheld = concentration_verdict(conc((13.2, 9.0, 15.6), (5.9, 4.1, 8.3)), unsolved, 20, 10)
+    assert withheld.direction == "withheld" and "the student does not solve the task" in withheld.sentence
 
 
 def test_render_from_folder_needs_results(tmp_path: Path) -> None:

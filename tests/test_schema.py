@@ -108,7 +108,7 @@ def test_report_reads_circuit_reasons_by_code_not_wording(real_run: Path) -> Non
         Note(task="ioi", role="teacher", topic="circuit", code="circuit.no_signal", text="QQQ teacher reason"),
         Note(task="other", role="student", topic="circuit", code="circuit.off", text="ZZZ other task"),
     ]
-    missing = _circuit(results, "ioi", results.tasks["ioi"].to_json())["missing"]
+    missing = _circuit(results, "ioi")["missing"]
     assert missing == "QQQ teacher reason"
 
 

@@ -56,7 +56,7 @@ def test_defaults(tmp_path: Path) -> None:
     ("pairs: [{teacher: a, student: b}]\ntasks: [ioi]\nablations: [mean, gaussian]", "unknown ablation 'gaussian'"),
     ("pairs: [{teacher: a, student: b}]\ntasks: [ioi]\noptions: {seed: 3}", "unknown key 'seed'"),
     ("pairs: [{teacher: a, student: b}]\ntasks: [ioi]\noptions: {n_prompts: '64'}", "must be int"),
-    ("pairs: [{teacher: a, student: b}]\ntasks: [ioi]\noptions: {n_prompts: 2}", "between 4"),
+    ("pairs: [{teacher: a, student: b}]\ntasks: [ioi]\noptions: {n_prompts: 2}", "n_prompts must be an integer >= 4"),
     ("pairs: [{teacher: a, student: b}]\ntasks: [ioi]\noptions: {method: fast}", "options.method"),
     ("pairs: [{teacher: \"a\\nb\", student: b}]\ntasks: [ioi]", "control characters"),
     ("!!python/object/apply:os.system ['true']", "invalid YAML"),
@@ -89,3 +89,29 @@ def test_file_level_errors(tmp_path: Path) -> None:
     big.write_text("#" * (2 << 20))
     with pytest.raises(SweepFileError, match="larger than"):
         load_sweep(big)
+
+
+def test_options_take_a_similarity_measure(tmp_path: Path) -> None:
+    """``measure`` (a CompareOptions field with no entry of its own here) reaches each job's CompareOptions."""
+    from circuitdiff.sweep.jobs import RunSettings, compare_options
+
+    spec = parse_sweep("pairs: [{teacher: a, student: b}]\ntasks: [ioi]\noptions: {measure: svcca, n_null: 0}",
+                       tmp_path / "s.yaml")
+    assert dict(spec.options) == {"measure": "svcca", "n_null": 0}
+    options = compare_options(spec.jobs()[0], RunSettings())
+    assert (options.measure, options.n_null, options.seed) == ("svcca", 0, 0)
+    same = parse_sweep("pairs: [{teacher: a, student: b}]\ntasks: [ioi]\noptions: {measure: linear_cka}",
+                       tmp_path / "s.yaml")
+    assert dict(same.options) == {"measure": "linear_cka"}
+
+
+@pytest.mark.parametrize(("options", "why"), [
+    ("{measure: cosine_of_nothing}", "options.measure: unknown similarity measure 'cosine_of_nothing'; choose one of"),
+    ("{measure: 3}", "options.measure must be str"),
+    ("{memory_budget: 5}", "memory budget is a command-line flag"),
+    ("{circuit_thresholds: [0.5]}", "unknown key 'circuit_thresholds'"),
+])
+def test_option_errors_are_one_line(tmp_path: Path, options: str, why: str) -> None:
+    with pytest.raises(SweepFileError) as err:
+        parse_sweep(f"pairs: [{{teacher: a, student: b}}]\ntasks: [ioi]\noptions: {options}", tmp_path / "s.yaml")
+    assert why in str(err.value) and "\n" not in str(err.value)

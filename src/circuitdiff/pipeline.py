@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -175,34 +176,33 @@ def run_model_on_task(
         edge_scores = score_edges(adapter, base_batch, base_cache, replacement, edges, memory_budget=memory_budget,
                                   base_metric=base, circuits=clean_problem(base) is None)
     return ModelTaskRun(
-        info=lm.info,
-        task=task.name,
-        n_prompts=len(task),
-        ablation=ablation.value,
-        method=method.value,
-        components=components,
-        clean=clean.logit_diff,
-        base=base,
-        ablated=ablated_np,
-        answer_prob=clean.answer_prob,
-        effects=effects,
-        read_acts={c.name: clean.component_at_read(c, clean_batch.read_pos.cpu()) for c in components},
-        residual_read=clean.residual_read,
-        attention_read=clean.attention_read,
-        seq_len=int(clean_batch.input_ids.shape[1]),
-        circuits=circuits,
-        circuit_curve=curve,
-        attribution_spearman=attribution_rho,
-        corrupted=corrupted_np,
-        notes=notes,
-        edges=edge_scores,
-        roles=role_positions(task, enc, lm.tokenizer),
-        template_ids=None if enc.template_ids is None else enc.template_ids.cpu().numpy(),
-        template_names=enc.template_names,
-        mlp_outputs=clean.cache.mlps.float().numpy(),
-        token_mask=clean.cache.mask.numpy(),
-        mlp_hidden_read=clean.mlp_hidden_read,
+        info=lm.info, task=task.name, n_prompts=len(task), ablation=ablation.value, method=method.value,
+        components=components, clean=clean.logit_diff, base=base, ablated=ablated_np, corrupted=corrupted_np,
+        effects=effects, attribution_spearman=attribution_rho, circuits=circuits, circuit_curve=curve,
+        edges=edge_scores, notes=notes, **_read_outs(lm, task, enc, clean, clean_batch, components),
     )
+
+
+def _read_outs(lm: LoadedModel, task: Task, enc: EncodedTask, clean: CleanPass, clean_batch: Batch,
+               components: list[Component]) -> dict[str, Any]:
+    """The clean run's read-outs that the representation analyses use (``ModelTaskRun`` fields of those names).
+
+    Everything here is read off the one clean pass: no intervention is involved, so it is kept
+    apart from the effects and circuits that ``run_model_on_task`` measures.
+    """
+    return {
+        "answer_prob": clean.answer_prob,
+        "read_acts": {c.name: clean.component_at_read(c, clean_batch.read_pos.cpu()) for c in components},
+        "residual_read": clean.residual_read,
+        "attention_read": clean.attention_read,
+        "seq_len": int(clean_batch.input_ids.shape[1]),
+        "roles": role_positions(task, enc, lm.tokenizer),
+        "template_ids": None if enc.template_ids is None else enc.template_ids.cpu().numpy(),
+        "template_names": enc.template_names,
+        "mlp_outputs": clean.cache.mlps.float().numpy(),
+        "token_mask": clean.cache.mask.numpy(),
+        "mlp_hidden_read": clean.mlp_hidden_read,
+    }
 
 
 def _replacements(

@@ -87,7 +87,7 @@ def _finding_line(task: TaskResult) -> str:
     """The concentration headline, or why no finding is claimed for this task."""
     from circuitdiff.report.text import concentration_verdict
 
-    verdict = concentration_verdict(task.to_json(), len(task.teacher.components), len(task.student.components))
+    verdict = concentration_verdict(task.concentration, task.finding, len(task.teacher.components), len(task.student.components))
     if verdict.direction == "withheld":
         return f"[bold]finding:[/] {verdict.sentence} (no alignment finding either)"
     return f"[bold]finding:[/] {verdict.sentence}"

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from circuitdiff import schema
 from circuitdiff.results import PER_PROMPT_TABLE, SIMILARITY_TABLE
-from circuitdiff.schema import Note, Results
+from circuitdiff.schema import Concentration, ModelTaskRecord, Note, Results
 
 _LAYER = re.compile(r"^L(\d+)\.(?:H(\d+)|MLP)$")
 
@@ -52,10 +53,11 @@ class Stat:
     hi: float | None
 
     @classmethod
-    def of(cls, raw: dict[str, Any] | None) -> Stat | None:
-        if not raw or finite(raw.get("point")) is None:
+    def of(cls, record: schema.Stat | None) -> Stat | None:
+        """The report's view of a schema interval; None when it or its point is missing."""
+        if record is None or finite(record.point) is None:
             return None
-        return cls(finite(raw.get("point")), finite(raw.get("lo")), finite(raw.get("hi")))
+        return cls(finite(record.point), finite(record.lo), finite(record.hi))
 
     @property
     def has_interval(self) -> bool:
@@ -67,17 +69,18 @@ class Stat:
         return f"{fmt(self.point, spec)} ({fmt(self.lo, spec)}–{fmt(self.hi, spec)})"
 
 
-def concentration_stat(task: dict[str, Any], role: str, key: str) -> Stat | None:
-    return Stat.of((task.get("concentration") or {}).get(role, {}).get(key))
+def concentration_stat(concentration: Concentration, role: str, key: str) -> Stat | None:
+    """One statistic of one model (``TaskResult.concentration`` or ``concentration_heads``)."""
+    return Stat.of((concentration.get(role) or {}).get(key))
 
 
-def components(task: dict[str, Any], role: str) -> pd.DataFrame:
+def components(model: ModelTaskRecord) -> pd.DataFrame:
     """One row per component: name, layer, head (NaN for MLPs), kind, effect, share, support.
 
     ``support`` is the share signed by direction: positive when ablating the component lowers
     the metric, i.e. the component helps the model give the right answer.
     """
-    rows = (task.get(role) or {}).get("components") or []
+    rows = [c.to_json() for c in model.components]
     frame = pd.DataFrame(rows, columns=["name", "kind", "layer", "head", "effect", "share", "percent_of_clean",
                                        "percent_of_gap", "effect_lo", "effect_hi"])
     if frame.empty:

@@ -19,7 +19,6 @@ from matplotlib.figure import Figure
 from circuitdiff.analysis.influence import MIN_CLEAN_METRIC, PATCHING
 from circuitdiff.report import edge_figures, figures, representation_figures
 from circuitdiff.report.data import (
-    Stat,
     Tables,
     components,
     concentration_stat,
@@ -37,11 +36,11 @@ from circuitdiff.report.text import (
     Verdict,
     alignment_sentences,
     concentration_verdict,
-    finding_withheld,
+    withheld_reason,
     overall_finding,
 )
 from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, atomic_write, load_results
-from circuitdiff.schema import Results, note_lines
+from circuitdiff.schema import Alignment, Results, TaskResult, note_lines
 
 REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"
@@ -67,13 +66,9 @@ _HEAD_STATS = [
 ]
 
 
-def _basis(task: dict[str, Any]) -> str:
+def _basis(task: TaskResult) -> str:
     """What drops are percentages of: the clean metric, or the clean - corrupted gap under patching."""
-    return "gap" if task.get("ablation") in PATCHING else "clean"
-
-
-def _head_stat(task: dict[str, Any], role: str, key: str) -> Stat | None:
-    return Stat.of(((task.get("concentration_heads") or {}).get(role) or {}).get(key))
+    return "gap" if task.ablation in PATCHING else "clean"
 
 
 def _environment() -> jinja2.Environment:
@@ -108,32 +103,34 @@ class _Figures:
                 path.unlink(missing_ok=True)
 
 
-def _numbers(task: dict[str, Any]) -> list[dict[str, str]]:
+def _numbers(task: TaskResult) -> list[dict[str, str]]:
     """Teacher-vs-student rows of the key-numbers table."""
-    t, s = task.get("teacher") or {}, task.get("student") or {}
+    t, s = task.teacher, task.student
     rows = [
-        {"label": "clean logit difference", "teacher": fmt(t.get("clean_metric"), ".3f"), "student": fmt(s.get("clean_metric"), ".3f")},
-        {"label": "accuracy", "teacher": fmt(t.get("accuracy"), ".0%"), "student": fmt(s.get("accuracy"), ".0%")},
-        {"label": "components", "teacher": str(len(t.get("components") or [])), "student": str(len(s.get("components") or []))},
+        {"label": "clean logit difference", "teacher": fmt(t.clean_metric, ".3f"), "student": fmt(s.clean_metric, ".3f")},
+        {"label": "accuracy", "teacher": fmt(t.accuracy, ".0%"), "student": fmt(s.accuracy, ".0%")},
+        {"label": "components", "teacher": str(len(t.components)), "student": str(len(s.components))},
     ]
     basis = _basis(task)
-    for stats, get in ((_STATS, concentration_stat), (_HEAD_STATS if task.get("concentration_heads") else [], _head_stat)):
+    heads = _HEAD_STATS if task.concentration_heads else []  # older results have no heads-only statistics
+    for stats, concentration in ((_STATS, task.concentration), (heads, task.concentration_heads)):
         for key, label, spec in stats:
-            cells = {role: get(task, role, key) for role in ("teacher", "student")}
+            cells = {role: concentration_stat(concentration, role, key) for role in ("teacher", "student")}
             rows.append({"label": label.format(basis=basis),
                          **{role: (stat.text(spec) if stat else "n/a") for role, stat in cells.items()}})
-    circuit = task.get("circuit") or {}
+    circuit = task.circuit
     if "teacher" in circuit:
         rows.append({"label": f"circuit size (threshold {fmt(circuit.get('threshold'))})",
                      "teacher": str(len(circuit["teacher"])), "student": str(len(circuit["student"]))})
     return rows
 
 
-def _drops_note(task: dict[str, Any]) -> str | None:
-    missing = [role for role in ("teacher", "student") if concentration_stat(task, role, "worst_drop") is None]
+def _drops_note(task: TaskResult) -> str | None:
+    missing = [role for role in ("teacher", "student")
+               if concentration_stat(task.concentration, role, "worst_drop") is None]
     if not missing:
         return None
-    values = ", ".join(f"{role} {fmt((task.get(role) or {}).get('clean_metric'), '.3f')}" for role in missing)
+    values = ", ".join(f"{role} {fmt(task.model(role).clean_metric, '.3f')}" for role in missing)
     if _basis(task) == "gap":
         return ("n/a: drops in percent of the clean − corrupted gap are reported only when the gap is clearly "
                 f"positive: at least {MIN_CLEAN_METRIC:g} and two standard errors (see the notes).")
@@ -172,8 +169,8 @@ def _top_components(frame: pd.DataFrame, k: int = 8, column: str = "percent_of_c
             for _, r in top.iterrows()]
 
 
-def _circuit(results: Results, name: str, task: dict[str, Any]) -> dict[str, Any]:
-    circuit = task.get("circuit") or {}
+def _circuit(results: Results, name: str) -> dict[str, Any]:
+    circuit = results.tasks[name].circuit
     entries = circuit.get("thresholds") or []
     if not entries:
         if not results.options.get("circuits", True):
@@ -205,14 +202,16 @@ def _per_prompt(tables: Tables, name: str, frames: dict[str, pd.DataFrame]) -> d
 
 def _task_figures(results: Results, name: str, key: str, tables: Tables, figs: _Figures,
                   frames: dict[str, pd.DataFrame], circuit_missing: str | None) -> dict[str, dict[str, Any]]:
-    task = results.tasks[name].to_json()
+    task = results.tasks[name]
+    raw = task.to_json()  # the edge figures read their own plain dicts
     t, s = frames["teacher"], frames["student"]
     seed = int(results.options.get("seed", 0) or 0)
     shares = {r: f["share"].to_numpy(dtype=float) for r, f in frames.items()}
-    effective = {r: (st.point if (st := concentration_stat(task, r, "effective_number")) else None) for r in frames}
+    effective = {r: (st.point if (st := concentration_stat(task.concentration, r, "effective_number")) else None)
+                 for r in frames}
     per_prompt = _per_prompt(tables, name, frames)
     layer = tables.matrix(name, "layer_cka")
-    circuit = task.get("circuit") or {}
+    circuit = task.circuit
     no_layer_cka = tables.missing.get(SIMILARITY_TABLE, "the similarity table has no layer_cka rows for this task")
     out = {
         "heads": figs.add(lambda: figures.influence_heads(t, s), f"{key}_influence_heads",
@@ -227,25 +226,24 @@ def _task_figures(results: Results, name: str, key: str, tables: Tables, figs: _
         "layer_cka": figs.add(lambda: figures.layer_cka(layer), f"{key}_layer_cka",
                               "Layer-by-layer CKA of the residual streams.", no_layer_cka),
         "matching": figs.add(
-            lambda: figures.matching_diagram(t, s, task.get("matching") or [], task.get("transport") or []),
+            lambda: figures.matching_diagram(t, s, raw["matching"], raw["transport"]),
             f"{key}_matching", "The largest flows of the teacher's reliance under the optimal transport behind the "
             "alignment score (band width: mass), between labelled components with their share of reliance; each "
             "student component names its one-to-one teacher match and that pair's CKA.", "no transport plan in the results"),
         "attention_roles": figs.add(
-            lambda: representation_figures.attention_roles(task.get("attention_roles") or []), f"{key}_attention_roles",
+            lambda: representation_figures.attention_roles(raw["attention_roles"]), f"{key}_attention_roles",
             "Where the most influential heads (share of influence in brackets) and their matched heads (~) attend "
             "from the read position, by token role, averaged over templates (per-template values with 95% "
             "intervals in results.json).", "no attention records (needs eager attention)"),
         "mlp_compare": figs.add(
-            lambda: representation_figures.mlp_comparison(task.get("mlp_representation") or [],
-                                                          task.get("mlp_sparsity") or []),
+            lambda: representation_figures.mlp_comparison(raw["mlp_representation"], raw["mlp_sparsity"]),
             f"{key}_mlp_compare", "MLP representations: held-out SVCCA and PWCCA (fitted on half the prompts, "
             "scored on the other) and token-wise cosine of matched MLPs; Hoyer sparsity of each MLP's hidden units.",
             "no MLP records in the results"),
         "circuits": {"figure": None, "missing": circuit_missing, "caption": ""},
         "circuit_curve": {"figure": None, "missing": circuit_missing, "caption": ""},
-        "edges": figs.add(lambda: edge_figures.edge_circuit_graphs(task), f"{key}_edge_circuits", edge_figures.CAPTION,
-                          edge_figures.edge_missing_reason(results.options, task)),
+        "edges": figs.add(lambda: edge_figures.edge_circuit_graphs(raw), f"{key}_edge_circuits", edge_figures.CAPTION,
+                          edge_figures.edge_missing_reason(results.options, raw)),
     }
     if circuit_missing is None:
         out["circuits"] = figs.add(
@@ -261,15 +259,15 @@ def _task_figures(results: Results, name: str, key: str, tables: Tables, figs: _
     return out
 
 
-def _summary_row(task: dict[str, Any], verdict: Verdict, sizes: dict[str, int]) -> dict[str, str]:
+def _summary_row(task: TaskResult, verdict: Verdict, sizes: dict[str, int]) -> dict[str, str]:
     """One line of the summary table; ``sizes``: each model's number of components."""
-    al = task.get("alignment") or {}
-    ci = list(al.get("ci") or []) + [None, None]
+    al = task.alignment
+    ci = list(al.ci) + [None, None]
     has_ci = finite(ci[0]) is not None and finite(ci[1]) is not None
-    eff = {role: concentration_stat(task, role, "effective_number") for role in ("teacher", "student")}
-    return {"alignment": fmt(al.get("score"), ".3f") + (f" ({fmt(ci[0])}–{fmt(ci[1])})" if has_ci else ""),
-            "null": fmt(al.get("null"), ".3f"), "paper": fmt(al.get("paper"), ".3f"),
-            "chance": "no finding (not solved)" if finding_withheld(task) else _versus_chance(al),
+    eff = {role: concentration_stat(task.concentration, role, "effective_number") for role in ("teacher", "student")}
+    return {"alignment": fmt(al.score, ".3f") + (f" ({fmt(ci[0])}–{fmt(ci[1])})" if has_ci else ""),
+            "null": fmt(al.null, ".3f"), "paper": fmt(al.paper, ".3f"),
+            "chance": "no finding (not solved)" if withheld_reason(task.finding) else _versus_chance(al),
             "verdict": _VERDICT_LABEL[verdict.direction],
             "relative": " / ".join(f"{stat.point / sizes[role]:.0%}" if stat and stat.point and sizes[role] else "n/a"
                                    for role, stat in eff.items()),
@@ -277,27 +275,28 @@ def _summary_row(task: dict[str, Any], verdict: Verdict, sizes: dict[str, int]) 
 
 
 def _task_context(results: Results, name: str, key: str, tables: Tables, figs: _Figures) -> dict[str, Any]:
-    task = results.tasks[name].to_json()
-    frames = {role: components(task, role) for role in ("teacher", "student")}
-    verdict = concentration_verdict(task, len(frames["teacher"]), len(frames["student"]))
-    circuit = _circuit(results, name, task)
-    measure = results.tasks[name].alignment.measure
+    task = results.tasks[name]
+    frames = {role: components(task.model(role)) for role in ("teacher", "student")}
+    verdict = concentration_verdict(task.concentration, task.finding, len(frames["teacher"]), len(frames["student"]))
+    circuit = _circuit(results, name)
+    measure = task.alignment.measure
     sim = tables.matrix(name, measure)
-    transport = sorted(task.get("transport") or [], key=lambda f: -f.get("mass", 0))[:10]
+    transport = sorted(task.transport, key=lambda f: -(f.mass or 0))[:10]
     return {
-        "name": name, "key": key, "n_prompts": task.get("n_prompts"), "ablation": task.get("ablation"),
+        "name": name, "key": key, "n_prompts": task.n_prompts, "ablation": task.ablation,
         "summary": _summary_row(task, verdict, {role: len(frame) for role, frame in frames.items()}), "verdict": verdict,
         "alignment_text": alignment_sentences(results, name), "alignment_rows": _alignment_rows(results, name),
         "numbers": _numbers(task), "drops_note": _drops_note(task), "circuit": circuit,
         "fig": _task_figures(results, name, key, tables, figs, frames, circuit["missing"]),
         "top": {role: _top_components(frame, column=f"percent_of_{_basis(task)}") for role, frame in frames.items()},
         "percent_label": f"% of {_basis(task)}",
-        "preserved": [{**p, "share": fmt(p.get("share"), ".1%"), "similarity": fmt(p.get("similarity"))}
-                      for p in task.get("preserved") or []],
-        "flows": [{"teacher": f["teacher"], "student": f["student"], "mass": fmt(f["mass"], ".1%"),
-                   "similarity": _cell(sim, f["teacher"], f["student"])} for f in transport],
-        "notes": [n.line for n in task_notes(results, name)], "example": task.get("example"),
-        "edge_changes": edge_figures.edge_change_rows(task),
+        "preserved": [{**p.to_json(), "share": fmt(p.share, ".1%"), "similarity": fmt(p.similarity)}
+                      for p in task.preserved],
+        "flows": [{"teacher": f.teacher, "student": f.student, "mass": fmt(f.mass, ".1%"),
+                   "similarity": _cell(sim, f.teacher, f.student)} for f in transport],
+        "notes": [n.line for n in task_notes(results, name)],
+        "example": task.example.to_json() if task.example else None,
+        "edge_changes": edge_figures.edge_change_rows(task.to_json()),
         "similarity_label": similarity_label(measure),
     }
 
@@ -306,9 +305,9 @@ _VERDICT_LABEL = {"fewer": "fewer components", "more": "more components", "no cl
                   "withheld": "no finding (not solved)", "not available": "not available"}
 
 
-def _versus_chance(al: dict[str, Any]) -> str:
+def _versus_chance(al: Alignment) -> str:
     """The verdict against the random students (``above_chance``: lower bound above their 95% quantile)."""
-    verdict = al.get("above_chance")
+    verdict = al.above_chance
     return "n/a" if verdict is None else ("above" if verdict else "not above")
 
 

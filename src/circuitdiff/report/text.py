@@ -9,10 +9,9 @@ the section says which model and why instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason, similarity_label
-from circuitdiff.schema import Finding, Results
+from circuitdiff.schema import Concentration, Finding, Results
 
 GLOSSARY: list[tuple[str, str]] = [
     ("Influence (share of reliance)",
@@ -91,22 +90,23 @@ def withheld_reason(finding: Finding | None) -> str | None:
     return None
 
 
-def finding_withheld(task: dict[str, Any]) -> str | None:
-    """``withheld_reason`` of a task given as its results.json dict."""
-    return withheld_reason(Finding.from_json(task["finding"]) if task.get("finding") else None)
+def concentration_verdict(concentration: Concentration, finding: Finding | None, n_teacher: int,
+                          n_student: int) -> Verdict:
+    """The headline: effective numbers with intervals, direction decided by interval overlap.
 
-
-def concentration_verdict(task: dict[str, Any], n_teacher: int, n_student: int) -> Verdict:
-    """The headline: effective numbers with intervals, direction decided by interval overlap."""
-    why = finding_withheld(task)
+    ``concentration`` and ``finding``: the task's ``TaskResult`` fields of those names.
+    """
+    why = withheld_reason(finding)
     if why is not None:
         return Verdict("withheld", f"No concentration finding: {why}.",
                        "The statistics are still listed; without a solved task they describe how the components "
                        "move the output, not how a model does the task.")
-    t, s = concentration_stat(task, "teacher", "effective_number"), concentration_stat(task, "student", "effective_number")
+    t = concentration_stat(concentration, "teacher", "effective_number")
+    s = concentration_stat(concentration, "student", "effective_number")
     if t is None or s is None:
         return Verdict("not available", "The effective number of components is not available for this task.", "")
-    level = (task.get("concentration", {}).get("student", {}).get("effective_number") or {}).get("level") or 0.95
+    record = (concentration.get("student") or {}).get("effective_number")
+    level = (record.level if record is not None else None) or 0.95
     if t.has_interval and s.has_interval:
         if s.hi < t.lo:
             direction, tail = "fewer", "it concentrates on fewer components."
@@ -123,7 +123,7 @@ def concentration_verdict(task: dict[str, Any], n_teacher: int, n_student: int) 
     if n_teacher and n_student and t.point and s.point:
         detail = (f"Relative to size, that is {s.point / n_student:.0%} of the student's {n_student} components "
                   f"against {t.point / n_teacher:.0%} of the teacher's {n_teacher}.")
-        gt, gs = concentration_stat(task, "teacher", "gini"), concentration_stat(task, "student", "gini")
+        gt, gs = concentration_stat(concentration, "teacher", "gini"), concentration_stat(concentration, "student", "gini")
         if gt is not None and gs is not None:
             detail += f" Gini of reliance: student {gs.text()}, teacher {gt.text()} (higher is more unequal)."
     return Verdict(direction, sentence, detail)

@@ -17,14 +17,16 @@ one-line ``SweepFileError``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import yaml
 
 from circuitdiff.errors import CircuitDiffError
-from circuitdiff.interventions.choices import Ablation, Method
+from circuitdiff.interventions.choices import Ablation
 from circuitdiff.names import safe_name
 
 MAX_BYTES = 1 << 20
@@ -32,12 +34,31 @@ MAX_ITEMS = 1000
 MAX_JOBS = 10_000
 MAX_TEXT = 500
 ABLATIONS = tuple(a.value for a in Ablation)
-METHODS = tuple(m.value for m in Method)
 TOP_KEYS = {"name", "pairs", "tasks", "seeds", "ablations", "options"}
 PAIR_KEYS = {"name", "teacher", "student", "recipe", "pair"}
-OPTION_TYPES: dict[str, type] = {"n_prompts": int, "n_boot": int, "exact_top": int, "circuits": bool,
-                                 "null_model": bool, "first_token": bool, "method": str}
-OPTION_MIN = {"n_prompts": 4, "n_boot": 10, "exact_top": 1}
+NOT_OPTIONS = {"ablation": "ablations are a list of their own", "seed": "seeds are a list of their own",
+               "memory_budget": "the memory budget is a command-line flag of the machine that runs the sweep"}
+"""CompareOptions fields a sweep file may not set in ``options``, and why."""
+MAX_OPTION_INT = 1_000_000
+
+
+@cache
+def option_types() -> dict[str, type]:
+    """The ``options`` a sweep file may set and their YAML types, derived from ``CompareOptions``.
+
+    Every scalar field (enums as their string names) except ``NOT_OPTIONS``, so a new
+    comparison option is settable in sweep files without a second list. Imported lazily:
+    ``CompareOptions`` pulls in torch, which parsing a file must not need up front.
+    """
+    from circuitdiff.options import CompareOptions
+
+    hints = get_type_hints(CompareOptions)
+    types: dict[str, type] = {}
+    for f in fields(CompareOptions):
+        kind = str if isinstance(hints[f.name], type) and issubclass(hints[f.name], Enum) else hints[f.name]
+        if f.name not in NOT_OPTIONS and kind in (int, bool, str):
+            types[f.name] = kind
+    return types
 
 
 class SweepFileError(CircuitDiffError):
@@ -209,22 +230,26 @@ def _pair(r: _Reader, i: int, entry: Any, base: Path) -> SweepPair:
 
 def _options(r: _Reader, data: dict[str, Any]) -> dict[str, Any]:
     raw = data.get("options", {})
-    if raw is None:
+    if raw is None or raw == {}:  # nothing to check: CompareOptions (and torch) stay unimported
         return {}
     if not isinstance(raw, dict):
         raise r.fail(f"'options' must be a mapping, got {_show(raw)}")
-    out: dict[str, Any] = {}
+    from circuitdiff.options import CompareOptions, OptionsError
+
+    types, out = option_types(), {}
     for key, value in raw.items():
-        if key not in OPTION_TYPES:
-            raise r.fail(f"options: unknown key {_show(key)} (allowed: {', '.join(OPTION_TYPES)}; "
-                         "seeds and ablations are lists of their own)")
-        kind = OPTION_TYPES[key]
+        if key not in types:
+            why = f"; {NOT_OPTIONS[key]}" if key in NOT_OPTIONS else ""
+            raise r.fail(f"options: unknown key {_show(key)} (allowed: {', '.join(types)}{why})")
+        kind = types[key]
         if type(value) is not kind:  # bool is not an int here
             raise r.fail(f"options.{key} must be {kind.__name__}, got {_show(value)}")
-        if isinstance(value, int) and not isinstance(value, bool) and not OPTION_MIN[key] <= value <= 1_000_000:
-            raise r.fail(f"options.{key} must be between {OPTION_MIN[key]} and 1000000, got {value}")
-        if key == "method" and value not in METHODS:
-            raise r.fail(f"options.method must be one of {', '.join(METHODS)}, got {_show(value)}")
+        if kind is int and value > MAX_OPTION_INT:
+            raise r.fail(f"options.{key} must be at most {MAX_OPTION_INT}, got {value}")
+        try:  # the bounds and names CompareOptions checks (n_prompts >= 4, a registered measure, ...)
+            CompareOptions(**{key: value})
+        except OptionsError as exc:
+            raise r.fail(f"options.{key}: {exc}") from None
         out[key] = value
     return out
 
