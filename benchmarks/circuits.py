@@ -36,7 +36,7 @@ from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch, logit_difference
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.kernels import fast_kernels
-from circuitdiff.interventions.sweep import base_metric, exact_sweep, plan_sweep, record_activations, rows_per_forward
+from circuitdiff.interventions.exact import base_metric, exact_sweep, plan_sweep, record_activations, rows_per_forward
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.pipeline import batches

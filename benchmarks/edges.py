@@ -35,7 +35,7 @@ from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import all_edges, exact_edge_metrics
 from circuitdiff.interventions.forward import logit_difference, read_hidden
 from circuitdiff.interventions.kernels import fast_kernels
-from circuitdiff.interventions.sweep import base_metric, record_activations
+from circuitdiff.interventions.exact import base_metric, record_activations
 from circuitdiff.models.loading import load_model
 from circuitdiff.pipeline import batches
 from circuitdiff.tasks import encode_task, get_task

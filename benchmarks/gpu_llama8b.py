@@ -72,7 +72,7 @@ def sweep_flops(lm: object, base: object, components: list, budget: int) -> floa
     """Matmul FLOPs of the exact sweep as planned: each chunk's clean prefix pass plus each group from its layer on."""
     from sweep import block_flops
 
-    from circuitdiff.interventions.sweep import plan_sweep
+    from circuitdiff.interventions.exact import plan_sweep
 
     total, per_width = 0.0, {}
     for chunk in plan_sweep(lm.adapter, base, components, budget):  # type: ignore[attr-defined]
@@ -85,7 +85,7 @@ def sweep_flops(lm: object, base: object, components: list, budget: int) -> floa
 
 def measure_sweep(teacher: Path, args: argparse.Namespace) -> None:
     from circuitdiff.interventions.ablation import Ablation, Replacement
-    from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep, record_activations
+    from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep, record_activations
     from circuitdiff.models.loading import load_model
     from circuitdiff.pipeline import batches
     from circuitdiff.sweep.resources import auto_budget

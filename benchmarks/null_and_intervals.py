@@ -39,7 +39,7 @@ def main() -> None:
     from circuitdiff.analysis.cka import weighted_cka_matrix
     from circuitdiff.analysis.similarity import similarity_matrix
     from circuitdiff.interventions.ablation import Ablation, Replacement
-    from circuitdiff.interventions.sweep import exact_sweep
+    from circuitdiff.interventions.exact import exact_sweep
     from circuitdiff.models.loading import load_model
     from circuitdiff.null import null_draw, null_draws
     from circuitdiff.pipeline import batches, clean_pass

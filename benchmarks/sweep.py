@@ -8,7 +8,7 @@ Measured side by side in one run, on the same prompts and the same mean ablation
                forward costs the same, so by default it runs for an evenly spread sample of
                components and its time is (components + 1) x its mean forward (--full-loop: all);
   TL           TransformerLens's run_with_hooks, the same loop, where transformer_lens is installed;
-  exact        circuitdiff.interventions.sweep.exact_sweep over every component;
+  exact        circuitdiff.interventions.exact.exact_sweep over every component;
   attribution  circuitdiff's --method attribution (one forward and one backward), median of 3 runs.
 The machine is shared, so the loop's forwards, TransformerLens's and short matrix-multiply
 throughput probes run interleaved with the exact sweep (from its progress callback, their time
@@ -38,7 +38,7 @@ from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.prefix import trim
-from circuitdiff.interventions.sweep import exact_sweep, plan_sweep, record_activations
+from circuitdiff.interventions.exact import exact_sweep, plan_sweep, record_activations
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.pipeline import batches

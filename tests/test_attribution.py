@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.attribution import attribution_effects
 from circuitdiff.interventions.forward import logit_difference
-from circuitdiff.interventions.sweep import exact_sweep, record_activations
+from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.models.adapters import adapter_for
 from test_adapters import make_batch
 from tiny_models import tiny_model

@@ -17,7 +17,7 @@ from circuitdiff.circuits.pruning import prune_thresholds
 from circuitdiff.circuits.scoring import pruning_order
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch
-from circuitdiff.interventions.sweep import exact_sweep, record_activations
+from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.models.adapters import adapter_for
 from circuitdiff.models.adapters.base import zero_head_in_weights
 from circuitdiff.models.components import Component

@@ -104,7 +104,7 @@ def test_offloaded_shards_give_the_same_numbers(ws: Path, plain: dict) -> None:
 
 
 def test_small_budget_micro_batches_to_the_same_numbers(ws: Path, plain: dict) -> None:
-    from circuitdiff.interventions.sweep import rows_per_forward
+    from circuitdiff.interventions.exact import rows_per_forward
     from circuitdiff.models.loading import load_model
 
     teacher = load_model(str(ws / "teacher"))

@@ -13,7 +13,7 @@ from circuitdiff.interventions.edge_circuits import ablated_edges_metric, evalua
 from circuitdiff.interventions.edges import all_edges, exact_edge_metrics, receiver_name
 from circuitdiff.interventions.forward import logit_difference
 from circuitdiff.interventions.hooks import Patch
-from circuitdiff.interventions.sweep import record_activations
+from circuitdiff.interventions.exact import record_activations
 from circuitdiff.models.adapters import adapter_for
 from test_edges import EDGE_FAMILIES, N, _batches, _setup, base_metric
 from tiny_models import tiny_model

@@ -11,7 +11,7 @@ from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics
 from circuitdiff.interventions.forward import Batch, logit_difference
 from circuitdiff.interventions.graph import Intervention, Site, intervene
-from circuitdiff.interventions.sweep import exact_sweep, record_activations
+from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.models.adapters import adapter_for
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuitdiff.interventions import sweep
+from circuitdiff.interventions import exact as exact_module
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch, logit_difference
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.prefix import needed_width
-from circuitdiff.interventions.sweep import bytes_per_row, exact_sweep, plan_sweep, record_activations, rows_per_forward
+from circuitdiff.interventions.exact import bytes_per_row, exact_sweep, plan_sweep, record_activations, rows_per_forward
 from circuitdiff.models.loading import LoadedModel, load_model
 from tiny_models import FAMILIES, VOCAB, save_tiny
 
@@ -64,7 +64,7 @@ def setup(lm: LoadedModel, ablation: Ablation, left_pad: bool = False) -> tuple[
 @pytest.fixture
 def split_by_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny models: let every width change start a new chunk, as long prompts sets do at scale."""
-    monkeypatch.setattr(sweep, "MIN_PASS_TOKENS", 1)
+    monkeypatch.setattr(exact_module, "MIN_PASS_TOKENS", 1)
 
 
 @pytest.mark.parametrize("ablation", list(Ablation), ids=lambda a: a.value)
@@ -187,7 +187,7 @@ def test_sweep_bucketed_by_width_equals_padded_sweep_and_plain_hooks(tmp_path: P
     padded_tokens = sum(len(c.prompts) * c.width for c in plan)
     assert len(plan) > 2 and padded_tokens < len(base) * int(widths.max())  # bucketed: less padding
     bucketed = exact_sweep(lm.adapter, base, zero, components)
-    monkeypatch.setattr(sweep, "MIN_PASS_TOKENS", 1 << 40)  # one bucket: every prompt padded to the widest
+    monkeypatch.setattr(exact_module, "MIN_PASS_TOKENS", 1 << 40)  # one bucket: every prompt padded to the widest
     [single] = plan_sweep(lm.adapter, base, components)
     assert single.width == int(widths.max())
     padded = exact_sweep(lm.adapter, base, zero, components)

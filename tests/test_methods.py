@@ -9,7 +9,7 @@ from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.attribution import attribution_effects
 from circuitdiff.interventions.forward import logit_difference
 from circuitdiff.interventions.methods import Method, ablated_metrics
-from circuitdiff.interventions.sweep import bytes_per_row, exact_sweep, record_activations
+from circuitdiff.interventions.exact import bytes_per_row, exact_sweep, record_activations
 from circuitdiff.models.loading import LoadedModel, load_model
 from test_adapters import make_batch
 from tiny_models import FAMILIES, save_tiny

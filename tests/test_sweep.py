@@ -8,7 +8,7 @@ import torch
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import logit_difference
 from circuitdiff.interventions.hooks import Patch
-from circuitdiff.interventions.sweep import exact_sweep, record_activations
+from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.models.loading import LoadedModel, load_model
 from test_adapters import make_batch
 from tiny_models import FAMILIES, save_tiny

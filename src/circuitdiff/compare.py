@@ -24,7 +24,7 @@ from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
 from circuitdiff.checkpoint import TaskRecord, TaskStore, run_fingerprint
 from circuitdiff.errors import TaskEncodingError, TaskFileError
 from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum  # noqa: F401  (public here since 0.1)

@@ -33,7 +33,7 @@ from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replac
 from circuitdiff.interventions.attribution import attribute
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep, rows_per_forward
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep, rows_per_forward
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff.pipeline import batches
 from circuitdiff.tasks.encode import EncodedTask

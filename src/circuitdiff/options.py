@@ -17,7 +17,7 @@ from circuitdiff.errors import CircuitDiffError
 from circuitdiff.interventions.ablation import Ablation
 from circuitdiff.interventions.edge_methods import parse_edge_method
 from circuitdiff.interventions.methods import Method
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 
 E = TypeVar("E", bound=Enum)
 

@@ -40,7 +40,7 @@ from circuitdiff.interventions.attribution import attribution_effects
 from circuitdiff.interventions.edge_methods import EdgeMethod, base_cache_for, score_edges
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.mlp_hidden import mlp_hidden_at
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff.schema import Note

@@ -13,7 +13,7 @@ from circuitdiff.circuits.scoring import influence_order, pruning_order
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.kernels import fast_kernels
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 

@@ -21,7 +21,7 @@ from circuitdiff.interventions.ablation import Replacement
 from circuitdiff.interventions.forward import Batch, logit_difference
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.prefix import block_outputs, needed_width, start_at, trim
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, MIN_PASS_TOKENS, rows_per_forward
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, MIN_PASS_TOKENS, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 

@@ -71,7 +71,7 @@ def compare(
 ) -> None:
     """Measure every head and MLP in both models, match them and score the alignment."""
     from circuitdiff.compare import CompareOptions, check_paths, compare as run_compare
-    from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
+    from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
     from circuitdiff.pairs_index import resolve_pair
     from circuitdiff.resources import check_device, parse_dtype, parse_memory
 

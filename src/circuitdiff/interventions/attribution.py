@@ -15,7 +15,7 @@ from circuitdiff.interventions.ablation import Replacement
 from circuitdiff.interventions.forward import Batch, read_hidden
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.kernels import fast_kernels
-from circuitdiff.interventions.sweep import rows_per_forward
+from circuitdiff.interventions.exact import rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 

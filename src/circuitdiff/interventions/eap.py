@@ -28,7 +28,7 @@ from circuitdiff.interventions.forward import Batch, read_hidden
 from circuitdiff.interventions.graph import Intervention, Site, SplitInputs, check_edges_supported, intervene
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import needed_width, trim
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 
 DEFAULT_IG_STEPS = 5

@@ -23,7 +23,7 @@ from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.graph import Intervention, Site, in_out_weight
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import needed_width, trim
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 

@@ -23,7 +23,7 @@ from circuitdiff.interventions.edge_circuits import (THRESHOLDS, TOP_K, EdgeCirc
                                                       select_threshold, select_top_k)
 from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics, receiver_name
 from circuitdiff.interventions.forward import Batch
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.adapters.base import Adapter
 
 

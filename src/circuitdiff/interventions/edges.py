@@ -27,7 +27,7 @@ from circuitdiff.interventions.forward import Batch, read_hidden
 from circuitdiff.interventions.graph import QKV, Intervention, Site, check_edges_supported, in_out_weight, intervene
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import block_outputs, needed_width, repeat_rows, start_at, trim
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, rows_per_forward
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 

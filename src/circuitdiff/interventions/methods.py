@@ -14,7 +14,7 @@ from circuitdiff.interventions.ablation import Replacement
 from circuitdiff.interventions.attribution import attribute
 from circuitdiff.interventions.choices import Method
 from circuitdiff.interventions.forward import Batch
-from circuitdiff.interventions.sweep import DEFAULT_MEMORY_BUDGET, exact_sweep
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
