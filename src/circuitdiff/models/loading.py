@@ -16,26 +16,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
 
 from circuitdiff.errors import CircuitDiffError, ModelLoadError
 from circuitdiff.models.adapters import Adapter, adapter_class_for
+from circuitdiff.schema import ModelRecord
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 PAIRS_DIR = Path(__file__).resolve().parent.parent / "pairs"
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Plain description of a loaded model, as written to results.json."""
-
-    name: str
-    architecture: str
-    family: str
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_model: int
-    d_head: int
-    masked_lm: bool
-    n_parameters: int
-    quirks: dict[str, bool]
+ModelInfo = ModelRecord
+"""Plain description of a loaded model: the results' model record itself (``schema.ModelRecord``)."""
 
 
 @dataclass
