@@ -234,3 +234,24 @@ def test_report_figures_draw_records_and_skip_empty() -> None:
     sp = [{"role_of_model": "teacher", "mlp": "L0.MLP", "near_zero": stat, "hoyer": stat, "threshold": 0.01}]
     assert rf.mlp_comparison(rep, sp) is not None
     assert rf.attention_roles([]) is None and rf.mlp_comparison([], []) is None
+
+
+def test_missing_representation_parts_are_explained() -> None:
+    """Each part of analyses 3 and 4 that cannot be computed is named in a note with its reason."""
+    from types import SimpleNamespace
+
+    from circuitdiff.analysis.matching import Match
+    from circuitdiff.analysis.representations import representation_notes
+
+    def run(n: int, width: int, attention: bool) -> SimpleNamespace:
+        return SimpleNamespace(task="t", clean=np.ones(n), info=SimpleNamespace(d_model=width),
+                               attention_read=np.zeros((1, n, 1, 3)) if attention else None)
+
+    mlps = [Match(teacher="L0.MLP", student="L0.MLP", similarity=0.9)]
+    codes = lambda notes: sorted(n.code for n in notes)  # noqa: E731
+    assert codes(representation_notes(run(16, 8, True), run(16, 8, True), mlps, True)) == []
+    assert codes(representation_notes(run(4, 8, True), run(4, 8, False), mlps, True)) == [
+        "representation.few_prompts", "representation.no_attention"]
+    assert codes(representation_notes(run(16, 8, True), run(16, 6, True), mlps, False)) == [
+        "representation.no_principal_cosine", "representation.no_tokenwise"]
+    assert representation_notes(run(4, 8, True), run(4, 8, True), [], True) == []  # no MLP pair: nothing missing

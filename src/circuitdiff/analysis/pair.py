@@ -33,7 +33,7 @@ from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
 from circuitdiff.analysis.measures import get_measure
-from circuitdiff.analysis.representations import representation_records
+from circuitdiff.analysis.representations import representation_notes, representation_records
 from circuitdiff.analysis.runs import ModelTaskRun
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
@@ -346,6 +346,7 @@ def _analyse(
     concentration = {role: robustness(run, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}
     heads_only = {role: robustness(run, heads_only=True, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}
     notes += interval_notes(t.task, alignment, concentration)
+    notes += representation_notes(t, s, matching, same_tokens)
     finding = task_finding(t, s)
     if not finding["claimed"]:
         notes.append(Note(task=t.task, topic="finding", code="finding.withheld",

@@ -17,11 +17,14 @@ from circuitdiff.analysis.mlp_compare import heldout_cca_with_interval, heldout_
 from circuitdiff.analysis.runs import ModelTaskRun
 from circuitdiff.analysis.sparsity import NEAR_ZERO, hoyer, near_zero_fraction
 from circuitdiff.analysis.tokenwise import tokenwise_cosine
-from circuitdiff.schema import MLPRepresentation, MLPSparsity, RoleAttention, Stat
+from circuitdiff.schema import MLPRepresentation, MLPSparsity, Note, RoleAttention, Stat
 
 TOP_HEADS = 5
 MIN_SPLIT_PROMPTS = 8
 """Split-half CCA needs a few prompts per half."""
+HELDOUT_BOOT = 200
+"""Resamples of the scoring half behind the held-out SVCCA/PWCCA intervals (each one re-solves the
+CCA projections' scores; 200 keeps the analysis under a second per pair; stated in README)."""
 
 
 def head_shares(run: ModelTaskRun) -> dict[str, float]:
@@ -98,7 +101,7 @@ def mlp_representation(t: ModelTaskRun, s: ModelTaskRun, matching: list[Match], 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DegenerateRepresentationWarning)
             warnings.simplefilter("ignore", SmallSampleWarning)
-            sv, pw = heldout_cca_with_interval(x, y, seed=seed, n_boot=min(n_boot, 200))
+            sv, pw = heldout_cca_with_interval(x, y, seed=seed, n_boot=min(n_boot, HELDOUT_BOOT))
             cos = heldout_principal_cosine(x, y, seed=seed) if x.shape[1] == y.shape[1] else None
         n_score = x.shape[0] // 2
         out.append(MLPRepresentation(
@@ -124,6 +127,28 @@ def mlp_sparsity(run: ModelTaskRun, role: str, n_boot: int = 1000, seed: int = 0
         out.append(MLPSparsity(role_of_model=role, mlp=f"L{layer}.MLP", near_zero=stats[0], hoyer=stats[1],
                                threshold=NEAR_ZERO))
     return out
+
+
+def representation_notes(t: ModelTaskRun, s: ModelTaskRun, matching: list[Match], same_tokens: bool) -> list[Note]:
+    """Why a part of analyses 3 and 4 is missing, so that no empty section goes unexplained."""
+    def note(code: str, text: str) -> Note:
+        return Note(task=t.task, topic="representation", code=f"representation.{code}", text=text)
+
+    notes = []
+    if t.attention_read is None or s.attention_read is None:
+        notes.append(note("no_attention", "no attention-by-role analysis: a model ran without eager attention"))
+    pairs = _mlp_pairs(matching)
+    if pairs and len(t.clean) < MIN_SPLIT_PROMPTS:
+        notes.append(note("few_prompts", f"no MLP representation comparison: held-out CCA needs at least "
+                                         f"{MIN_SPLIT_PROMPTS} prompts, the task has {len(t.clean)}"))
+    elif pairs:
+        if not same_tokens:
+            notes.append(note("no_tokenwise", "no token-wise MLP cosine: the two models tokenise the prompts "
+                                              "differently, so positions do not correspond"))
+        if t.info.d_model != s.info.d_model:
+            notes.append(note("no_principal_cosine", "no principal-direction cosine: the models' widths differ, "
+                                                     "so MLP output directions live in different spaces"))
+    return notes
 
 
 def representation_records(t: ModelTaskRun, s: ModelTaskRun, matching: list[Match], same_tokens: bool,
