@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from circuitdiff.errors import EdgesUnsupportedError
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics
@@ -278,7 +279,7 @@ def test_site_names_round_trip_and_interventions_hit_the_right_site() -> None:
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
 def test_post_layernorm_families_refuse_edges_in_one_line(family: str) -> None:
     adapter = adapter_for(tiny_model(family))
-    with pytest.raises(NotImplementedError, match="post-LayerNorm") as err:
+    with pytest.raises(EdgesUnsupportedError, match="post-LayerNorm") as err:
         all_edges(adapter)
     assert "\n" not in str(err.value)
 

@@ -15,6 +15,7 @@ from circuitdiff.analysis.calibration import ResampledSimilarity
 from circuitdiff.analysis.measures import get_measure, register
 from circuitdiff.analysis.measures.linear_cka import LinearCKA
 from circuitdiff.options import CompareOptions, OptionsError
+from tiny_models import save_gpt2_pair
 
 
 @register
@@ -76,18 +77,9 @@ def test_resampled_similarity_weighted_and_fallback_match_a_reference() -> None:
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer_dir: Path) -> dict[str, Path]:
-    import torch
-    import transformers as T
 
     tmp = tmp_path_factory.mktemp("measure-models")
-    tok = T.AutoTokenizer.from_pretrained(str(gpt2_tokenizer_dir))
-    paths = {}
-    for role, layers in (("teacher", 2), ("student", 1)):
-        torch.manual_seed(layers)
-        model = T.GPT2LMHeadModel(T.GPT2Config(n_layer=layers, n_head=2, n_embd=16, vocab_size=len(tok), n_positions=64))
-        paths[role] = tmp / role
-        model.save_pretrained(paths[role])
-        tok.save_pretrained(paths[role])
+    paths = save_gpt2_pair(tmp, gpt2_tokenizer_dir)
     return paths
 
 

@@ -37,6 +37,7 @@ from circuitdiff.report.text import concentration_verdict
 from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, read_results, write_json
 from circuitdiff.schema import Concentration, Finding, Note
 from circuitdiff.schema import Stat as SchemaStat
+from tiny_models import save_gpt2_pair
 
 CHROMIUM = "/usr/bin/chromium"
 EVIL = 'evil<script>alert("x")</script>&name'
@@ -274,19 +275,10 @@ def test_browser_check_catches_a_broken_page(big_folder: Path, tmp_path: Path) -
 
 
 def test_report_from_a_real_compare_run(tmp_path: Path, gpt2_tokenizer_dir: Path) -> None:
-    import torch
-    import transformers as T
 
     from circuitdiff.compare import compare
 
-    tok = T.AutoTokenizer.from_pretrained(str(gpt2_tokenizer_dir))
-    paths = {}
-    for role, layers in (("teacher", 2), ("student", 1)):
-        torch.manual_seed(layers)
-        model = T.GPT2LMHeadModel(T.GPT2Config(n_layer=layers, n_head=2, n_embd=16, vocab_size=len(tok), n_positions=64))
-        paths[role] = tmp_path / role
-        model.save_pretrained(paths[role])
-        tok.save_pretrained(paths[role])
+    paths = save_gpt2_pair(tmp_path, gpt2_tokenizer_dir)
     out = tmp_path / "out"
     compare(str(paths["teacher"]), str(paths["student"]), ("ioi",), CompareOptions(n_prompts=8, n_boot=50, circuits=False),
             out)

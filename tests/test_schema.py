@@ -14,25 +14,17 @@ import jsonschema
 import pytest
 
 from circuitdiff.schema import SCHEMA_FILE, SCHEMA_VERSION, Note, Results, SchemaError, schema_text
+from tiny_models import save_gpt2_pair
 
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer_dir: Path) -> Path:
     """A real comparison of two tiny GPT-2s with circuits, the null and edges on."""
-    import torch
-    import transformers as T
 
     from circuitdiff.compare import CompareOptions, compare
 
     tmp = tmp_path_factory.mktemp("schema-run")
-    tok = T.AutoTokenizer.from_pretrained(str(gpt2_tokenizer_dir))
-    paths = {}
-    for role, layers in (("teacher", 2), ("student", 1)):
-        torch.manual_seed(layers)
-        model = T.GPT2LMHeadModel(T.GPT2Config(n_layer=layers, n_head=2, n_embd=16, vocab_size=len(tok), n_positions=64))
-        paths[role] = tmp / role
-        model.save_pretrained(paths[role])
-        tok.save_pretrained(paths[role])
+    paths = save_gpt2_pair(tmp, gpt2_tokenizer_dir)
     out = tmp / "out"
     options = CompareOptions(n_prompts=8, n_boot=20, n_null=1, edges="eap", circuit_thresholds=(0.2,))
     compare(str(paths["teacher"]), str(paths["student"]), ("ioi",), options, out, progress=False, report=False)

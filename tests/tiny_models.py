@@ -71,3 +71,16 @@ def save_tiny(family: str, path: Path, seed: int = 0, **kw: int) -> Path:
     tiny_model(family, seed, **kw).save_pretrained(path)
     word_tokenizer().save_pretrained(path)
     return path
+
+
+def save_gpt2_pair(folder: Path, tokenizer_dir: Path) -> dict[str, Path]:
+    """A 2-layer teacher and a 1-layer student GPT-2 (width 16, 2 heads) with the real GPT-2 tokenizer, saved."""
+    tok = T.AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    paths = {}
+    for role, layers in (("teacher", 2), ("student", 1)):
+        torch.manual_seed(layers)
+        model = T.GPT2LMHeadModel(T.GPT2Config(n_layer=layers, n_head=2, n_embd=16, vocab_size=len(tok), n_positions=64))
+        paths[role] = folder / role
+        model.save_pretrained(paths[role])
+        tok.save_pretrained(paths[role])
+    return paths

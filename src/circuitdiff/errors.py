@@ -26,5 +26,9 @@ class TaskEncodingError(CircuitDiffError):
     """A task cannot be tokenised for a model (e.g. a multi-token answer)."""
 
 
+class EdgesUnsupportedError(CircuitDiffError):
+    """Edges are not defined for a model family (e.g. post-LayerNorm BERT); the message says why."""
+
+
 class NumericalError(CircuitDiffError):
     """A metric became NaN or infinite."""

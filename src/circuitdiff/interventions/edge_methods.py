@@ -23,6 +23,7 @@ from circuitdiff.interventions.edge_circuits import (THRESHOLDS, TOP_K, EdgeCirc
                                                       select_threshold, select_top_k)
 from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics, receiver_name
 from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.graph import check_edges_supported
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.adapters.base import Adapter
 
@@ -44,8 +45,8 @@ def parse_edge_method(value: str) -> EdgeMethod:
 
 def check_edge_support(adapter: Adapter, method: EdgeMethod, model_name: str) -> None:
     """One-line usage error, before any forward pass, for a family that refuses edges."""
-    if method is not EdgeMethod.NONE and adapter.edges_refusal is not None:
-        raise CircuitDiffError(f"--edges {method.value} for model '{model_name}': {adapter.edges_refusal}")
+    if method is not EdgeMethod.NONE:
+        check_edges_supported(adapter, f"--edges {method.value} for model '{model_name}': ")
 
 
 @dataclass

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from circuitdiff.errors import EdgesUnsupportedError
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -135,10 +136,10 @@ class SplitInputs:
         return g.movedim(0, 2)
 
 
-def check_edges_supported(adapter: Adapter) -> None:
-    """Raise NotImplementedError with the family's one-line reason where edges are refused."""
+def check_edges_supported(adapter: Adapter, context: str = "") -> None:
+    """Raise ``EdgesUnsupportedError`` with the family's one-line reason (after ``context``) where edges are refused."""
     if adapter.edges_refusal is not None:
-        raise NotImplementedError(adapter.edges_refusal)
+        raise EdgesUnsupportedError(f"{context}{adapter.edges_refusal}")
 
 
 def in_out_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:

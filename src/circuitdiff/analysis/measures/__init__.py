@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -60,8 +61,8 @@ def takes_prompt_weights(measure: Measure) -> bool:
     return bool(getattr(measure, "prompt_weights", False))
 
 
-class PairwiseMeasure:
-    """Base for measures whose matrix is just every pair compared (override ``compare``)."""
+class PairwiseMeasure(ABC):
+    """Base for measures whose matrix is just every pair compared (subclasses define ``compare``)."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -69,8 +70,9 @@ class PairwiseMeasure:
     def prepare(self, x: Float64Array) -> Any:
         return x
 
+    @abstractmethod
     def compare(self, a: Any, b: Any) -> float:
-        raise NotImplementedError
+        """Similarity of two prepared components."""
 
     def compare_all(self, teacher: Sequence[Any], student: Sequence[Any]) -> Float64Array:
         return np.array([[self.compare(a, b) for b in student] for a in teacher], dtype=np.float64).reshape(

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from circuitdiff.errors import EdgesUnsupportedError
 from circuitdiff.models.components import Component, all_components
 
 
@@ -100,11 +101,11 @@ class Adapter:
     def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
         """(module, offset, stride) of a q/k/v channel: head ``h``'s columns of the module's
         output are ``offset + h * stride + arange(d_head)``. ``k``/``v`` heads are key/value heads."""
-        raise NotImplementedError(self.edges_refusal or f"{self.family}: no q/k/v projection map")
+        raise EdgesUnsupportedError(self.edges_refusal or f"{self.family}: no q/k/v projection map")
 
     def _edge_path(self, path: str | None) -> str:
         if path is None:
-            raise NotImplementedError(self.edges_refusal or f"{self.family}: edges are not defined")
+            raise EdgesUnsupportedError(self.edges_refusal or f"{self.family}: edges are not defined")
         return path
 
     def components(self) -> list[Component]:
