@@ -7,10 +7,13 @@ checkpoints (safetensors + the GPT-2 tokenizer) and loaded through circuitdiff.
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +48,19 @@ def model_dirs(seed: int = 0, student_layers: int = 6) -> tuple[Path, Path]:
             tokenizer.save_pretrained(folder)
         folders.append(folder)
     return folders[0], folders[1]
+
+
+def run_child(child_source: str, payload: dict) -> tuple[dict, float, int]:
+    """Run ``child_source`` (a script with a ``{src}`` slot for src/) in a fresh interpreter with the
+    JSON ``payload`` as its argument; its last stdout line is JSON. Returns (that, wall s, peak RSS bytes).
+
+    A fresh process makes the peak memory and the import cost the child's own.
+    """
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", child_source.format(src=str(ROOT / "src")), json.dumps(payload)],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        sys.exit(f"the comparison failed:\n{done.stderr[-3000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+    return json.loads(done.stdout.strip().splitlines()[-1]), wall, peak

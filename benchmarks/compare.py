@@ -29,14 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, model_dirs  # also puts src/ on sys.path
+from common import model_dirs, run_child  # also puts src/ on sys.path
 
 import numpy as np
 import torch
@@ -166,16 +163,8 @@ class StudyForwards:
 
 
 def run_compare(teacher: Path, student: Path, task: Path, args: argparse.Namespace, out: str) -> tuple[dict, float, int]:
-    payload = json.dumps({"teacher": str(teacher), "student": str(student), "task": str(task),
-                          "n_prompts": args.n_prompts, "seed": args.seed, "out": out})
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD.format(src=str(ROOT / "src")), payload],
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.exit(f"the comparison failed:\n{done.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return json.loads(done.stdout.strip().splitlines()[-1]), wall, peak
+    return run_child(CHILD, {"teacher": str(teacher), "student": str(student), "task": str(task),
+                             "n_prompts": args.n_prompts, "seed": args.seed, "out": out})
 
 
 def main() -> None:

@@ -12,14 +12,9 @@ sweeps, circuits, bootstrap and the written results. Falls back to
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
 import tempfile
-import time
 
-from common import ROOT, model_dirs
+from common import model_dirs, run_child
 
 GOAL_BYTES = 4 * 10**9
 
@@ -56,16 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     teacher, student = model_dirs()
     with tempfile.TemporaryDirectory() as out:
-        payload = json.dumps({"teacher": str(teacher), "student": str(student), "task": args.task,
-                              "n_prompts": args.n_prompts, "method": args.method, "out": out})
-        t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", CHILD.format(src=str(ROOT / "src")), payload],
-                              capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.exit(f"the comparison failed:\n{done.stderr[-3000:]}")
-    info = json.loads(done.stdout.strip().splitlines()[-1])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+        info, wall, peak = run_child(CHILD, {"teacher": str(teacher), "student": str(student), "task": args.task,
+                                             "n_prompts": args.n_prompts, "method": args.method, "out": out})
     print(f"measured: {info['what']}; task {args.task}, {args.n_prompts} prompts, method {args.method}")
     print(f"wall time {wall:.0f} s; peak RSS {peak / 1e9:.2f} GB (goal < {GOAL_BYTES / 1e9:.0f} GB): "
           f"{'PASS' if peak < GOAL_BYTES else 'FAIL'}")
