@@ -208,8 +208,9 @@ def _read_outs(lm: LoadedModel, task: Task, enc: EncodedTask, clean: CleanPass, 
 def _replacements(
     ablation: Ablation, clean: CleanPass, corrupted: CleanPass | None, clean_batch: Batch,
     corrupted_batch: Batch | None, enc: EncodedTask, seed: int,
-) -> tuple[Batch, np.ndarray, Replacement, Replacement | None]:
-    """The base run (batch and metric), the replacement for ``ablation`` and for its cross-check ablation.
+) -> tuple[Batch, np.ndarray, Replacement, Callable[[], Replacement | None]]:
+    """The base run (batch and metric), the replacement for ``ablation``, and a maker of the replacement for
+    its cross-check ablation (built only if circuits are pruned: its per-position means cost a pass over the cache).
 
     Without corrupted prompts the reference is the clean prompts themselves: a thin template's
     own mean would be (mostly) the prompt's own activation, so such templates use the mean over
@@ -225,8 +226,11 @@ def _replacements(
     replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
                               min_group=min_group)
     cross = other_ablation(ablation)
-    other = Replacement(cross, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
-                        min_group=min_group) if cross else None
+
+    def other() -> Replacement | None:
+        return Replacement(cross, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
+                           min_group=min_group) if cross else None
+
     return base_batch, base, replacement, other
 
 
@@ -245,17 +249,17 @@ def _attribution_check(lm: LoadedModel, task: str, base_batch: Batch, replacemen
 
 
 def _circuits(lm: LoadedModel, task: str, ablation: Ablation, base_batch: Batch, replacement: Replacement,
-              other: Replacement | None, effects: list[ComponentEffect], clean: np.ndarray, base: np.ndarray,
+              other: Callable[[], Replacement | None], effects: list[ComponentEffect], clean: np.ndarray, base: np.ndarray,
               thresholds: Sequence[float], progress: Callable[[float], None] | None, notes: list[Note], *,
               seed: int, memory_budget: int) -> tuple[list[Circuit], CircuitCurve | None]:
     """Pruned circuits and their metric curve, only where pruning against the clean metric means something.
 
-    ``other`` is the replacement for the cross-check ablation (faithfulness under the other ablation type).
+    ``other()`` makes the replacement for the cross-check ablation (faithfulness under the other ablation type).
     """
     prunable = ablation is not Ablation.DENOISING and clean_problem(clean) is None
     if thresholds and prunable:
         found = discover(lm.adapter, base_batch, replacement, [e.effect for e in effects], float(base.mean()),
-                         thresholds, progress, seed=seed, memory_budget=memory_budget, other=other)
+                         thresholds, progress, seed=seed, memory_budget=memory_budget, other=other())
         return found.circuits, found.curve
     if progress is not None:  # pruning against a near-zero metric would keep or drop everything by noise
         progress(len(effects) * len(thresholds))
