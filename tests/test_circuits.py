@@ -199,6 +199,8 @@ def test_curve_endpoints_and_other_ablation_faithfulness(mean_setup) -> None:
         assert circuit.faithfulness_other == pytest.approx(plain_metric(edited, base) / clean, abs=5e-5)
         own = plain_metric(model, base, mean_hooks(model, reference_ids, outside)) / clean
         assert circuit.faithfulness == pytest.approx(own, abs=5e-5)
+        circuit_removed = plain_metric(model, base, mean_hooks(model, reference_ids, kept))  # necessity: only C ablated
+        assert circuit.necessity == pytest.approx(1 - circuit_removed / clean, abs=5e-5)
     # and the other way round: a zero-ablation run is cross-checked under mean ablation
     [circuit] = discover(adapter, base, zero, effects, clean, thresholds=(0.1,), other=mean).circuits
     outside = [c for c in components if c.name not in circuit.components]
