@@ -17,7 +17,6 @@ import torch
 
 from circuitdiff.analysis.circuits import Circuit, CircuitCurve
 from circuitdiff.analysis.influence import (
-    PATCHING,
     WITHHELD,
     ComponentEffect,
     clean_problem,
@@ -276,10 +275,10 @@ def _run_notes(name: str, task: str, ablation: Ablation, enc: EncodedTask, clean
     notes = []
     why = clean_problem(clean)
     if why:
-        withheld = "percent of clean, circuits and paper A are withheld" if ablation.value in PATCHING else WITHHELD
+        withheld = "percent of clean, circuits and paper A are withheld" if ablation.needs_corrupted else WITHHELD
         notes.append(Note(task=task, model=name, topic="metric", code="metric.clean_not_positive",
                           text=f"{why}: {withheld}"))
-    if ablation.value in PATCHING:
+    if ablation.needs_corrupted:
         gap_why = relative_problem(clean, corrupted, ablation.value)
         if gap_why:
             notes.append(Note(task=task, model=name, topic="metric", code="metric.gap_not_positive",

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from circuitdiff.analysis.bootstrap import bootstrap_indices, percentile_interval, resample_weights
+from circuitdiff.interventions.choices import Ablation
 from circuitdiff.models.components import Component
 
 MIN_CLEAN_METRIC = 0.1
 """Smallest mean clean logit difference (in logits) for which percentages are reported."""
 
-PATCHING = ("noising", "denoising")
+PATCHING = tuple(a.value for a in Ablation if a.needs_corrupted)
 """Ablation types whose statistics are taken relative to the clean - corrupted gap."""
 
 WITHHELD = "percent of clean, drops, worst-5% mean, severity, circuits and paper A are withheld"

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from circuitdiff.interventions.choices import Ablation
 from circuitdiff.schema import Alignment, Results, Stat, TaskResult, note_lines
 
 
@@ -62,7 +63,7 @@ def _task_table(tr: TaskResult) -> Table:
     table.add_row("clean logit diff", _fmt(t.clean_metric), _fmt(s.clean_metric))
     table.add_row("accuracy", _fmt(t.accuracy, ".1%"), _fmt(s.accuracy, ".1%"))
     ct, cs = tr.concentration["teacher"], tr.concentration["student"]
-    basis = "% of gap" if tr.ablation in ("noising", "denoising") else "% of clean"  # no scipy import for --help
+    basis = "% of gap" if Ablation(tr.ablation).needs_corrupted else "% of clean"
     for key, label in (("effective_number", "effective # components"), ("gini", "Gini of |effect|"),
                        ("top_1_share", "top-1 share"), ("n_for_0.8", "components for 80%"),
                        ("worst_drop", f"worst single drop ({basis})"), ("mean_drop", f"mean drop ({basis})"),
