@@ -46,6 +46,7 @@ from circuitdiff.schema import Note
 from circuitdiff.tasks.base import Task
 from circuitdiff.tasks.encode import EncodedTask, encode_task
 from circuitdiff.tasks.roles import role_positions
+from circuitdiff.tasks.spans import token_spans
 
 
 @dataclass
@@ -201,6 +202,7 @@ def _read_outs(lm: LoadedModel, task: Task, enc: EncodedTask, clean: CleanPass, 
         "mlp_outputs": clean.cache.mlps.float().numpy(),
         "token_mask": clean.cache.mask.numpy(),
         "mlp_hidden_read": clean.mlp_hidden_read,
+        "token_spans": token_spans(task, enc, lm.tokenizer),
     }
 
 

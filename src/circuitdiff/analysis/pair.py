@@ -35,6 +35,7 @@ from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to
 from circuitdiff.analysis.measures import get_measure
 from circuitdiff.analysis.representations import representation_notes, representation_records
 from circuitdiff.analysis.runs import ModelTaskRun
+from circuitdiff.analysis.token_alignment import MIN_SHARED, Segmentation, common_segmentation, pool_attention
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
     attention_pattern_similarity,
@@ -140,17 +141,32 @@ def layer_cka(t: ModelTaskRun, s: ModelTaskRun) -> pd.DataFrame:
     return frame
 
 
-def attention_matrix(t: ModelTaskRun, s: ModelTaskRun) -> pd.DataFrame:
-    """Cosine of read-position attention patterns; only meaningful with identical tokenisation."""
-    def patterns(run: ModelTaskRun) -> dict[str, np.ndarray]:
+def attention_matrix(t: ModelTaskRun, s: ModelTaskRun, segments: Segmentation | None = None) -> pd.DataFrame:
+    """Cosine of read-position attention patterns, position by position (identical tokenisation only) or,
+    with ``segments``, pooled onto the common segments of two tokenisations (``analysis.token_alignment``)."""
+    def patterns(run: ModelTaskRun, seg: np.ndarray | None) -> dict[str, np.ndarray]:
         att = run.attention_read  # (layers, n, heads, seq)
+        att = att if segments is None or seg is None else pool_attention(att, seg, segments.width)
         return {f"L{l}.H{h}": att[l, :, h][:, None, :] for l in range(att.shape[0]) for h in range(att.shape[2])}
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DegenerateRepresentationWarning)
-        frame = similarity_matrix(patterns(t), patterns(s), attention_pattern_similarity)
+        seg_t, seg_s = (None, None) if segments is None else (segments.teacher, segments.student)
+        frame = similarity_matrix(patterns(t, seg_t), patterns(s, seg_s), attention_pattern_similarity)
     frame.attrs["constant"] = sum(issubclass(w.category, DegenerateRepresentationWarning) for w in caught)
     return frame
+
+
+def segmentation(t: ModelTaskRun, s: ModelTaskRun) -> tuple[Segmentation | None, str | None]:
+    """The common segmentation of two different tokenisations, or None and why it cannot be built."""
+    if t.token_spans is None or s.token_spans is None:
+        return None, ("the tokenisations differ and a model has no usable offset mapping (a fast tokenizer whose "
+                      "offsets re-tokenise each prompt to its ids), so attention cannot be aligned across them")
+    segments = common_segmentation(t.token_spans, s.token_spans)
+    if segments.shared_share < MIN_SHARED:
+        return None, (f"the two models' prompts differ (a prompt shares only {segments.shared_share:.0%} of its "
+                      "text before the answer), so attention cannot be aligned across tokenisations")
+    return segments, None
 
 
 def _mean_effects(run: ModelTaskRun, weights: np.ndarray | None = None) -> np.ndarray:
@@ -164,6 +180,12 @@ def paper_score(t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool) -> tuple[fl
     Its influence |100 (1 - LD_ablated / LD_clean)| is a percentage of the clean metric: null
     when either clean metric is not clearly positive, and under denoising (where the base
     run is the corrupted one and the formula ranks components backwards).
+
+    Heads are compared by attention-pattern cosine: position by position when both models
+    tokenise identically, else on the common segments of the two tokenisations
+    (``analysis.token_alignment``), so that a cross-family pair (the study's control, GPT-2
+    against DistilBERT) has an A. MLPs are compared by their top-3 principal directions as
+    vectors, which needs equal widths.
     """
     if t.ablation == "denoising":
         return None, "paper A is withheld under denoising (its influence is relative to the clean run)"
@@ -171,13 +193,14 @@ def paper_score(t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool) -> tuple[fl
         why = relative_problem(run.clean, None, "mean")
         if why:
             return None, f"paper A is withheld: {role} '{run.info.name}': {why}"
-    if not same_tokens:
-        return None, "paper A needs identical tokenisation (attention patterns are compared position by position)"
     if t.info.d_model != s.info.d_model:
         return None, "paper A needs equal model widths (MLP principal directions are compared as vectors)"
+    segments, why = (None, None) if same_tokens else segmentation(t, s)
+    if why:
+        return None, f"paper A is withheld: {why}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        heads = attention_matrix(t, s)
+        heads = attention_matrix(t, s, segments)
         mlp_t = {c.name: t.read_acts[c.name] for c in t.components if c.head is None}
         mlp_s = {c.name: s.read_acts[c.name] for c in s.components if c.head is None}
         mlps = similarity_matrix(mlp_t, mlp_s, principal_direction_similarity)
@@ -326,8 +349,9 @@ def _analyse(
     matrices = {measure: sim, "functional": functional_matrix(t, s), "layer_cka": layer_cka(t, s)}
     notes += _constant_notes(t.task, matrices["layer_cka"])
     has_attention = t.attention_read is not None and s.attention_read is not None
-    if same_tokens and has_attention:
-        matrices["attention"] = attention_matrix(t, s)
+    segments = None if same_tokens or not has_attention else segmentation(t, s)[0]
+    if has_attention and (same_tokens or segments is not None):
+        matrices["attention"] = attention_matrix(t, s, segments)
         if matrices["attention"].attrs.get("constant"):
             notes.append(Note(task=t.task, topic="similarity", code="similarity.constant_attention",
                               text=f"{matrices['attention'].attrs['constant']} attention-pattern similarities compare "
@@ -341,6 +365,10 @@ def _analyse(
     if why:
         code = "paper.withheld" if paper is None else "paper.caveat"
         notes.append(Note(task=t.task, topic="paper", code=code, text=why))
+    if paper is not None and not same_tokens:
+        notes.append(Note(task=t.task, topic="paper", code="paper.aligned",
+                          text="paper A: the models tokenise differently; head attention is compared on the common "
+                               "segments of the two tokenisations (README: paper A across tokenisations)"))
     alignment["paper"] = paper
     matching = match_one_to_one(sim)
     concentration = {role: robustness(run, n_boot=n_boot, seed=seed) for role, run in (("teacher", t), ("student", s))}

@@ -13,6 +13,7 @@ import numpy as np
 
 from circuitdiff.analysis.circuits import Circuit, CircuitCurve
 from circuitdiff.analysis.influence import ComponentEffect
+from circuitdiff.analysis.token_alignment import TokenSpans
 from circuitdiff.schema import Note
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class ModelTaskRun:
     """(n, seq): 1 on real tokens."""
     mlp_hidden_read: np.ndarray | None = field(default=None, repr=False)
     """(n_layers, n, d_ff): each MLP's hidden activation (input of its down projection) at the read position."""
+    token_spans: TokenSpans | None = field(default=None, repr=False)
+    """Each token's character span in the prompt text: aligns attention across tokenisations (``analysis.token_alignment``)."""
 
     @property
     def per_prompt_effects(self) -> np.ndarray:

@@ -1,0 +1,56 @@
+"""Where each of a model's tokens sits in its prompt's text: what lets two tokenisations be aligned.
+
+The reference study compares attention patterns position by position, which needs both
+models to tokenise alike. To compare, say, a GPT-2 head with a DistilBERT head, each model
+records per prompt the character span of every token and the *context* (the text before
+the answer slot, which the causal and the masked variant of a task share); the analysis
+(``analysis.token_alignment``) builds from both a segmentation common to the two
+tokenisations. Like ``tasks.roles``, it needs a fast tokenizer's offset mapping.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from circuitdiff.analysis.token_alignment import PAD, SPECIAL, TokenSpans
+from circuitdiff.tasks.base import MASK, Task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from circuitdiff.tasks.encode import EncodedTask
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span without its leading and trailing whitespace (empty at ``start`` if all whitespace)."""
+    piece = text[start:end]
+    stripped = piece.strip()
+    if not stripped:
+        return start, start
+    a = start + (len(piece) - len(piece.lstrip()))
+    return a, a + len(stripped)
+
+
+def token_spans(task: Task, encoded: EncodedTask, tokenizer: PreTrainedTokenizerBase) -> TokenSpans | None:
+    """The ``TokenSpans`` of ``encoded``, or None without a fast tokenizer or when a row does not re-tokenise
+    to its encoded ids (a wrong span would align the wrong tokens; none is better)."""
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    ids = encoded.input_ids.cpu().numpy()
+    real = encoded.attention_mask.cpu().numpy().astype(bool)
+    rows = encoded.prompt_index.cpu().numpy() if encoded.prompt_index is not None else np.arange(encoded.n)
+    spans = np.full(ids.shape + (2,), PAD, dtype=np.int64)
+    contexts = []
+    for r, index in enumerate(rows):
+        prompt = task.prompts[int(index)].prompt
+        text = prompt.replace(MASK, tokenizer.mask_token) if task.masked else prompt
+        contexts.append(prompt[:prompt.index(MASK)] if task.masked else prompt)
+        enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+        tokens = list(enc["input_ids"])
+        if tokens != list(ids[r][real[r]]) or not real[r][:len(tokens)].all():
+            return None
+        for i, ((a, b), special) in enumerate(zip(enc["offset_mapping"], enc["special_tokens_mask"])):
+            spans[r, i] = (SPECIAL, SPECIAL) if special else _trimmed(text, a, b)
+    return TokenSpans(tuple(contexts), spans)
