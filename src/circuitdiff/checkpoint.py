@@ -79,11 +79,14 @@ def options_fingerprint(options: CompareOptions) -> dict[str, Any]:
     return data
 
 
-def run_fingerprint(teacher: LoadedModel, student: LoadedModel, options: CompareOptions) -> str:
+def run_fingerprint(teacher: LoadedModel, student: LoadedModel, options: CompareOptions,
+                    control: LoadedModel | None = None) -> str:
+    """What decides a comparison's numbers: version, options and every model (the control's too, if any)."""
     from circuitdiff import __version__
 
+    extra = () if control is None else (model_fingerprint(control),)
     return _digest(FORMAT, __version__, options_fingerprint(options), model_fingerprint(teacher),
-                   model_fingerprint(student))
+                   model_fingerprint(student), *extra)
 
 
 def task_fingerprint(run: str, item: PreparedTask) -> str:

@@ -22,7 +22,8 @@ from circuitdiff.analysis.calibration import NullDraw
 from circuitdiff.analysis.edges import EDGES_TABLE, compare_edge_circuits, edges_frame
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
 from circuitdiff.checkpoint import TaskRecord, TaskStore, run_fingerprint
-from circuitdiff.errors import TaskEncodingError, TaskFileError
+from circuitdiff.control import ControlTask, prepare_control, run_control_task
+from circuitdiff.errors import CircuitDiffError, TaskEncodingError, TaskFileError
 from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model
@@ -63,6 +64,10 @@ class Comparison:
     """Task names in output order, computed and restored ones together."""
     examples: dict[str, dict[str, str]] = field(default_factory=dict)
     """Each computed task's first prompt, as the report shows it."""
+    control: LoadedModel | None = None
+    """The control model (``options.control``), compared with the teacher beside the student."""
+    controls: dict[str, ControlTask] = field(default_factory=dict)
+    """Each computed task's control pair (``circuitdiff.control``)."""
 
     def task_names(self) -> list[str]:
         return self.order or list(self.runs)
@@ -107,15 +112,20 @@ def run_comparison(
     options: CompareOptions = CompareOptions(),
     progress: Progress | None = None,
     store: TaskStore | None = None,
+    control: LoadedModel | None = None,
 ) -> Comparison:
-    """Run every task on both models; with a ``store``, reuse finished tasks and checkpoint each new one."""
+    """Run every task on both models; with a ``store``, reuse finished tasks and checkpoint each new one.
+
+    With a ``control`` model, the teacher is also compared with it on every task (``circuitdiff.control``).
+    """
     edge_method = parse_edge_method(options.edges)
     for lm in (teacher, student):
         check_edge_support(lm.adapter, edge_method, lm.name)
     with warnings.catch_warnings(record=True) as caught:  # e.g. unknown keys in a task file: keep, do not lose
         warnings.simplefilter("always")
         prepared = prepare_tasks(teacher, student, tasks, options)
-    result = Comparison(teacher, student, options)
+    controls = prepare_control(teacher, control, tasks, options) if control is not None else {}
+    result = Comparison(teacher, student, options, control=control)
     result.notes.extend(dict.fromkeys(Note(topic="task-file", code="task-file.warning", text=str(w.message))
                                       for w in caught if "circuitdiff" in w.filename))
     thresholds = options.circuit_thresholds if options.circuits else ()
@@ -152,6 +162,10 @@ def run_comparison(
         analysis = analyse_runs(t_run, s_run, same_tokens=same_tokens, null_draws=nulls.get(item.name, []),
                                 n_boot=options.n_boot, seed=options.seed, measure=options.measure)
         analysis.notes.extend(truncation_notes(item, (teacher, student), options))
+        if control is not None:
+            result.controls[item.name] = run_control_task(teacher, control, controls[item.name], item, t_run, options,
+                                                          progress)
+            analysis.notes.extend(result.controls[item.name].notes)
         result.analyses[item.name] = analysis
         result.examples[item.name] = task_example(item.teacher[0])
         result.notes.extend(analysis.notes)
@@ -188,6 +202,8 @@ def task_record(comparison: Comparison, name: str) -> TaskRecord:
     t_run, s_run = comparison.runs[name]
     analysis = comparison.analyses[name]
     entry = {**_task_entry(t_run, s_run, analysis), "example": comparison.examples.get(name)}
+    if name in comparison.controls:
+        entry["control"] = comparison.controls[name].entry
     return TaskRecord(name, json_ready(entry), list(analysis.notes),
                       _per_prompt_task_frame(name, (t_run, s_run)), analysis.similarity_long(name))
 
@@ -263,6 +279,14 @@ def as_loaded_model(spec: ModelArg, **load_kwargs: Any) -> LoadedModel:
                        f"not {type(spec).__name__}")
 
 
+def load_control(name: str, load_kwargs: dict[str, Any]) -> LoadedModel:
+    """The ``control`` model, with a load failure named as the control's (one line, exit 2 on the command line)."""
+    try:
+        return as_loaded_model(name, **load_kwargs)
+    except CircuitDiffError as exc:
+        raise OptionsError(f"control model: {exc}") from None
+
+
 def compare(
     teacher: ModelArg,
     student: ModelArg,
@@ -302,6 +326,8 @@ def compare(
         resume: with ``out``, reuse tasks an interrupted run with the same options finished
             there, and checkpoint each new task.
         **option_values: ``CompareOptions`` fields by name; an unknown name is an ``OptionsError``.
+            ``control="tiny-distilbert"`` (a name, folder, ``.gguf`` or Hub id) also compares the
+            teacher with that model on every task and puts the result under ``tasks.<task>.control``.
 
     Returns:
         The results dict that ``out/results.json`` holds.
@@ -321,11 +347,13 @@ def compare(
                        dtype=torch_dtype, device_map=device_map)
     with hf_progress_bars(progress is not False):
         t_model, s_model = as_loaded_model(teacher, **load_kwargs), as_loaded_model(student, **load_kwargs)
+        c_model = load_control(options.control, load_kwargs) if options.control is not None else None
     if options.memory_budget <= 0:
         options = replace(options, memory_budget=auto_budget(t_model.device, DEFAULT_MEMORY_BUDGET))
-    store = TaskStore(Path(out), run_fingerprint(t_model, s_model, options)) if out is not None and resume else None
+    fingerprint = run_fingerprint(t_model, s_model, options, c_model) if out is not None and resume else None
+    store = TaskStore(Path(out), fingerprint) if fingerprint is not None else None
     with progress_bars(progress) as start:
-        comparison = run_comparison(t_model, s_model, task_names, options, start, store=store)
+        comparison = run_comparison(t_model, s_model, task_names, options, start, store=store, control=c_model)
     results = results_dict(comparison)
     if out is not None:
         write_outputs(comparison, results, Path(out))
@@ -377,6 +405,7 @@ def results_dict(comparison: Comparison) -> dict[str, Any]:
         "options": options,
         "teacher": asdict(comparison.teacher.info),
         "student": asdict(comparison.student.info),
+        **({"control": asdict(comparison.control.info)} if comparison.control is not None else {}),
         "tasks": tasks,
         "notes": [n.to_json() for n in notes],
         "warnings": note_lines(notes),

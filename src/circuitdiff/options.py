@@ -6,6 +6,7 @@ and the CLI can name the options without importing the pipeline.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
@@ -66,6 +67,9 @@ class CompareOptions:
     """Edge effects: none | exact | eap | eap-ig (see ``circuitdiff.interventions.edge_methods``)."""
     measure: str = "linear_cka"
     """The similarity measure behind matching and the alignment score: any registered name (``analysis.measures``)."""
+    control: str | None = None
+    """A control model (name, folder, ``.gguf`` or Hub id) compared with the teacher beside the student
+    (``circuitdiff.control``): the reference study's sanity floor, e.g. DistilBERT against GPT-2."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -85,5 +89,9 @@ class CompareOptions:
                 raise OptionsError(f"{name} must be an integer >= {low}, got {value!r}")
         if any(not 0 < t < 1 for t in self.circuit_thresholds):
             raise OptionsError(f"circuit thresholds must lie strictly between 0 and 1, got {self.circuit_thresholds}")
+        if isinstance(self.control, os.PathLike):
+            set_(self, "control", os.fspath(self.control))
+        if self.control is not None and (not isinstance(self.control, str) or not self.control.strip()):
+            raise OptionsError(f"control must be a model name or path, got {self.control!r}")
         if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int):
             raise OptionsError(f"memory_budget must be a number of bytes (<= 0: automatic), got {self.memory_budget!r}")

@@ -242,6 +242,22 @@ class MLPSparsity(Record):
     threshold: float
 
 
+@dataclass
+class ControlResult(Record):
+    """The teacher against a control model (``--control``) on one task: the reference study's sanity floor.
+
+    Scored exactly as the pair is (same measure, interval and chance level; ``alignment.paper`` is the
+    study's A, aligned across tokenisations), so a pair's alignment can be read against it.
+    """
+
+    model: str
+    n_prompts: int
+    clean_metric: float | None
+    accuracy: float | None
+    alignment: Alignment
+    finding: Finding | None = None
+
+
 Concentration = dict[str, dict[str, Union[Stat, None]]]
 """role -> statistic name -> interval (None where the statistic is withheld)."""
 
@@ -271,6 +287,8 @@ class TaskResult(Record):
     """Analysis 3: where the most influential heads and their counterparts attend (empty without eager attention)."""
     mlp_representation: list[MLPRepresentation] = field(default_factory=list)
     mlp_sparsity: list[MLPSparsity] = field(default_factory=list)
+    control: ControlResult | None = field(default=None, metadata=OMIT_NONE)
+    """The teacher against the control model (``--control``), when one was given."""
 
     def model(self, role: str) -> ModelTaskRecord:
         return self.teacher if role == "teacher" else self.student
@@ -308,6 +326,8 @@ class Results(Record):
     options: dict[str, Any]
     teacher: ModelRecord
     student: ModelRecord
+    control: ModelRecord | None = field(default=None, metadata=OMIT_NONE)
+    """The control model (``--control``), when one was given."""
     tasks: dict[str, TaskResult]
     notes: list[Note] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from circuitdiff.interventions.choices import Ablation
-from circuitdiff.schema import Alignment, Results, Stat, TaskResult, note_lines
+from circuitdiff.schema import Alignment, ControlResult, Results, Stat, TaskResult, note_lines
 
 
 
@@ -32,8 +32,9 @@ def _chance(al: Alignment) -> str:
 def print_summary(console: Console, results: Results | dict[str, Any], out: Path) -> None:
     """One table per task: influence, alignment with interval and null, concentration, preserved components."""
     results = Results.read(results)
+    control = f" (control: [cyan]{results.control.name}[/])" if results.control is not None else ""
     console.print(f"\n[bold]circuitdiff[/]: teacher [cyan]{results.teacher.name}[/] vs student "
-                  f"[magenta]{results.student.name}[/]")
+                  f"[magenta]{results.student.name}[/]{control}")
     for task, tr in results.tasks.items():
         al = tr.alignment
         lo, hi = al.ci
@@ -43,6 +44,8 @@ def print_summary(console: Console, results: Results | dict[str, Any], out: Path
             f"(q95 {_fmt(al.null_q95)}, {al.n_null} random students): {_chance(al)}, "
             f"paper A {_fmt(al.paper)}"
         )
+        if tr.control is not None:
+            console.print(_control_line(tr.control), highlight=False)
         console.print(_task_table(tr))
         console.print(_finding_line(tr), highlight=False)
         if tr.preserved:
@@ -52,6 +55,14 @@ def print_summary(console: Console, results: Results | dict[str, Any], out: Path
     for line in note_lines(results.notes):
         console.print(f"[yellow]note:[/] {line}", highlight=False)
     console.print(f"\nresults: {out / 'results.json'} (tables: components.parquet, similarity.parquet)")
+
+
+def _control_line(c: ControlResult) -> str:
+    """The control pair beside the pair: the teacher against an unrelated model, scored the same way."""
+    al = c.alignment
+    lo, hi = al.ci
+    return (f"control (teacher vs [cyan]{c.model}[/]): alignment [bold]{_fmt(al.score)}[/] [{_fmt(lo)}, {_fmt(hi)}], "
+            f"null {_fmt(al.null)}: {_chance(al)}, paper A {_fmt(al.paper)}")
 
 
 def _task_table(tr: TaskResult) -> Table:

@@ -44,6 +44,8 @@ def compare(
     teacher: Optional[str] = typer.Option(None, help=f"Teacher: {MODEL_FORMS}"),
     student: Optional[str] = typer.Option(None, help=f"Student: {MODEL_FORMS}"),
     pair: Optional[str] = typer.Option(None, help="A built-in pair (default tiny-gpt2 when no models are given)."),
+    control: Optional[str] = typer.Option(None, help="Also compare the teacher with this unrelated model (a sanity "
+                                          f"floor, e.g. DistilBERT against GPT-2): {MODEL_FORMS}"),
     task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Built-in task name or JSONL file; repeatable."),
     ablation: str = typer.Option("mean", help="zero | mean | resample | noising | denoising."),
     method: str = typer.Option("exact", help="exact | attribution (one forward+backward, a linear estimate) | hybrid."),
@@ -79,7 +81,7 @@ def compare(
     options = CompareOptions(ablation=ablation, n_prompts=n_prompts, seed=seed, first_token=first_token,
                              n_boot=n_boot, circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
                              null_model=null_model, n_null=n_null, memory_budget=budget, method=method,
-                             exact_top=exact_top, edges=edges, measure=measure)
+                             exact_top=exact_top, edges=edges, measure=measure, control=control)
     teacher, student, default_tasks = resolve_pair(pair, teacher, student)
     tasks = task or default_tasks
     check_paths(tasks, options, out)  # before any model is loaded

@@ -40,7 +40,7 @@ from circuitdiff.report.text import (
     overall_finding,
 )
 from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, atomic_write, load_results
-from circuitdiff.schema import Alignment, Results, TaskResult, note_lines
+from circuitdiff.schema import Alignment, ControlResult, Results, TaskResult, note_lines
 
 REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"
@@ -151,6 +151,22 @@ def _alignment_rows(results: Results, name: str) -> list[dict[str, str]]:
          "note": "" if finite(al.null) is not None else f"not available: {null_reason(results, name)}"},
         {"label": "paper A (reference study)", "value": fmt(paper, ".3f"),
          "note": "" if paper is not None else "not available: " + reason(results, name, "paper", default="not computed")},
+    ] + _control_rows(results.tasks[name].control)
+
+
+def _control_rows(control: ControlResult | None) -> list[dict[str, str]]:
+    """The teacher against the control model (``--control``), scored as the pair is: the floor to read the pair by."""
+    if control is None:
+        return []
+    al = control.alignment
+    lo, hi = (finite(al.ci[0]), finite(al.ci[1])) if len(al.ci) == 2 else (None, None)
+    interval = f"{fmt(lo, '.3f')}–{fmt(hi, '.3f')} ({fmt(al.level, '.0%')} CI)" if lo is not None and hi is not None else "no interval"
+    null = f"null {fmt(al.null, '.3f')} (q95 {fmt(al.null_q95, '.3f')}, {al.n_null} random models)" if al.n_null else "no null"
+    return [
+        {"label": f"control: alignment score, teacher vs {control.model} ({al.measure})", "value": fmt(al.score, ".3f"),
+         "note": f"{interval}; {null}"},
+        {"label": f"control: paper A, teacher vs {control.model}", "value": fmt(finite(al.paper), ".3f"),
+         "note": "" if finite(al.paper) is not None else "not available (see the notes)"},
     ]
 
 
@@ -265,8 +281,10 @@ def _summary_row(task: TaskResult, verdict: Verdict, sizes: dict[str, int]) -> d
     ci = list(al.ci) + [None, None]
     has_ci = finite(ci[0]) is not None and finite(ci[1]) is not None
     eff = {role: concentration_stat(task.concentration, role, "effective_number") for role in ("teacher", "student")}
-    return {"alignment": fmt(al.score, ".3f") + (f" ({fmt(ci[0])}–{fmt(ci[1])})" if has_ci else ""),
-            "null": fmt(al.null, ".3f"), "paper": fmt(al.paper, ".3f"),
+    ctl = task.control.alignment if task.control is not None else None  # --control: its value beside the pair's
+    beside = (lambda v: f" (control {fmt(v, '.3f')})") if ctl is not None else (lambda v: "")  # noqa: E731
+    return {"alignment": fmt(al.score, ".3f") + (f" ({fmt(ci[0])}–{fmt(ci[1])})" if has_ci else "")
+            + beside(ctl and ctl.score), "null": fmt(al.null, ".3f"), "paper": fmt(al.paper, ".3f") + beside(ctl and ctl.paper),
             "chance": "no finding (not solved)" if withheld_reason(task.finding) else _versus_chance(al),
             "verdict": _VERDICT_LABEL[verdict.direction],
             "relative": " / ".join(f"{stat.point / sizes[role]:.0%}" if stat and stat.point and sizes[role] else "n/a"
