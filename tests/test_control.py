@@ -63,3 +63,25 @@ def test_control_option_is_checked() -> None:
     with pytest.raises(OptionsError, match="control"):
         CompareOptions(control="  ")
     assert CompareOptions(control=Path("a/b")).control == "a/b"
+
+
+def test_teacher_rerun_equals_reuse(one_torch_thread) -> None:
+    """When the control pair's prompts differ from the pair's (e.g. ``facts`` drops items per tokenizer) the
+    teacher is run again; on the same prompts that run must give what reusing the pair's teacher run gives."""
+    from circuitdiff.compare import prepare_tasks, same_tokenisation
+    from circuitdiff.control import run_control_task
+    from circuitdiff.models.loading import load_model
+    from circuitdiff.pipeline import run_model_on_task
+
+    options = CompareOptions(n_prompts=8, n_boot=20, null_model=False, circuits=False)
+    teacher, control = load_model("tiny-gpt2"), load_model("tiny-distilbert")
+    (item,) = prepare_tasks(teacher, control, ["numerals"], options)
+    task, enc = item.teacher
+    teacher_run = run_model_on_task(teacher, task, options.ablation, encoded=enc, n_boot=options.n_boot)
+    same = same_tokenisation(item.teacher[1], item.student[1])
+    assert not same
+    reused = run_control_task(teacher, control, item, options, same_tokens=same, teacher_run=teacher_run)
+    rerun = run_control_task(teacher, control, item, options, same_tokens=same)
+    assert reused.entry["alignment"]["score"] == pytest.approx(rerun.entry["alignment"]["score"])
+    assert reused.entry["alignment"]["paper"] == pytest.approx(rerun.entry["alignment"]["paper"])
+    assert reused.entry["model"] == "tiny-distilbert" and reused.entry["n_prompts"] == 8

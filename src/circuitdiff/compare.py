@@ -22,7 +22,7 @@ from circuitdiff.analysis.calibration import NullDraw
 from circuitdiff.analysis.edges import EDGES_TABLE, compare_edge_circuits, edges_frame
 from circuitdiff.analysis.pair import MIN_PROMPTS, PairAnalysis, analyse_runs
 from circuitdiff.checkpoint import TaskRecord, TaskStore, run_fingerprint
-from circuitdiff.control import ControlTask, prepare_control, run_control_task
+from circuitdiff.control import ControlTask, run_control_task
 from circuitdiff.errors import CircuitDiffError, TaskEncodingError, TaskFileError
 from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
@@ -124,7 +124,7 @@ def run_comparison(
     with warnings.catch_warnings(record=True) as caught:  # e.g. unknown keys in a task file: keep, do not lose
         warnings.simplefilter("always")
         prepared = prepare_tasks(teacher, student, tasks, options)
-    controls = prepare_control(teacher, control, tasks, options) if control is not None else {}
+        controls = {c.name: c for c in prepare_tasks(teacher, control, tasks, options)} if control is not None else {}
     result = Comparison(teacher, student, options, control=control)
     result.notes.extend(dict.fromkeys(Note(topic="task-file", code="task-file.warning", text=str(w.message))
                                       for w in caught if "circuitdiff" in w.filename))
@@ -163,8 +163,10 @@ def run_comparison(
                                 n_boot=options.n_boot, seed=options.seed, measure=options.measure)
         analysis.notes.extend(truncation_notes(item, (teacher, student), options))
         if control is not None:
-            result.controls[item.name] = run_control_task(teacher, control, controls[item.name], item, t_run, options,
-                                                          progress)
+            side = controls[item.name]
+            result.controls[item.name] = run_control_task(
+                teacher, control, side, options, same_tokens=same_tokenisation(side.teacher[1], side.student[1]),
+                teacher_run=t_run if same_tokenisation(item.teacher[1], side.teacher[1]) else None, progress=progress)
             analysis.notes.extend(result.controls[item.name].notes)
         result.analyses[item.name] = analysis
         result.examples[item.name] = task_example(item.teacher[0])

@@ -11,8 +11,6 @@ not computed for the control: only its alignment is reported.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,16 +37,6 @@ class ControlTask:
     notes: list[Note] = field(default_factory=list)
 
 
-def prepare_control(teacher: LoadedModel, control: LoadedModel, names: Sequence[str],
-                    options: CompareOptions) -> dict[str, PreparedTask]:
-    """Every task tokenised for teacher and control, before any forward pass (a bad task fails here)."""
-    from circuitdiff.compare import prepare_tasks  # compare imports this module
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # dropped items were already counted for the pair
-        return {item.name: item for item in prepare_tasks(teacher, control, names, options)}
-
-
 def _run(lm: LoadedModel, side: PreparedTask, role: str, options: CompareOptions, budget: int,
          progress: Progress | None) -> ModelTaskRun:
     task, enc = side.teacher if role == "teacher" else side.student
@@ -58,18 +46,16 @@ def _run(lm: LoadedModel, side: PreparedTask, role: str, options: CompareOptions
                              n_boot=options.n_boot)
 
 
-def run_control_task(teacher: LoadedModel, control: LoadedModel, item: PreparedTask, pair_item: PreparedTask,
-                     teacher_run: ModelTaskRun, options: CompareOptions,
+def run_control_task(teacher: LoadedModel, control: LoadedModel, item: PreparedTask, options: CompareOptions, *,
+                     same_tokens: bool, teacher_run: ModelTaskRun | None = None,
                      progress: Progress | None = None) -> ControlTask:
-    """Compare the teacher with the control on one task.
+    """Compare the teacher with the control on one task (``item``: the task as teacher and control see it).
 
-    The pair's teacher run is reused when the teacher sees the same prompts in both pairs
-    (tasks such as ``facts`` drop items either model's tokenizer splits, so it may not).
+    ``teacher_run``: the pair's teacher run, reused when the teacher sees the same prompts in both
+    pairs (tasks such as ``facts`` drop items either model's tokenizer splits, so it may not);
+    ``same_tokens``: whether teacher and control tokenise the prompts identically.
     """
-    from circuitdiff.compare import same_tokenisation
-
-    reuse = same_tokenisation(pair_item.teacher[1], item.teacher[1])
-    t_run = teacher_run if reuse else with_less_memory(
+    t_run = teacher_run if teacher_run is not None else with_less_memory(
         lambda budget: _run(teacher, item, "teacher", options, budget, progress), options.memory_budget,
         f"task '{item.name}' (teacher, control pair)")
     c_run = with_less_memory(lambda budget: _run(control, item, "student", options, budget, progress),
@@ -78,11 +64,11 @@ def run_control_task(teacher: LoadedModel, control: LoadedModel, item: PreparedT
     nulls = with_less_memory(lambda budget: null_draws(control, [item.student[1]], options.ablation, seed=options.seed,
                                                        n_null=n_null, memory_budget=budget)[0],
                              options.memory_budget, "the control's random models") if n_null else []
-    analysis = analyse_runs(t_run, c_run, same_tokens=same_tokenisation(item.teacher[1], item.student[1]),
+    analysis = analyse_runs(t_run, c_run, same_tokens=same_tokens,
                             null_draws=nulls, n_boot=options.n_boot, seed=options.seed, measure=options.measure)
     entry = {"model": control.name, "n_prompts": c_run.n_prompts, "clean_metric": float(c_run.clean.mean()),
              "accuracy": c_run.accuracy, "alignment": analysis.alignment, "finding": analysis.finding}
-    own = set(teacher_run.notes)
+    own = set(t_run.notes)
     notes = [Note(task=n.task, model=control.name, topic="control", code=f"control.{n.code}",
                   text=f"control pair: {n.text}")
              for n in analysis.notes if n.topic in CONTROL_TOPICS and n not in own]
