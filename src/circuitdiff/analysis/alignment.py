@@ -178,7 +178,10 @@ def paper_alignment(infl_teacher: Mass, infl_student: Mass, sim: pd.DataFrame, s
     they are normalised to sum 1 within each model here). ``sim``: teacher x student
     similarity (the study used attention-pattern cosine for heads and top-3 principal
     direction cosine for MLPs). Each student component is matched greedily to its most
-    similar teacher component (of its kind), S unclipped.
+    similar teacher component (of its kind), S unclipped. For models that tokenise
+    differently, ``analysis.pair.paper_score`` builds the head block from attention pooled onto
+    the common segments of both tokenisations (``analysis.token_alignment``), so A is defined
+    across model families as well.
     """
     i_t = _shares(_masses(infl_teacher, sim.index, "infl_teacher"), "teacher")
     i_s = _shares(_masses(infl_student, sim.columns, "infl_student"), "student")

@@ -35,7 +35,6 @@ from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to
 from circuitdiff.analysis.measures import get_measure
 from circuitdiff.analysis.representations import representation_notes, representation_records
 from circuitdiff.analysis.runs import ModelTaskRun
-from circuitdiff.analysis.token_alignment import MIN_SHARED, Segmentation, common_segmentation, pool_attention
 from circuitdiff.analysis.similarity import (
     SimilarityMeasure,
     attention_pattern_similarity,
@@ -43,6 +42,7 @@ from circuitdiff.analysis.similarity import (
     principal_direction_similarity,
     similarity_matrix,
 )
+from circuitdiff.analysis.token_alignment import MIN_SHARED, Segmentation, common_segmentation, pool_attention
 from circuitdiff.schema import Note
 
 MATCH_MEASURE = SimilarityMeasure.LINEAR_CKA
