@@ -60,7 +60,7 @@ def test_outside_tokens_match_in_order_when_counts_agree() -> None:
 
 
 def test_shared_text_is_the_common_prefix() -> None:
-    """A causal prompt that reads on past the masked context ("... year 17" vs "... year "): the extra token is left out."""
+    """A causal prompt reading past the masked context ("... year 17" vs "... year "): the extra token is left out."""
     causal, masked = "the year 17", "the year "
     t = [(0, 3), (4, 8), (9, 11)]
     s = [(SPECIAL, SPECIAL), (0, 3), (4, 8), (9, 15), (SPECIAL, SPECIAL)]

@@ -160,8 +160,10 @@ def _control_rows(control: ControlResult | None) -> list[dict[str, str]]:
         return []
     al = control.alignment
     lo, hi = (finite(al.ci[0]), finite(al.ci[1])) if len(al.ci) == 2 else (None, None)
-    interval = f"{fmt(lo, '.3f')}–{fmt(hi, '.3f')} ({fmt(al.level, '.0%')} CI)" if lo is not None and hi is not None else "no interval"
-    null = f"null {fmt(al.null, '.3f')} (q95 {fmt(al.null_q95, '.3f')}, {al.n_null} random models)" if al.n_null else "no null"
+    interval = (f"{fmt(lo, '.3f')}–{fmt(hi, '.3f')} ({fmt(al.level, '.0%')} CI)"
+                if lo is not None and hi is not None else "no interval")
+    null = (f"null {fmt(al.null, '.3f')} (q95 {fmt(al.null_q95, '.3f')}, {al.n_null} random models)"
+            if al.n_null else "no null")
     return [
         {"label": f"control: alignment score, teacher vs {control.model} ({al.measure})", "value": fmt(al.score, ".3f"),
          "note": f"{interval}; {null}"},
@@ -282,9 +284,13 @@ def _summary_row(task: TaskResult, verdict: Verdict, sizes: dict[str, int]) -> d
     has_ci = finite(ci[0]) is not None and finite(ci[1]) is not None
     eff = {role: concentration_stat(task.concentration, role, "effective_number") for role in ("teacher", "student")}
     ctl = task.control.alignment if task.control is not None else None  # --control: its value beside the pair's
-    beside = (lambda v: f" (control {fmt(v, '.3f')})") if ctl is not None else (lambda v: "")  # noqa: E731
+
+    def beside(value: float | None) -> str:
+        return "" if ctl is None else f" (control {fmt(value, '.3f')})"
+
     return {"alignment": fmt(al.score, ".3f") + (f" ({fmt(ci[0])}–{fmt(ci[1])})" if has_ci else "")
-            + beside(ctl and ctl.score), "null": fmt(al.null, ".3f"), "paper": fmt(al.paper, ".3f") + beside(ctl and ctl.paper),
+            + beside(ctl.score if ctl else None),
+            "null": fmt(al.null, ".3f"), "paper": fmt(al.paper, ".3f") + beside(ctl.paper if ctl else None),
             "chance": "no finding (not solved)" if withheld_reason(task.finding) else _versus_chance(al),
             "verdict": _VERDICT_LABEL[verdict.direction],
             "relative": " / ".join(f"{stat.point / sizes[role]:.0%}" if stat and stat.point and sizes[role] else "n/a"
