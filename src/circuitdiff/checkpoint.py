@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("circuitdiff")
 TASKS_DIR = "tasks"
 SAMPLE = 256  # values read from every weight tensor, evenly spaced, plus its last one
-FORMAT = 3
+FORMAT = 4
 """Bumped when a checkpoint's meaning changes (2: template-aligned ablation, sign-gated statistics;
-3: structured notes)."""
+3: structured notes; 4: paper A across tokenisations, the control pair)."""
 
 
 @dataclass
