@@ -26,7 +26,7 @@ from circuitdiff.control import ControlTask, run_control_task
 from circuitdiff.errors import CircuitDiffError, TaskEncodingError, TaskFileError
 from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
-from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model
+from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model, resolve
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum  # noqa: F401  (public here since 0.1)
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
@@ -281,12 +281,24 @@ def as_loaded_model(spec: ModelArg, **load_kwargs: Any) -> LoadedModel:
                        f"not {type(spec).__name__}")
 
 
-def load_control(name: str, load_kwargs: dict[str, Any]) -> LoadedModel:
-    """The ``control`` model, with a load failure named as the control's (one line, exit 2 on the command line)."""
+@contextmanager
+def _as_control() -> Iterator[None]:
+    """Name a failure to find or load the control model as the control's (one line, exit 2 on the command line)."""
     try:
-        return as_loaded_model(name, **load_kwargs)
+        yield
     except CircuitDiffError as exc:
         raise OptionsError(f"control model: {exc}") from None
+
+
+def check_control(name: str) -> None:
+    """The cheap check (a missing folder or file), so that a bad control fails before any model loads."""
+    with _as_control():
+        resolve(name)
+
+
+def load_control(name: str, load_kwargs: dict[str, Any]) -> LoadedModel:
+    with _as_control():
+        return as_loaded_model(name, **load_kwargs)
 
 
 def compare(
@@ -344,6 +356,8 @@ def compare(
     options = replace(options or CompareOptions(), **option_values)
     task_names = [tasks] if isinstance(tasks, str) else list(tasks)
     check_paths(task_names, options, out)
+    if options.control is not None:
+        check_control(options.control)
     torch_dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
     load_kwargs = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device,
                        dtype=torch_dtype, device_map=device_map)
