@@ -100,6 +100,15 @@ class CircuitEvaluator:
         for state, prefix in self._prefixes.items():  # survivors: copy out of the passes they were recorded in
             self._prefixes[state] = {l: _compact(v) for l, v in prefix.items()}
 
+    def known(self, ablated: State) -> float | None:
+        """The mean metric of ``ablated`` if some search already evaluated it, else None."""
+        return self._memo.get(ablated)
+
+    def cached_base(self, ablated: State) -> State:
+        """The cached state inside ``ablated`` from which a pass can start latest (clean at worst)."""
+        self.prefix(CLEAN)
+        return self._base_for(ablated)
+
     def _base_for(self, ablated: State) -> State:
         """The cached state inside ``ablated`` from which a pass can start latest (clean at worst)."""
         best, best_start = CLEAN, self._start(ablated)
