@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from circuitdiff.analysis.circuits import CircuitCurve
-from circuitdiff.circuits.evaluation import CLEAN, CircuitEvaluator
+from circuitdiff.circuits.evaluation import CircuitEvaluator
 from circuitdiff.models.components import Component
 
 N_SUBSETS = 8
