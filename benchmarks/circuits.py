@@ -36,7 +36,7 @@ from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch, logit_difference
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.kernels import fast_kernels
-from circuitdiff.interventions.exact import base_metric, exact_sweep, plan_sweep, record_activations, rows_per_forward
+from circuitdiff.interventions.exact import exact_sweep, plan_sweep, record_activations, rows_per_forward
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.pipeline import batches
@@ -130,7 +130,7 @@ def bench(lm: LoadedModel, label: str, task_name: str, args: argparse.Namespace,
     cross = other_ablation(ablation)
     other = Replacement(cross, reference, n_base=len(base), seed=args.seed) if cross else None
     comps = lm.adapter.components()
-    clean = float(base_metric(lm.adapter, base).double().mean())
+    clean = float(logit_difference(lm.adapter, base).double().mean())  # the unablated metric
     effects = (exact_sweep(lm.adapter, base, replacement, comps) - clean).mean(1).tolist()
     thresholds = SWEEP_THRESHOLDS
     evaluators: list[CircuitEvaluator] = []

@@ -256,3 +256,20 @@ def test_random_like_draws_like_a_fresh_construction(family) -> None:
     for (name, buf), (_, ref) in zip(a.named_buffers(), fresh.named_buffers()):
         assert torch.equal(buf, ref), name
     assert not torch.equal(next(a.parameters()), next(b.parameters()))
+
+
+def test_random_like_skips_only_the_draw_that_tying_discards(gpt2_tokenizer) -> None:
+    """Every weight equals the model class's own complete ``init_weights`` under the same seed (the tied LM
+    head's draw, which ``random_like`` skips, comes last and is overwritten by tying), and the head stays tied."""
+    student = gpt2(gpt2_tokenizer, 2, seed=5)
+    with torch.device("meta"):
+        reference = T.GPT2LMHeadModel(student.model.config)
+    reference = reference.to_empty(device="cpu")
+    torch.manual_seed(77)
+    with torch.no_grad():
+        reference.init_weights()  # no parameter marked: every weight drawn, the LM head's too
+    drawn = random_like(student, 77).model
+    assert drawn.lm_head.weight is drawn.transformer.wte.weight
+    expected = dict(reference.named_parameters())
+    for name, p in drawn.named_parameters():
+        assert torch.equal(p, expected[name]), name

@@ -12,9 +12,9 @@ import torch
 
 from circuitdiff.circuits import discover
 from circuitdiff.circuits.evaluation import CircuitEvaluator
-from circuitdiff.circuits.measures import completeness
+from circuitdiff.circuits.measures import completeness, metric_curve
 from circuitdiff.circuits.pruning import prune_thresholds
-from circuitdiff.circuits.scoring import pruning_order
+from circuitdiff.circuits.scoring import influence_order, pruning_order
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.exact import exact_sweep, record_activations
@@ -207,6 +207,28 @@ def test_curve_endpoints_and_other_ablation_faithfulness(mean_setup) -> None:
     assert 0 < circuit.size < len(components) and circuit.other_ablation == "mean"
     expected = plain_metric(model, base, mean_hooks(model, reference_ids, outside)) / clean
     assert circuit.faithfulness_other == pytest.approx(expected, abs=5e-5)
+
+
+def test_curve_shares_pruning_passes_and_every_point_equals_plain_hooks(mean_setup) -> None:
+    """After pruning, the curve reads pruning's states from the memo and walks the rest from its frontier:
+    fewer passes than a fresh curve, and every point the plain hooked metric of its own set."""
+    model, adapter, base, reference_ids, cache, mean, clean, effects = mean_setup
+    components = adapter.components()
+    evaluator = CircuitEvaluator(adapter, base, mean)
+    kept = prune_thresholds(evaluator, pruning_order(components, effects), clean, (0.02, 0.05))
+    before = evaluator.passes
+    curve = metric_curve(evaluator, influence_order(components, effects), clean)
+    fresh = CircuitEvaluator(adapter, base, mean)
+    fresh_curve = metric_curve(fresh, influence_order(components, effects), clean)
+    assert 0 < min(len(c) for c in kept.values())  # a component was kept: part of the curve is walked
+    assert evaluator.passes - before < fresh.passes // 2, (evaluator.passes - before, fresh.passes)
+    order = {c.name: c for c in components}
+    ablate_from = [order[name] for name in curve.order]
+    assert curve.metric == pytest.approx(fresh_curve.metric, abs=1e-5)
+    for k, value in zip(curve.sizes, curve.metric):
+        expected = plain_metric(model, base, mean_hooks(model, reference_ids, ablate_from[k:]))
+        assert value == pytest.approx(expected, abs=2e-5), k
+    assert max(curve.metric) - min(curve.metric) > 1e-3  # the points differ: the check can fail
 
 
 def test_shared_pruning_equals_sequential_reference(mean_setup) -> None:

@@ -52,13 +52,18 @@ def random_like(lm: LoadedModel, seed: int) -> LoadedModel:
 
     Built on the meta device and initialised once by the model class's own ``init_weights``
     (a plain construction initialises every weight twice: PyTorch's default, then Hugging
-    Face's): a third less time, same distributions. Buffers (rotary frequencies, position
-    ids) are not weights; they are copied from ``lm``.
+    Face's): a third less time, same distributions. A weight that tying replaces (GPT-2's LM
+    head: the vocabulary's size again, 28% of a GPT-2-small-shaped student's draws) is not
+    drawn, as ``from_pretrained`` does not draw it; it is the last one drawn, so every weight
+    kept is unchanged. Buffers (rotary frequencies, position ids) are not weights; they are
+    copied from ``lm``.
     """
     dtype = next(lm.model.parameters()).dtype  # a bf16 run gets a bf16 baseline (and half the memory)
     with torch.device("meta"):
         model = type(lm.model)(lm.model.config)
     model = model.to_empty(device=lm.device)
+    for name in getattr(model, "all_tied_weights_keys", {}):  # empty unless the config ties them
+        setattr(model.get_parameter(name), "_is_hf_initialized", True)  # transformers' own "skip this init" mark
     torch.manual_seed(seed)
     with torch.no_grad():
         model.init_weights()

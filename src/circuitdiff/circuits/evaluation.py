@@ -100,6 +100,15 @@ class CircuitEvaluator:
         for state, prefix in self._prefixes.items():  # survivors: copy out of the passes they were recorded in
             self._prefixes[state] = {l: _compact(v) for l, v in prefix.items()}
 
+    def known(self, ablated: State) -> float | None:
+        """The mean metric of ``ablated`` if some search already evaluated it, else None."""
+        return self._memo.get(ablated)
+
+    def cached_base(self, ablated: State) -> State:
+        """The cached state inside ``ablated`` from which a pass can start latest (clean at worst)."""
+        self.prefix(CLEAN)
+        return self._base_for(ablated)
+
     def _base_for(self, ablated: State) -> State:
         """The cached state inside ``ablated`` from which a pass can start latest (clean at worst)."""
         best, best_start = CLEAN, self._start(ablated)
@@ -117,14 +126,27 @@ class CircuitEvaluator:
         """
         keys = [frozenset(s) for s in sets]
         todo = [(self._base_for(k), k) for k in dict.fromkeys(keys) if k not in self._memo and k]
-        todo.sort(key=lambda v: self._start(v[1] - v[0]))
-        for first in range(0, len(todo), self.max_variants):
-            chunk = todo[first : first + self.max_variants]
+        for chunk in self._passes(todo):
             values, _ = self._run(chunk, record=False)
             self._memo.update(zip((k for _, k in chunk), values))
         if any(not k for k in keys) and CLEAN not in self._memo:
             self._memo[CLEAN] = self._clean_metric()
         return [self._memo[k] for k in keys]
+
+    def _passes(self, todo: list[tuple[State, State]]) -> list[list[tuple[State, State]]]:
+        """(base, set) variants grouped into passes: by start layer, since every variant of a pass runs from
+        the pass's lowest start; a later start joins only a pass too small to keep a matrix multiply busy."""
+        todo = sorted(todo, key=lambda v: self._start(v[1] - v[0]))
+        passes: list[list[tuple[State, State]]] = []
+        for variant in todo:
+            last = passes[-1] if passes else None
+            if last is not None and len(last) < self.max_variants and (
+                    len(last) < self.efficient_variants
+                    or self._start(variant[1] - variant[0]) == self._start(last[0][1] - last[0][0])):
+                last.append(variant)
+            else:
+                passes.append([variant])
+        return passes
 
     def kept(self, sets: Sequence[Iterable[Component]]) -> list[float]:
         """Mean metric with only each set kept: every component outside it ablated at once."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from circuitdiff.analysis.circuits import CircuitCurve
-from circuitdiff.circuits.evaluation import CLEAN, CircuitEvaluator
+from circuitdiff.circuits.evaluation import CircuitEvaluator
 from circuitdiff.models.components import Component
 
 N_SUBSETS = 8
@@ -45,18 +45,24 @@ def curve_sizes(n: int, dense: int = DENSE_CURVE, points: int = CURVE_POINTS) ->
 def metric_curve(evaluator: CircuitEvaluator, order: Sequence[Component], clean: float) -> CircuitCurve:
     """Mean metric with the first k of ``order`` kept (everything else ablated at once), exactly evaluated.
 
-    Walked from the clean model down: each point ablates the next components on top of the
-    previous point's state and starts from its recorded prefix at the lowest layer it changes,
-    so the whole curve costs about one node sweep.
+    A point whose set the evaluator already ran (pruning visits the same sets, least influential
+    ablated first, for as long as it prunes everything) is read from its memo. The others are
+    walked from the clean model down: each ablates the next components on top of the cached
+    state that lets it start latest (the previous point's, or the pruning frontier's) from
+    that state's recorded prefix, so the whole curve costs at most about one node sweep.
     """
     sizes = curve_sizes(len(order))
     n = len(order)
     values = {n: evaluator.ablated([[]])[0]}
-    state, previous = CLEAN, n
     for k in sorted(sizes, reverse=True)[1:]:
-        [(values[k], state)] = evaluator.extend([(state, order[k:previous])])
+        target = frozenset(order[k:])
+        known = evaluator.known(target)
+        if known is not None:
+            values[k] = known
+            continue
+        base = evaluator.cached_base(target)
+        [(values[k], state)] = evaluator.extend([(base, target - base)])
         evaluator.forget_except([state])
-        previous = k
     evaluator.forget_except([])
     return CircuitCurve(sizes=sizes, metric=[values[k] for k in sizes], clean=clean, order=[c.name for c in order])
 

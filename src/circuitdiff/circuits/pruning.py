@@ -14,6 +14,11 @@ cumulative prefixes (as if each were pruned): every value up to the first failin
 exactly the sequential decision, the failing one is kept, and the walk resumes after it.
 Every decision is an exact evaluation: the circuits are those of the plain sequential
 definition, threshold by threshold.
+
+The walk also keeps its *frontier*: the furthest state in which every candidate so far was
+pruned (the first ``pos`` of the order, all ablated). Those states are exactly the metric
+curve's points (least influential ablated first), so the curve reads them from the memo and
+continues from the frontier's prefix instead of walking from the clean model again.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def prune_thresholds(
     cap = max(1, evaluator.efficient_variants // max(1, len(thresholds)))
     ahead = dict.fromkeys(thresholds, 1)
     evaluator.prefix(CLEAN)
+    frontier: tuple[int, State] = (0, CLEAN)
     while any(pos < len(order) for _, pos in walks.values()):
         groups: dict[tuple[State, int], int] = {}
         for t, (state, pos) in walks.items():
@@ -58,6 +64,9 @@ def prune_thresholds(
             ahead[t] = min(2 * ahead[t], cap) if passed_all else max(1, ahead[t] // 2)
             if progress is not None:
                 progress(new_pos - pos)
-        evaluator.forget_except(state for state, _ in walks.values())
-    evaluator.pinned |= {state for state, _ in walks.values()}  # the measures of each circuit start from it
+        frontier = max([frontier, *((pos, state) for state, pos in walks.values() if len(state) == pos)],
+                       key=lambda v: v[0])
+        evaluator.forget_except([frontier[1], *(state for state, _ in walks.values())])
+    # the measures of each circuit start from its state, the metric curve from the frontier
+    evaluator.pinned |= {frontier[1], *(state for state, _ in walks.values())}
     return {t: [c for c in evaluator.components if c not in state] for t, (state, _) in walks.items()}
