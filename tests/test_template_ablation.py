@@ -225,3 +225,25 @@ def test_thin_templates_without_corrupted_prompts_use_the_pooled_mean(one_torch_
     assert max(abs(e.effect) for e in run.effects) > 1e-3
     notes = [n.line for n in run.notes if n.code == "template.thin" and "fewer than 4 reference prompts" in n.text]
     assert len(notes) == 1 and "'3 tokens' (2), '4 tokens' (2)" in notes[0] and "mean over all templates" in notes[0]
+
+
+def test_null_draws_use_the_runs_template_aligned_ablation(one_torch_thread) -> None:
+    """A random student of the null is ablated exactly like the student: per-template means."""
+    from circuitdiff.null import null_draws, null_seed, random_like
+
+    tokenizer = word_tokenizer()
+    model = loud_model("gpt2")
+    lm = LoadedModel("tiny", model, tokenizer, adapter_for(model))
+    task = two_template_task(masked=False)
+    draw = null_draws(lm, [encode_task(task, tokenizer)], Ablation.MEAN, seed=0, n_null=1, n_check=4)[0][0]
+    random_model = random_like(lm, null_seed(0, 0)).model
+    per_template = reference_effects(random_model, "gpt2", task, tokenizer, per_template=True)
+    pooled = reference_effects(random_model, "gpt2", task, tokenizer, per_template=False)
+    assert draw.checked is not None and len(draw.checked) == 4
+    moved = 0.0
+    for name, value in draw.checked.items():
+        layer, rest = name[1:].split(".")
+        key = (int(layer), None if rest == "MLP" else int(rest[1:]))
+        assert value == pytest.approx(per_template[key], abs=1e-4), name
+        moved = max(moved, abs(pooled[key] - per_template[key]))
+    assert moved > 1e-3, "pooled and per-template means must differ here (else this test proves nothing)"

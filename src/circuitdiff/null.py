@@ -29,13 +29,13 @@ import torch
 
 from circuitdiff.analysis.calibration import NullDraw
 from circuitdiff.errors import TaskEncodingError
-from circuitdiff.interventions.ablation import Ablation, ActivationCache, Replacement
+from circuitdiff.interventions.ablation import Ablation, ActivationCache
 from circuitdiff.interventions.attribution import attribute
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep, rows_per_forward
 from circuitdiff.models.loading import LoadedModel
-from circuitdiff.pipeline import batches
+from circuitdiff.pipeline import batches, task_replacement
 from circuitdiff.tasks.encode import EncodedTask
 
 N_CHECK = 4
@@ -106,7 +106,7 @@ def null_draw(lm: LoadedModel, enc: EncodedTask, ablation: Ablation, *, seed: in
     reference_batch = clean_batch if denoising or corrupted_batch is None else corrupted_batch
     reference = None if ablation is Ablation.ZERO else _cache(lm, reference_batch, memory_budget)
     base_batch = corrupted_batch if denoising else clean_batch
-    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed)
+    replacement = task_replacement(ablation, reference, enc, len(clean_batch), seed, corrupted_batch is not None)
     components = lm.adapter.components()
     collected: dict[str, list[torch.Tensor]] = {}
     estimated, base = attribute(lm.adapter, base_batch, replacement, components, memory_budget=memory_budget,

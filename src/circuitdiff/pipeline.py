@@ -223,17 +223,25 @@ def _replacements(
     else:
         reference = corrupted.cache if corrupted is not None else clean.cache
         base_batch, base = clean_batch, clean.logit_diff
-    min_group = 1 if corrupted is not None else MIN_TEMPLATE_PROMPTS
-    replacement = Replacement(ablation, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
-                              min_group=min_group)
+    replacement = task_replacement(ablation, reference, enc, len(clean_batch), seed, corrupted is not None)
     cross = other_ablation(ablation)
 
     def other() -> Replacement | None:
-        return Replacement(cross, reference, n_base=len(clean_batch), seed=seed, groups=enc.template_ids,
-                           min_group=min_group) if cross else None
+        return task_replacement(cross, reference, enc, len(clean_batch), seed, corrupted is not None) if cross else None
 
     return base_batch, base, replacement, other
 
+
+def task_replacement(ablation: Ablation, reference: ActivationCache | None, enc: EncodedTask, n_base: int,
+                     seed: int, has_corrupted: bool) -> Replacement:
+    """The run's replacement, template-aligned: one definition for the student, the teacher and the null.
+
+    Mean and resample use the prompts of the same template. Without corrupted prompts the
+    reference is the clean prompts, so a template needs MIN_TEMPLATE_PROMPTS of its own
+    (otherwise the mean over all prompts), as a thin template's mean is mostly the prompt itself.
+    """
+    return Replacement(ablation, reference, n_base=n_base, seed=seed, groups=enc.template_ids,
+                       min_group=1 if has_corrupted else MIN_TEMPLATE_PROMPTS)
 
 def _attribution_check(lm: LoadedModel, task: str, base_batch: Batch, replacement: Replacement,
                        components: list[Component], effects: list[ComponentEffect], notes: list[Note],
