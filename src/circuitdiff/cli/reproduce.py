@@ -64,7 +64,7 @@ def reproduce(
     """Run the reference study's protocol and write its figures beside the published ones."""
     from rich.console import Console
 
-    from circuitdiff.cli.main import parse_thresholds
+    from circuitdiff.cli.parsing import parse_thresholds
     from circuitdiff.compare import make_out_folder
     from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
     from circuitdiff.options import CompareOptions

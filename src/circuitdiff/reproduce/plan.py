@@ -26,7 +26,7 @@ STUDY_THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
 PAIR_SETS = ("builtin", "study")
 SMOLLM2 = "smollm2-135m"
 WORD_NUMERALS = "numerals-words"
-WHY_WORD_NUMERALS = "its tokenizer splits a digit from its leading space, so numerals' answers are not one token"
+WHY_WORD_NUMERALS = "tokenizer does not keep a space and a digit (' 5') as one token, so numerals' answers cannot be read"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def _reason(results: Results, task: str, topics: Sequence[str], role: str | None
         if other is not None and (note.role == other or (note.model and note.model == results.model(other).name
                                                          and note.model != results.model(role).name)):
             continue
-        return note.text
+        return f"model '{note.model}': {note.text}" if note.model else note.text
     return "withheld by circuitdiff (see notes in results.json)"
 
 
