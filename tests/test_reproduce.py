@@ -18,7 +18,7 @@ from circuitdiff.cli.main import _mount_reproduce, run_app
 from circuitdiff.errors import CircuitDiffError
 from circuitdiff.reproduce import make_plan, published, study_pairs
 from circuitdiff.reproduce.plan import STUDY_THRESHOLDS, builtin_study_pairs
-from circuitdiff.reproduce.table import COLUMNS
+from circuitdiff.reproduce.table import COLUMNS, reproduce_frame
 from circuitdiff.sweep.jobs import RunSettings
 
 _mount_reproduce()
@@ -198,7 +198,7 @@ def test_study_subset_runs_and_its_table_stands_beside_the_published(model_root:
     assert set(llama["status"]) == {"failed"} and llama["reason"].str.contains("numerals-words|token").all()
     assert llama["circuitdiff"].isna().all()
     md = (out / "reproduce.md").read_text()
-    assert "| gpt2-distilgpt2 | numerals | mean |" in md and "47 / ≈104" in md and "14+11 / ≈7+6 (all)" in md
+    assert "| gpt2-distilgpt2 | numerals | mean | 8 |" in md and "47 / ≈104" in md and "14+11 / ≈7+6 (all)" in md
 
 
 def test_a_crashing_job_is_a_failed_row_not_a_crashed_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -212,6 +212,8 @@ def test_a_crashing_job_is_a_failed_row_not_a_crashed_run(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(run, "run_job", broken)
     plan = make_plan(builtin_study_pairs(None)[0], RunSettings(), tasks=["ioi"], ablations=["mean"])
+    before = reproduce_frame(tmp_path, plan.jobs)  # planned, nothing run yet: every figure says so
+    assert set(before["status"]) == {"not run"} and before["circuitdiff"].isna().all()
     outcome = run.run_plan(plan, tmp_path, title="t")
     assert len(calls) == 3 and len(outcome.failed) == 3
     control = outcome.table[outcome.table["pair"] == "control-tiny-gpt2-tiny-distilbert"]

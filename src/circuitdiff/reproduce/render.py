@@ -16,14 +16,14 @@ import pandas as pd
 
 from circuitdiff.reproduce.published import CIRCUIT_THRESHOLD, STUDY_PAIRS
 
-HEADERS = ("pair", "task", "ablation", "paper A", "paper A, published", "alignment [95% CI]", "null q95",
+HEADERS = ("pair", "task", "ablation", "n", "paper A", "paper A, published", "alignment [95% CI]", "null q95",
            "above chance", "worst head drop % (T / S)", "published", "mean head drop % (T / S)", "published",
            f"circuit at T={CIRCUIT_THRESHOLD:g}: heads+MLPs (T / S)", "published")
 INTRO = ("circuitdiff's figures beside the study's (Haskins & Adams, arXiv 2505.10822). 'paper A' is the study's "
          "alignment score recomputed by circuitdiff; 'alignment' is circuitdiff's calibrated score (influence-"
          "weighted optimal transport) with its 95% bootstrap interval, the 95% quantile of random students "
          "(null q95) and the verdict (interval above it). Drops are per attention head, in % of the clean logit "
-         "difference; T = teacher, S = student. Published values are the study's pair in the same role "
+         "difference; T = teacher, S = student; n = prompts scored. Published values are the study's pair in the same role "
          "({roles}); the drop and circuit figures are the study's numerals results, and the study does not say "
          "which ablation they used, so they stand beside both.")
 
@@ -64,8 +64,7 @@ def _published(rows: pd.DataFrame) -> str:
 def _pair_of(job: pd.DataFrame, figure: str, notes: Footnotes, digits: int = 1) -> tuple[str, str]:
     cells = [_one(_pick(job, figure, role), notes, lambda r: _num(r["circuitdiff"], digits) or "—")
              for role in ("teacher", "student")]
-    pub = pd.concat([_pick(job, figure, role) for role in ("teacher", "student")])
-    return " / ".join(cells), _published(pub) if pub["published"].notna().any() else "—"
+    return " / ".join(cells), _published(pd.concat([_pick(job, figure, role) for role in ("teacher", "student")]))
 
 
 def _circuit(job: pd.DataFrame, notes: Footnotes) -> tuple[str, str]:
@@ -98,7 +97,8 @@ def summary_rows(frame: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
         worst, worst_pub = _pair_of(job, "worst_head_drop_pct", notes)
         mean, mean_pub = _pair_of(job, "mean_head_drop_pct", notes)
         circuit, circuit_pub = _circuit(job, notes)
-        lines.append([str(first["pair"]), str(first["task"]), str(first["ablation"]),
+        n = "—" if pd.isna(first["n_prompts"]) else str(first["n_prompts"])
+        lines.append([str(first["pair"]), str(first["task"]), str(first["ablation"]), n,
                       _one(paper, notes, lambda r: _num(r["circuitdiff"], 2) or "—"), _published(paper),
                       *_alignment(job, notes), worst, worst_pub, mean, mean_pub, circuit, circuit_pub])
     return lines, [f"[{n}] {reason}" for reason, n in notes.reasons.items()]

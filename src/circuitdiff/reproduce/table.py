@@ -24,7 +24,7 @@ from circuitdiff.sweep.jobs import job_dir
 
 FAILED = "failed.json"
 """Written into a job's folder when the job stops on its input; its error is the row's reason."""
-COLUMNS = ("pair", "study_pair", "teacher", "student", "protocol_task", "task", "ablation", "figure", "model",
+COLUMNS = ("pair", "study_pair", "teacher", "student", "protocol_task", "task", "ablation", "n_prompts", "figure", "model",
            "threshold", "circuitdiff", "lo", "hi", "null", "null_q95", "above_chance", "status", "reason",
            "published", "published_low", "published_high", "published_scope", "published_for", "job")
 ROLES = ("teacher", "student")
@@ -90,26 +90,27 @@ def _cells(rj: ReproJob) -> Iterator[tuple[str, str, float | None, tuple[str, ..
                 yield f"circuit_{kind}", role, threshold, CIRCUIT_TOPICS
 
 
-def _outcome(folder: Path, rj: ReproJob) -> tuple[Results | None, str]:
+def _outcome(folder: Path) -> tuple[Results | None, str]:
     """The job's results, or why there are none ('failed: ...' / 'not run')."""
     if (folder / RESULTS_JSON).is_file():
         return load_results(folder), ""
     try:
         return None, "failed: " + json.loads((folder / FAILED).read_text(encoding="utf-8"))["error"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None, "not run"
+        return None, "not run: the job has not finished (the same command resumes it)"
 
 
 def job_rows(out: Path, rj: ReproJob) -> list[dict[str, Any]]:
     """Every figure of one job, computed or with the reason it is missing, beside the published value."""
     folder = job_dir(out, rj.job)
-    results, why = _outcome(folder, rj)
+    results, why = _outcome(folder)
     entry = results.tasks.get(rj.job.task) if results is not None else None
     if results is not None and entry is None:
         results, why = None, f"failed: results.json has no task '{rj.job.task}'"
     base = {"pair": rj.pair.name, "study_pair": rj.pair.study_pair, "teacher": rj.pair.teacher,
             "student": rj.pair.student, "protocol_task": rj.protocol_task, "task": rj.job.task,
-            "ablation": rj.job.ablation, "job": folder.relative_to(out).as_posix()}
+            "ablation": rj.job.ablation, "n_prompts": entry.n_prompts if entry is not None else None,
+            "job": folder.relative_to(out).as_posix()}
     rows = []
     for figure, model, threshold, topics in _cells(rj):
         row: dict[str, Any] = {**base, "figure": figure, "model": model, "threshold": threshold}
@@ -139,7 +140,8 @@ def reproduce_frame(out: Path, jobs: Sequence[ReproJob]) -> pd.DataFrame:
     for col in ("threshold", "circuitdiff", "lo", "hi", "null", "null_q95", "published_low", "published_high"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     frame["above_chance"] = frame["above_chance"].astype("boolean")
+    frame["n_prompts"] = frame["n_prompts"].astype("Int64")
     for col in set(COLUMNS) - {"threshold", "circuitdiff", "lo", "hi", "null", "null_q95", "published_low",
-                               "published_high", "above_chance"}:
+                               "published_high", "above_chance", "n_prompts"}:
         frame[col] = frame[col].astype("string")
     return frame
