@@ -221,6 +221,8 @@ def test_a_crashing_job_is_a_failed_row_not_a_crashed_run(monkeypatch: pytest.Mo
     assert control["reason"].str.contains("RuntimeError.*cross-family comparison not supported yet").all()
     assert control["circuitdiff"].isna().all() and (control["figure"] == "paper_alignment").any()
     assert control.loc[control["figure"] == "paper_alignment", "published"].iloc[0] == "0.72"
+    other = make_plan(builtin_study_pairs(None)[0], RunSettings(), tasks=["ioi"], ablations=["mean"], n_prompts=32)
+    assert set(reproduce_frame(tmp_path, other.jobs)["status"]) == {"not run"}  # those failures were other jobs'
 
 
 @pytest.mark.slow

@@ -8,16 +8,22 @@ is one line and exit 2; ``--dry-run`` prints the plan and stops.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from circuitdiff.errors import CircuitDiffError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from circuitdiff.reproduce.plan import Plan, StudyPair
+
 THRESHOLDS = "0.1,0.15,0.2,0.25,0.3"
 
 
-def _pairs(which: str, model_root: Optional[Path], smollm2_student: Optional[Path]) -> tuple[list, list]:
+def _pairs(which: str, model_root: Optional[Path],
+           smollm2_student: Optional[Path]) -> tuple[list[StudyPair], list[tuple[str, str]]]:
     """The pair set's pairs and the (pair, reason) of those that cannot run here."""
     from circuitdiff.reproduce.plan import PAIR_SETS, builtin_study_pairs, study_pairs
 
@@ -98,7 +104,7 @@ def reproduce(
                   f"{out / TABLE_MD}, {out / TABLE_HTML}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _print_plan(console, plan) -> None:  # noqa: ANN001  (rich Console, reproduce.plan.Plan: imported lazily)
+def _print_plan(console: Console, plan: Plan) -> None:
     """One line per job: what it compares, on which task, with which ablation, thresholds and settings."""
     console.print(f"plan: {len(plan.jobs)} jobs", highlight=False)
     for rj in plan.jobs:

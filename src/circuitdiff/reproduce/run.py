@@ -21,7 +21,7 @@ from circuitdiff.reproduce.plan import Plan, ReproJob
 from circuitdiff.reproduce.render import html_page, markdown
 from circuitdiff.reproduce.table import FAILED, reproduce_frame
 from circuitdiff.results import write_json, write_table
-from circuitdiff.sweep.jobs import is_done, job_dir, run_job
+from circuitdiff.sweep.jobs import is_done, job_dir, job_key, run_job
 from circuitdiff.sweep.merge import write_text
 
 TABLE_CSV, TABLE_PARQUET, TABLE_MD, TABLE_HTML = "reproduce.csv", "reproduce.parquet", "reproduce.md", "reproduce.html"
@@ -52,7 +52,7 @@ def _run_one(rj: ReproJob, out: Path, report: bool) -> str | None:
         error = f"unexpected {type(exc).__name__} in {Path(last.filename).name}:{last.lineno}: {exc}"
     if error is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / FAILED, {"error": " ".join(error.split())})
+        write_json(folder / FAILED, {"key": job_key(rj.job, rj.settings), "error": " ".join(error.split())})
     else:
         (folder / FAILED).unlink(missing_ok=True)
     return error

@@ -18,9 +18,9 @@ import pandas as pd
 
 from circuitdiff.reproduce.plan import ReproJob
 from circuitdiff.reproduce.published import STUDY_PAIRS, published
-from circuitdiff.results import RESULTS_JSON, load_results
+from circuitdiff.results import load_results
 from circuitdiff.schema import Results, TaskResult
-from circuitdiff.sweep.jobs import job_dir
+from circuitdiff.sweep.jobs import is_done, job_dir, job_key
 
 FAILED = "failed.json"
 """Written into a job's folder when the job stops on its input; its error is the row's reason."""
@@ -90,20 +90,26 @@ def _cells(rj: ReproJob) -> Iterator[tuple[str, str, float | None, tuple[str, ..
                 yield f"circuit_{kind}", role, threshold, CIRCUIT_TOPICS
 
 
-def _outcome(folder: Path) -> tuple[Results | None, str]:
-    """The job's results, or why there are none ('failed: ...' / 'not run')."""
-    if (folder / RESULTS_JSON).is_file():
-        return load_results(folder), ""
+def _outcome(out: Path, rj: ReproJob) -> tuple[Results | None, str]:
+    """The job's results if this very job finished (its marker matches), or why there are none.
+
+    A ``results.json`` left by an earlier run with other options is not this job's result.
+    """
+    if is_done(out, rj.job, rj.settings):
+        return load_results(job_dir(out, rj.job)), ""
     try:
-        return None, "failed: " + json.loads((folder / FAILED).read_text(encoding="utf-8"))["error"]
+        failed = json.loads((job_dir(out, rj.job) / FAILED).read_text(encoding="utf-8"))
+        if failed["key"] == job_key(rj.job, rj.settings):  # this very job failed, not one with other options
+            return None, "failed: " + failed["error"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None, "not run: the job has not finished (the same command resumes it)"
+        pass
+    return None, "not run: the job has not finished (the same command resumes it)"
 
 
 def job_rows(out: Path, rj: ReproJob) -> list[dict[str, Any]]:
     """Every figure of one job, computed or with the reason it is missing, beside the published value."""
     folder = job_dir(out, rj.job)
-    results, why = _outcome(folder)
+    results, why = _outcome(out, rj)
     entry = results.tasks.get(rj.job.task) if results is not None else None
     if results is not None and entry is None:
         results, why = None, f"failed: results.json has no task '{rj.job.task}'"
