@@ -199,6 +199,7 @@ def test_study_subset_runs_and_its_table_stands_beside_the_published(model_root:
     assert llama["circuitdiff"].isna().all()
     md = (out / "reproduce.md").read_text()
     assert "| gpt2-distilgpt2 | numerals | mean | 8 |" in md and "47 / ≈104" in md and "14+11 / ≈7+6 (all)" in md
+    assert "report.html" not in (out / "reproduce.html").read_text()  # --no-report: no links to missing pages
 
 
 def test_a_crashing_job_is_a_failed_row_not_a_crashed_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

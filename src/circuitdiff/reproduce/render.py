@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -116,14 +117,16 @@ def markdown(frame: pd.DataFrame, title: str) -> str:
     return "\n".join(out + [""] + [esc(f) + "  " for f in footnotes]) + "\n"
 
 
-def html_page(frame: pd.DataFrame, title: str) -> str:
-    """A self-contained page: the table, its footnotes, and a link to each job's full report."""
+def html_page(frame: pd.DataFrame, title: str, out: Path) -> str:
+    """A page in ``out``: the table, its footnotes, and a link to each job's full report where it has one."""
     e = html.escape
     lines, footnotes = summary_rows(frame)
     jobs = list(dict.fromkeys(frame["job"]))
+    link = lambda job: (f"<a href='{e(job)}/report.html'>report</a>"  # noqa: E731
+                        if (out / job / "report.html").is_file() else "—")
     head = "".join(f"<th>{e(h)}</th>" for h in (*HEADERS, "report"))
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells)
-                   + f"<td><a href='{e(job)}/report.html'>report</a></td></tr>" for cells, job in zip(lines, jobs))
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + f"<td>{link(job)}</td></tr>"
+                   for cells, job in zip(lines, jobs))
     notes = "".join(f"<li>{e(f)}</li>" for f in footnotes)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"

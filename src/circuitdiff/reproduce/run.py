@@ -64,7 +64,7 @@ def write_table_files(out: Path, plan: Plan, title: str) -> pd.DataFrame:
     write_table(out / TABLE_PARQUET, frame)
     write_text(out / TABLE_CSV, frame.to_csv(index=False))
     write_text(out / TABLE_MD, markdown(frame, title))
-    write_text(out / TABLE_HTML, html_page(frame, title))
+    write_text(out / TABLE_HTML, html_page(frame, title, out))
     return frame
 
 
