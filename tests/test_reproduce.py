@@ -250,3 +250,17 @@ def test_builtin_runs_for_real_and_resumes(tmp_path: Path, one_torch_thread: Non
     assert _cli(*args) == 0  # everything finished: reused, same table
     assert capsys.readouterr().out.count("finished earlier, reused") == 3
     assert pd.read_parquet(out / "reproduce.parquet").equals(table)
+
+
+def test_help_does_not_import_torch() -> None:
+    """``reproduce --help`` answers at once, like every other command's help."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; sys.argv = ['circuitdiff', 'reproduce', '--help']\n"
+             "from circuitdiff.cli.main import main\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n"
+             "    print('EXIT', exc.code, sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "EXIT 0 []", proc.stdout[-2000:] + proc.stderr
+    assert "--model-root" in proc.stdout and "--dry-run" in proc.stdout
