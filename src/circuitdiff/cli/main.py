@@ -1,4 +1,4 @@
-"""The ``circuitdiff`` command line: compare, report, tasks, sweep, lab.
+"""The ``circuitdiff`` command line: compare, report, tasks, sweep, reproduce, lab.
 
 Every user error, circuitdiff's own or a usage error from typer, prints one line and
 exits 2; an interrupt exits 130 after the files already written (each written atomically)
@@ -20,23 +20,13 @@ from rich.markup import escape
 
 from circuitdiff.analysis.measures import measure_names
 from circuitdiff.cli.display import print_summary, tasks_table
+from circuitdiff.cli.parsing import parse_thresholds
 from circuitdiff.errors import CircuitDiffError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="What did distillation do to a model's insides?")
 console = Console(stderr=True)
 MEASURES = " | ".join(measure_names())  # numpy only: --help stays free of torch
 MODEL_FORMS = "built-in name (tiny-gpt2, smollm2-135m, ...), local folder, folder/file.gguf or Hugging Face id."
-
-
-def parse_thresholds(text: str) -> tuple[float, ...]:
-    """'0.1,0.2' -> (0.1, 0.2); each strictly between 0 and 1."""
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise CircuitDiffError(f"circuit thresholds must be comma-separated numbers, got {text!r}") from None
-    if not values or any(not 0 < v < 1 for v in values):
-        raise CircuitDiffError(f"circuit thresholds must lie strictly between 0 and 1, got {text!r}")
-    return values
 
 
 @app.command()
@@ -131,6 +121,13 @@ def _mount_sweep() -> None:
         app.command("sweep")(sweep)
 
 
+def _mount_reproduce() -> None:
+    from circuitdiff.cli.reproduce import reproduce
+
+    if not any(c.name == "reproduce" for c in app.registered_commands):
+        app.command("reproduce")(reproduce)
+
+
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (a scheduler, ``kill``) stops a run like Ctrl-C: exit 130, complete files only."""
     def handler(signum: int, frame: object) -> None:
@@ -173,6 +170,7 @@ def main() -> None:
     args = sys.argv[1:]
     _mount_lab(args)
     _mount_sweep()
+    _mount_reproduce()
     sys.exit(run_app(args))
 
 
