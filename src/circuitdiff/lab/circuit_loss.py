@@ -14,6 +14,7 @@ output is its slice of the input to the attention output projection, an MLP's it
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -62,13 +63,15 @@ class CircuitTargets:
 
     step: int
     pairs: tuple[CircuitPair, ...]
+    seconds: float = 0.0
+    """Wall time of the analysis that chose them (part of the run's training cost)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "pairs": [asdict(p) for p in self.pairs]}
+        return {"step": self.step, "seconds": round(self.seconds, 2), "pairs": [asdict(p) for p in self.pairs]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CircuitTargets:
-        return cls(int(d["step"]), tuple(CircuitPair(**p) for p in d["pairs"]))
+        return cls(int(d["step"]), tuple(CircuitPair(**p) for p in d["pairs"]), float(d.get("seconds", 0.0)))
 
 
 def select_pairs(analyses: dict[str, Any], student_effects: dict[str, Sequence[Any]], min_share: float
@@ -101,13 +104,14 @@ def find_targets(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: 
     from circuitdiff.models.loading import from_hugging_face
     from circuitdiff.options import MIN_BOOT, CompareOptions
 
+    start = time.perf_counter()
     options = CompareOptions(n_prompts=n_prompts, seed=seed, circuits=False, null_model=False, n_boot=MIN_BOOT)
     t_lm = from_hugging_face(copy.deepcopy(teacher), tokenizer, name="teacher")
     s_lm = from_hugging_face(copy.deepcopy(student), tokenizer, name="student")
     with torch.enable_grad():  # attribution checks inside the pipeline may need autograd
         result = run_comparison(t_lm, s_lm, list(tasks), options)
     effects = {task: runs[1].effects for task, runs in result.runs.items()}
-    return CircuitTargets(step, select_pairs(result.analyses, effects, min_share))
+    return CircuitTargets(step, select_pairs(result.analyses, effects, min_share), time.perf_counter() - start)
 
 
 @contextmanager
