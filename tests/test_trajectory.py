@@ -174,3 +174,13 @@ def test_step_zero_of_a_silenced_teacher_is_the_teacher_vs_subset_result(tmp_pat
     assert step0["student_accuracy"] == step0["teacher_accuracy"]
     assert step0["student_effective_number"] == pytest.approx(step0["teacher_effective_number"], rel=1e-3)
     assert step0["alignment"] > 0.99
+
+
+def test_cli_bad_run_folder_is_one_line_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "circuitdiff.cli.main", "trajectory", "--teacher", "tiny-gpt2",
+                           str(tmp_path), "-t", "ioi"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "holds no checkpoints" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

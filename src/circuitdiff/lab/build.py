@@ -31,7 +31,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from circuitdiff.lab.circuit_loss import CircuitTerm, circuit_loss, recording
+from circuitdiff.lab.checkpoint import SNAPSHOTS_DIR
+from circuitdiff.lab.circuit_loss import TARGETS_FILE, CircuitTerm, circuit_loss, recording
 from circuitdiff.lab.card import REPORT_FILE, read_report, write_card
 from circuitdiff.lab.data import answer_strings, build_pool, required_tokens, tokenizer_texts
 from circuitdiff.lab.errors import LabError
@@ -268,6 +269,9 @@ def _distil(t: Teacher, recipe: DistillRecipe, out: Path, overwrite: bool, stop_
     _prepare(out, overwrite)
     rdict = {"role": "student", "teacher": t.source, **to_dict(recipe)}
     resumed = resume_state(out, rdict, discard_other=overwrite)
+    if resumed is None:  # a fresh start: nothing of an earlier, abandoned run may be mistaken for this one's
+        shutil.rmtree(out / SNAPSHOTS_DIR, ignore_errors=True)
+        (out / TARGETS_FILE).unlink(missing_ok=True)
     student = load_lab_model(resumed[0], t.kind) if resumed else init_student(t.model, layers)
     student.set_attn_implementation("sdpa")
     pool = build_pool(t.kind, t.tokenizer, recipe.data, recipe.seed, context_of(t.model))

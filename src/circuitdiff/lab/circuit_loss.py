@@ -14,10 +14,12 @@ output is its slice of the input to the attention output projection, an MLP's it
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -148,9 +150,6 @@ class CircuitTerm:
 
     def __init__(self, teacher: torch.nn.Module, tokenizer: Any, tasks: Sequence[str], *, refresh: int,
                  n_prompts: int, min_share: float, run_dir: Any) -> None:
-        import json
-        from pathlib import Path
-
         self.teacher, self.tokenizer, self.tasks = teacher, tokenizer, tuple(tasks)
         self.refresh, self.n_prompts, self.min_share = refresh, n_prompts, min_share
         self.path = Path(run_dir) / TARGETS_FILE
@@ -165,8 +164,6 @@ class CircuitTerm:
 
     def pairs_at(self, student: torch.nn.Module, step: int) -> tuple[CircuitPair, ...]:
         """The pairs for ``step``: analysed afresh on the current student when a refresh is due."""
-        import json
-
         if self._due(step):
             self.history = [h for h in self.history if h.step < step]
             targets = find_targets(self.teacher, student, self.tokenizer, self.tasks, n_prompts=self.n_prompts,
