@@ -65,7 +65,7 @@ def markdown(rows: pd.DataFrame) -> str:
     for (recipe, task), r in agg.iterrows():
         sd = "n/a" if np.isnan(r["sd"]) else f"{r['sd']:.3f}"
         lines.append(f"| {recipe} | {task} | {int(r['n'])} | {r['mean']:.3f} ({sd}) [{r['lo']:.3f}, {r['hi']:.3f}] | "
-                     f"{100 * r['acc']:.1f}% | {r['kl']:.4f} | {r['cost']:.2f} |")
+                     f"{100 * r['acc']:.1f}% | {r['kl']:.5f} | {r['cost']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
