@@ -54,7 +54,7 @@ def markdown(rows: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
         lines.append(f"| {r['recipe']} | {r['seed']} | {r['task']} | {r['alignment']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] "
-                     f"| {r['null']:.3f} | {r['verdict']} | {100 * r['accuracy']:.1f}% | {r['kl']:.4f} | "
+                     f"| {r['null']:.3f} | {r['verdict']} | {100 * r['accuracy']:.1f}% | {r['kl']:.5f} | "
                      f"{r['eff_student']:.1f} / {r['eff_teacher']:.1f} | {r['overlap']:.2f} | "
                      f"{r['cost_wall_s']:.2f}, {r['cost_cpu_s']:.2f} |")
     agg = rows.groupby(["recipe", "task"], sort=False).agg(
