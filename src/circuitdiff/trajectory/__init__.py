@@ -10,8 +10,18 @@ checkpoint, and a finished checkpoint is reused when the trajectory is run again
 
 from __future__ import annotations
 
+from typing import Any
+
 from circuitdiff.trajectory.checkpoints import Checkpoint, find_checkpoints
 from circuitdiff.trajectory.rows import TRAJECTORY_TABLE, trajectory_rows
-from circuitdiff.trajectory.run import run_trajectory
 
 __all__ = ["TRAJECTORY_TABLE", "Checkpoint", "find_checkpoints", "run_trajectory", "trajectory_rows"]
+
+
+def __getattr__(name: str) -> Any:
+    """``run_trajectory`` on first use: it imports torch, which ``circuitdiff --help`` must not wait for."""
+    if name == "run_trajectory":
+        from circuitdiff.trajectory.run import run_trajectory
+
+        return run_trajectory
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
