@@ -1,4 +1,4 @@
-"""The ``circuitdiff`` command line: compare, report, tasks, sweep, reproduce, lab.
+"""The ``circuitdiff`` command line: compare, report, tasks, sweep, reproduce, trajectory, lab.
 
 Every user error, circuitdiff's own or a usage error from typer, prints one line and
 exits 2; an interrupt exits 130 after the files already written (each written atomically)
@@ -128,6 +128,13 @@ def _mount_reproduce() -> None:
         app.command("reproduce")(reproduce)
 
 
+def _mount_trajectory() -> None:
+    from circuitdiff.trajectory.cli import trajectory
+
+    if not any(c.name == "trajectory" for c in app.registered_commands):
+        app.command("trajectory")(trajectory)
+
+
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (a scheduler, ``kill``) stops a run like Ctrl-C: exit 130, complete files only."""
     def handler(signum: int, frame: object) -> None:
@@ -171,6 +178,7 @@ def main() -> None:
     _mount_lab(args)
     _mount_sweep()
     _mount_reproduce()
+    _mount_trajectory()
     sys.exit(run_app(args))
 
 

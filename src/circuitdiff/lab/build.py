@@ -7,12 +7,13 @@ final folder keeps float16 weights whose config says float32, so loaders upcast 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from circuitdiff.lab.checkpoint import SNAPSHOTS_DIR
+from circuitdiff.lab.circuit_loss import TARGETS_FILE, CircuitTerm, circuit_loss, recording
 from circuitdiff.lab.card import REPORT_FILE, read_report, write_card
 from circuitdiff.lab.data import answer_strings, build_pool, required_tokens, tokenizer_texts
 from circuitdiff.lab.errors import LabError
@@ -38,7 +41,7 @@ from circuitdiff.lab.losses import answer_weights, distillation_loss, lm_loss
 from circuitdiff.lab.recipe import ALL_TASKS, DistillRecipe, Kind, TeacherRecipe, to_dict
 from circuitdiff.lab.student_init import check_layers, default_layers, init_student
 from circuitdiff.lab.tokenizer import single_token_failures, train_bpe, train_wordpiece
-from circuitdiff.lab.train import CHECKPOINT_DIR, LoopResult, resume_state, run_loop, torch_threads
+from circuitdiff.lab.train import CHECKPOINT_DIR, LoopResult, LossFn, resume_state, run_loop, torch_threads
 from circuitdiff.models.loading import load_model, resolve
 
 EVAL_SEED = 0
@@ -247,43 +250,83 @@ def load_teacher(spec: str | Path) -> Teacher:
 
 def distil(teacher: str | Path, recipe: DistillRecipe, out_dir: str | Path, *, overwrite: bool = False,
            stop_at: int | None = None, progress: bool = True, eval_prompts: int = 256, keep_checkpoint: bool = False,
-           name: str | None = None, threads: int | None = 1) -> BuildResult:
+           name: str | None = None, threads: int | None = 1, snapshots: bool = False) -> BuildResult:
     """Distil a student from ``teacher`` (see ``load_teacher``): GPT-2/Llama -> fewer of its own
-    layers, BERT -> DistilBERT. The card reports teacher and student accuracy side by side."""
+    layers, BERT -> DistilBERT. The card reports teacher and student accuracy side by side.
+
+    ``snapshots`` keeps the student at step 0, every ``recipe.optim.save_every`` steps and at
+    the end as model folders under ``out_dir/checkpoints`` (read by ``circuitdiff trajectory``).
+    """
     with torch_threads(threads), quiet_transformers():
         return _distil(load_teacher(teacher), recipe, Path(out_dir), overwrite, stop_at, progress, eval_prompts,
-                       keep_checkpoint, name)
+                       keep_checkpoint, name, snapshots)
 
 
 def _distil(t: Teacher, recipe: DistillRecipe, out: Path, overwrite: bool, stop_at: int | None, progress: bool,
-            eval_prompts: int, keep_checkpoint: bool, name: str | None) -> BuildResult:
+            eval_prompts: int, keep_checkpoint: bool, name: str | None, snapshots: bool = False) -> BuildResult:
     n_layers = t.model.config.num_hidden_layers
     layers = tuple(check_layers(recipe.layers if recipe.layers is not None else default_layers(n_layers), n_layers))
     _prepare(out, overwrite)
     rdict = {"role": "student", "teacher": t.source, **to_dict(recipe)}
     resumed = resume_state(out, rdict, discard_other=overwrite)
+    if resumed is None:  # a fresh start: nothing of an earlier, abandoned run may be mistaken for this one's
+        shutil.rmtree(out / SNAPSHOTS_DIR, ignore_errors=True)
+        (out / TARGETS_FILE).unlink(missing_ok=True)
     student = load_lab_model(resumed[0], t.kind) if resumed else init_student(t.model, layers)
     student.set_attn_implementation("sdpa")
     pool = build_pool(t.kind, t.tokenizer, recipe.data, recipe.seed, context_of(t.model))
-    causal = t.kind == "causal"
-    want_hidden = recipe.alpha_cos > 0
-
-    def loss_fn(m: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        with torch.no_grad():
-            t_out = t.model(**inputs, output_hidden_states=want_hidden)
-        s_out = m(**inputs, output_hidden_states=want_hidden)
-        return distillation_loss(s_out, t_out, batch, causal=causal, alpha_kl=recipe.alpha_kl,
-                                 alpha_lm=recipe.alpha_lm, alpha_cos=recipe.alpha_cos,
-                                 temperature=recipe.temperature, kl_on_masked_only=recipe.kl_on_masked_only,
-                                 answer_weight=recipe.data.answer_weight)
-
+    term = circuit_term(t, recipe, out)
+    loss_fn = distil_loss_fn(t, recipe, term, start=resumed[1]["step"] if resumed else 0)
     loop = run_loop(student, t.tokenizer, pool, t.kind, recipe.data, recipe.optim, recipe.seed, out, rdict, loss_fn,
                     resumed=None if resumed is None else resumed[1:], stop_at=stop_at, progress=progress,
-                    description=f"student {name or out.name}")
+                    description=f"student {name or out.name}", snapshots=snapshots)
     report = {"name": name or out.name, "role": "student", "kind": t.kind, "teacher": t.name, "lab_tokenizer": t.lab_made,
               "teacher_architecture": architecture(t.model), "recipe": {**to_dict(recipe), "layers": list(layers)},
               "data": pool.summary}
+    if term is not None:
+        report["circuit_loss"] = term.summary()
     if loop.completed:
         report["teacher_evaluation"] = evaluate_tasks(t.model, t.tokenizer, t.kind, ALL_TASKS, eval_prompts, EVAL_SEED)
     return _finish(out, student, t.tokenizer, t.kind, loop, report, eval_prompts, keep_checkpoint)
+
+
+def circuit_term(t: Teacher, recipe: DistillRecipe, out: Path) -> CircuitTerm | None:
+    """The circuit loss's state for this run, or None when ``alpha_circuit`` is 0."""
+    if recipe.alpha_circuit <= 0:
+        return None
+    return CircuitTerm(t.model, t.tokenizer, recipe.circuit_tasks, refresh=recipe.circuit_refresh,
+                       n_prompts=recipe.circuit_prompts, min_share=recipe.circuit_min_share, run_dir=out)
+
+
+def distil_loss_fn(t: Teacher, recipe: DistillRecipe, term: CircuitTerm | None, start: int = 0) -> LossFn:
+    """The student's loss: KL + LM + cosine, plus ``alpha_circuit`` x the circuit loss when ``term`` is set.
+
+    Calls come one per step from ``start`` on (``run_loop`` trains step by step), which is how
+    the circuit term knows when its pairs are due for a refresh.
+    """
+    causal = t.kind == "causal"
+    want_hidden = recipe.alpha_cos > 0
+    steps = itertools.count(start)
+
+    def loss_fn(m: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        step = next(steps)
+        pairs = term.pairs_at(m, step) if term is not None else ()
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        with ExitStack() as hooks:
+            t_rec = hooks.enter_context(recording(t.model, keep_grad=False)) if pairs else None
+            with torch.no_grad():
+                t_out = t.model(**inputs, output_hidden_states=want_hidden)
+        with ExitStack() as hooks:
+            s_rec = hooks.enter_context(recording(m, keep_grad=True)) if pairs else None
+            s_out = m(**inputs, output_hidden_states=want_hidden)
+        total, parts = distillation_loss(s_out, t_out, batch, causal=causal, alpha_kl=recipe.alpha_kl,
+                                         alpha_lm=recipe.alpha_lm, alpha_cos=recipe.alpha_cos,
+                                         temperature=recipe.temperature, kl_on_masked_only=recipe.kl_on_masked_only,
+                                         answer_weight=recipe.data.answer_weight)
+        if pairs:
+            circuit = circuit_loss(s_rec, t_rec, pairs, batch["attention_mask"])
+            total = total + recipe.alpha_circuit * circuit
+            parts["circuit"] = float(circuit.detach())
+        return total, parts
+
+    return loss_fn

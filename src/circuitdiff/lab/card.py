@@ -76,6 +76,14 @@ def _training_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"- cost per 1,000 training tokens ({what}): {cost['wall_s']:.2f} s wall, "
                      f"{cost['cpu_s']:.2f} s CPU{peak}")
     lines.append(f"- final losses: {json.dumps(report['last_losses'])}")
+    circuit = report.get("circuit_loss")
+    if circuit:
+        first = circuit["choices"][0] if circuit["choices"] else {"pairs": []}
+        held = ", ".join(f"{p['student']}->{p['teacher']}" for p in first["pairs"])
+        lines.append(f"- circuit loss (weight {report['recipe']['alpha_circuit']}): 1 - linear CKA between each "
+                     f"task-carrying student component and its matched teacher component, pairs chosen by "
+                     f"circuitdiff on {', '.join(circuit['tasks'])} at steps "
+                     f"{[c['step'] for c in circuit['choices']]}; first choice: {held or 'none'}")
     return lines
 
 

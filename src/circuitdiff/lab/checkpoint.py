@@ -19,6 +19,8 @@ from circuitdiff.lab.errors import CheckpointError
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+SNAPSHOTS_DIR = "checkpoints"
+"""Under a run's folder: one loadable model folder per saved step, ``step-000000`` first."""
 
 
 def optimizer_to_safe(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -80,3 +82,26 @@ def load_trainer_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"unreadable checkpoint in {folder}: {exc}") from exc
     return state, opt
+
+
+def snapshot_folder(run_dir: Path, step: int) -> Path:
+    """Where the model as it was after ``step`` updates is kept: names sort in step order."""
+    return run_dir / SNAPSHOTS_DIR / f"step-{step:06d}"
+
+
+def save_snapshot(run_dir: Path, model: Any, tokenizer: Any, step: int) -> Path:
+    """Keep the model after ``step`` updates as a plain model folder (safetensors, config,
+    tokenizer) that any loader reads: the trajectory of a run is compared from these.
+
+    Written beside its place and renamed in, so a folder that exists is complete; an existing
+    one (a resumed run passing the same step again) is kept as it is.
+    """
+    folder = snapshot_folder(run_dir, step)
+    if folder.is_dir():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder

@@ -7,6 +7,7 @@ Mounted by the main CLI as a Typer sub-app. Bad input raises ``LabError`` (a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -125,20 +126,33 @@ def distil_cmd(
     corpus: str = typer.Option("sample"), tasks: str = typer.Option(DEFAULT_TASKS, help=TASKS_HELP),
     prompts_per_task: int = typer.Option(1500),
     threads: int = typer.Option(1, help=THREADS_HELP),
+    save_every: int | None = typer.Option(None, min=1, help="Keep the student every N steps (and at step 0 and the "
+                                          "end) as model folders OUT_DIR/checkpoints/step-NNNNNN, for "
+                                          "'circuitdiff trajectory'."),
+    alpha_circuit: float = typer.Option(0.0, help="Weight of the circuit loss: mean 1 - linear CKA between each "
+                                        "task-carrying student component and its matched teacher component."),
+    circuit_refresh: int = typer.Option(0, min=0, help="Steps between re-choosing the circuit loss's pairs "
+                                        "(0: chosen once, on the initial student)."),
+    circuit_tasks: str = typer.Option("ioi,numerals,successor", help="Tasks whose influence and matching choose "
+                                      "the circuit loss's pairs."),
     overwrite: bool = typer.Option(False), progress: bool = typer.Option(True),
 ) -> None:
-    """Distil a student from a teacher: KL(T) + LM + hidden-state cosine, weights configurable.
+    """Distil a student from a teacher: KL(T) + LM + hidden-state cosine (+ circuit loss), weights configurable.
 
     GPT-2 and Llama-family teachers (SmolLM2 from its GGUF file, for one) give a depth-pruned
     student of their own class; BERT gives a DistilBERT.
     """
     from circuitdiff.lab.build import distil
 
+    optim = OptimRecipe(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(100, steps // 10))
+    if save_every is not None:
+        optim = replace(optim, save_every=save_every)
     recipe = DistillRecipe(layers=parse_ints(layers, "layers"), alpha_kl=alpha_kl, alpha_lm=alpha_lm,
                            alpha_cos=alpha_cos, temperature=temperature, seed=seed,
-                           data=_data(corpus, tasks, prompts_per_task),
-                           optim=OptimRecipe(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(100, steps // 10)))
-    result = distil(teacher, recipe, out_dir, overwrite=overwrite, progress=progress, threads=threads)
+                           data=_data(corpus, tasks, prompts_per_task), optim=optim, alpha_circuit=alpha_circuit,
+                           circuit_refresh=circuit_refresh, circuit_tasks=parse_tasks(circuit_tasks)[0])
+    result = distil(teacher, recipe, out_dir, overwrite=overwrite, progress=progress, threads=threads,
+                    snapshots=save_every is not None)
     typer.echo(f"student saved to {result.out_dir}")
     _print_eval(result.report)
 

@@ -110,8 +110,23 @@ class DistillRecipe:
     seed: int = 0
     data: DataRecipe = field(default_factory=DataRecipe)
     optim: OptimRecipe = field(default_factory=lambda: OptimRecipe(steps=1500, lr=5e-4))
+    alpha_circuit: float = 0.0
+    """Weight of the circuit loss: mean 1 - linear CKA between task-carrying student components
+    and their matched teacher components (``lab.circuit_loss``); 0 switches it off."""
+    circuit_refresh: int = 0
+    """Steps between re-running the analysis that picks the pairs (0: only on the initial student)."""
+    circuit_tasks: tuple[str, ...] = ("ioi", "numerals", "successor")
+    """Tasks whose influence and matching pick the pairs."""
+    circuit_prompts: int = 32
+    circuit_min_share: float = 0.05
+    """A student component carries a task when it has at least this share of the task's influence."""
 
     def __post_init__(self) -> None:
+        if self.alpha_circuit < 0 or self.circuit_refresh < 0 or not 0 <= self.circuit_min_share < 1:
+            raise LabError(f"alpha_circuit and circuit_refresh must be >= 0 and circuit_min_share in [0, 1), got "
+                           f"{self.alpha_circuit}, {self.circuit_refresh}, {self.circuit_min_share}")
+        if self.alpha_circuit > 0 and not self.circuit_tasks:
+            raise LabError("the circuit loss needs at least one task (circuit_tasks) to pick its components")
         if self.temperature <= 0:
             raise LabError(f"temperature must be positive, got {self.temperature}")
         weights = (self.alpha_kl, self.alpha_lm, self.alpha_cos)
@@ -139,6 +154,8 @@ def to_dict(recipe: Any) -> dict[str, Any]:
 def distill_from_dict(d: dict[str, Any]) -> DistillRecipe:
     """Inverse of ``to_dict`` for a distillation recipe."""
     layers = None if d.get("layers") is None else tuple(d["layers"])
+    if "circuit_tasks" in d:
+        d = {**d, "circuit_tasks": tuple(d["circuit_tasks"])}
     return DistillRecipe(**{**d, "layers": layers, "data": _data(d["data"]), "optim": OptimRecipe(**d["optim"])})
 
 

@@ -19,7 +19,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
-from circuitdiff.lab.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
+from circuitdiff.lab.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint, save_snapshot
 from circuitdiff.lab.data import Pool, batches
 from circuitdiff.lab.errors import CheckpointError
 from circuitdiff.lab.recipe import DataRecipe, Kind, OptimRecipe
@@ -102,12 +102,14 @@ def run_loop(
     model: torch.nn.Module, tokenizer: Any, pool: Pool, kind: Kind, data: DataRecipe, optim: OptimRecipe,
     seed: int, out_dir: Path, recipe: dict[str, Any], loss_fn: LossFn, *,
     resumed: tuple[dict[str, Any], dict[str, Any]] | None = None, stop_at: int | None = None,
-    progress: bool = True, description: str = "training",
+    progress: bool = True, description: str = "training", snapshots: bool = False,
 ) -> LoopResult:
     """Train ``model`` for ``optim.steps`` steps, checkpointing every ``optim.save_every`` steps.
 
     ``stop_at`` ends the session after that many total steps (with a checkpoint), as an
-    interruption would; rerunning with ``resumed`` state continues from there.
+    interruption would; rerunning with ``resumed`` state continues from there. With
+    ``snapshots`` the model is also kept as a model folder at step 0, every ``save_every``
+    steps and at the end (``checkpoint.snapshot_folder``), for ``circuitdiff trajectory``.
     """
     optimizer = make_optimizer(model, optim)
     start, tokens, elapsed, cpu, losses = 0, 0, 0.0, 0.0, {}
@@ -127,6 +129,8 @@ def run_loop(
         })
 
     done, updating = start, False
+    if snapshots:
+        save_snapshot(out_dir, model, tokenizer, start)  # step 0: the initialisation itself
     with _progress(progress) as bar:
         task_id = bar.add_task(description, total=optim.steps, completed=start, loss="-")
         try:
@@ -146,6 +150,8 @@ def run_loop(
                 bar.update(task_id, completed=done, loss=f"{losses['total']:.3f}")
                 if done % optim.save_every == 0 and done < end:
                     checkpoint(done)
+                if snapshots and (done % optim.save_every == 0 or done == optim.steps):
+                    save_snapshot(out_dir, model, tokenizer, done)
         except KeyboardInterrupt:
             if not updating:  # weights and optimizer agree with `done`: keep the progress
                 checkpoint(done)
