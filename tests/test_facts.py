@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 from transformers import PreTrainedTokenizerBase as Tok
 
 from circuitdiff.compare import CompareOptions, prepare_tasks
@@ -14,7 +15,6 @@ from circuitdiff.errors import TaskEncodingError, TaskFileError
 from circuitdiff.lab.card import _note
 from circuitdiff.lab.data import build_pool
 from circuitdiff.lab.evaluate import evaluate_tasks, logit_diffs
-from circuitdiff.lab.pairs import PAIRS_DIR
 from circuitdiff.lab.recipe import ALL_TASKS, DataRecipe
 from circuitdiff.models.loading import load_model
 from circuitdiff.tasks import MASK, Task, TaskPrompt, encode_task, get_task, training_prompts
@@ -26,15 +26,53 @@ N = 200
 ANSWER = {(rel, s): a for rel, (_, pairs) in RELATIONS.items() for s, a in pairs}
 
 
-@pytest.fixture(scope="module")
-def tiny_gpt2_tokenizer() -> Tok:
-    """The shipped causal pair's own small BPE: it splits most fact answers."""
-    return AutoTokenizer.from_pretrained(PAIRS_DIR / "tiny-gpt2")
+SPLIT_RELATIONS = ("opposite", "color", "legs")
+"""The only relations whose words the small tokenizers below keep whole: items of every other
+relation have a split answer or distractor (the shipped pairs keep every item, so they cannot
+show the dropping)."""
+
+
+def _small_tokenizers(relations: tuple[str, ...]) -> tuple[Tok, Tok]:
+    """A 400-piece byte-level BPE and WordPiece from a little Austen, forced to keep ``relations``' words
+    (and numerals' words, a task that never drops items, for contrast)."""
+    from circuitdiff.lab.corpus import load_corpus
+    from circuitdiff.lab.tokenizer import train_bpe, train_wordpiece
+    from circuitdiff.tasks import task_vocabulary
+
+    texts = load_corpus("sample")[:300]
+    words = sorted({w for f in FACTS if f.relation in relations for w in (f.subject, f.answer)})
+    words += task_vocabulary("numerals")
+    numbers = sorted({w for p in get_task("numerals", N, 0).prompts for w in (p.answer, p.distractor)})
+    return (train_bpe(texts, 400, [" " + w for w in words] + numbers, 64),
+            train_wordpiece(texts, 400, words + [w.strip() for w in numbers], 64))
 
 
 @pytest.fixture(scope="module")
-def tiny_bert_tokenizer() -> Tok:
-    return AutoTokenizer.from_pretrained(PAIRS_DIR / "tiny-bert")
+def split_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random 2-layer GPT-2 teacher, 1-layer GPT-2 student and 2-layer BERT that use those tokenizers."""
+    bpe, wordpiece = _small_tokenizers(SPLIT_RELATIONS)
+    root, paths = tmp_path_factory.mktemp("split"), {}
+    for name, tok, model in (
+        ("split-gpt2", bpe, GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=len(bpe), n_positions=64))),
+        ("split-distilgpt2", bpe, GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=len(bpe), n_positions=64))),
+        ("split-bert", wordpiece, BertForMaskedLM(BertConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16,
+                                                            intermediate_size=32, vocab_size=len(wordpiece),
+                                                            max_position_embeddings=64))),
+    ):
+        paths[name] = root / name
+        model.save_pretrained(paths[name])
+        tok.save_pretrained(paths[name])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def split_gpt2_tokenizer(split_pair: dict[str, Path]) -> Tok:
+    return AutoTokenizer.from_pretrained(split_pair["split-gpt2"])
+
+
+@pytest.fixture(scope="module")
+def split_bert_tokenizer(split_pair: dict[str, Path]) -> Tok:
+    return AutoTokenizer.from_pretrained(split_pair["split-bert"])
 
 
 def _subject(rel: str, text: str) -> str:
@@ -108,42 +146,43 @@ def test_masked_variant_reads_at_the_mask_on_bert(bert_tokenizer: Tok) -> None:
     assert (enc.input_ids[rows, enc.read_pos] == bert_tokenizer.mask_token_id).all()
 
 
-def test_dropping_counts_exactly_the_split_items(tiny_gpt2_tokenizer: Tok) -> None:
+def test_dropping_counts_exactly_the_split_items(split_gpt2_tokenizer: Tok) -> None:
+    tok = split_gpt2_tokenizer
     task = get_task("facts", N, seed=0)
-    (kept,), note = drop_multi_token_items([task], [tiny_gpt2_tokenizer])
-    expected = [p for p in task.prompts
-                if _one_token(tiny_gpt2_tokenizer, p.answer, False) and _one_token(tiny_gpt2_tokenizer, p.distractor, False)]
+    (kept,), note = drop_multi_token_items([task], [tok])
+    expected = [p for p in task.prompts if _one_token(tok, p.answer, False) and _one_token(tok, p.distractor, False)]
     assert 0 < len(expected) < N and kept.prompts == tuple(expected)
-    assert note is not None and f"dropped {N - len(expected)} of {N} items" in note and "'tiny-gpt2'" in note
-    enc = encode_task(kept, tiny_gpt2_tokenizer)
+    assert {p.template for p in kept.prompts} == {f"facts-{rel}" for rel in SPLIT_RELATIONS}
+    assert note is not None and f"dropped {N - len(expected)} of {N} items" in note and "'split-gpt2'" in note
+    enc = encode_task(kept, tok)
     assert enc.n == len(expected)
-    with pytest.raises(TaskEncodingError, match="not a single token for tokenizer 'tiny-gpt2'"):
-        encode_task(task, tiny_gpt2_tokenizer)  # encode_task itself never drops
-    assert encode_task(task, tiny_gpt2_tokenizer, first_token=True).n == N
+    with pytest.raises(TaskEncodingError, match="not a single token for tokenizer 'split-gpt2'"):
+        encode_task(task, tok)  # encode_task itself never drops
+    assert encode_task(task, tok, first_token=True).n == N
 
 
-def test_only_tasks_that_allow_it_lose_items(tiny_gpt2_tokenizer: Tok) -> None:
+def test_only_tasks_that_allow_it_lose_items(split_gpt2_tokenizer: Tok) -> None:
     prompts = (TaskPrompt("The capital of France is", " Paris", " Copenhagen"),) * 4
     strict = Task("mine", prompts)
-    assert drop_multi_token_items([strict], [tiny_gpt2_tokenizer]) == ([strict], None)
-    with pytest.raises(TaskEncodingError, match=r"every item's answer or distractor is split by a tokenizer \(of 4: 4 for tokenizer 'tiny-gpt2'\)"):
-        drop_multi_token_items([Task("mine", prompts, drop_multi_token=True)], [tiny_gpt2_tokenizer])
+    assert drop_multi_token_items([strict], [split_gpt2_tokenizer]) == ([strict], None)
+    with pytest.raises(TaskEncodingError, match=r"every item's answer or distractor is split by a tokenizer \(of 4: 4 for tokenizer 'split-gpt2'\)"):
+        drop_multi_token_items([Task("mine", prompts, drop_multi_token=True)], [split_gpt2_tokenizer])
 
 
-def test_both_models_keep_the_same_items_across_tokenizers(tiny_gpt2_tokenizer: Tok, tiny_bert_tokenizer: Tok) -> None:
+def test_both_models_keep_the_same_items_across_tokenizers(split_gpt2_tokenizer: Tok, split_bert_tokenizer: Tok) -> None:
     causal, masked = get_task("facts", N, seed=0), get_task("facts", N, seed=0, masked=True)
-    (a, b), note = drop_multi_token_items([causal, masked], [tiny_gpt2_tokenizer, tiny_bert_tokenizer])
+    (a, b), note = drop_multi_token_items([causal, masked], [split_gpt2_tokenizer, split_bert_tokenizer])
     alone = {len(drop_multi_token_items([t], [tok])[0][0]) for t, tok in
-             ((causal, tiny_gpt2_tokenizer), (masked, tiny_bert_tokenizer))}
+             ((causal, split_gpt2_tokenizer), (masked, split_bert_tokenizer))}
     assert len(a) == len(b) <= min(alone) and len(a) > 0
     assert [p.answer for p in a.prompts] == [p.answer for p in b.prompts]
     assert [p.prompt + f" {MASK}." for p in a.prompts] == [p.prompt for p in b.prompts]
-    assert note is not None and "'tiny-gpt2'" in note and "'tiny-bert'" in note
+    assert note is not None and "'split-gpt2'" in note and "'split-bert'" in note
 
 
-def test_prepare_tasks_gives_both_models_the_same_items_and_warns() -> None:
-    teacher, student = load_model("tiny-gpt2"), load_model("tiny-bert")  # two tokenizers, causal and masked
-    with warnings.catch_warnings(record=True) as caught:
+def test_prepare_tasks_gives_both_models_the_same_items_and_warns(split_pair: dict[str, Path]) -> None:
+    teacher, student = load_model(str(split_pair["split-gpt2"])), load_model(str(split_pair["split-bert"]))
+    with warnings.catch_warnings(record=True) as caught:  # two tokenizers, causal and masked
         warnings.simplefilter("always")
         (item,) = prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=N))
     (t_task, t_enc), (s_task, s_enc) = item.teacher, item.student
@@ -154,30 +193,71 @@ def test_prepare_tasks_gives_both_models_the_same_items_and_warns() -> None:
     assert item.teacher[1].n == item.student[1].n == N  # --first-token keeps the study's behaviour
 
 
-def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(tiny_gpt2_tokenizer: Tok) -> None:
+def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(split_pair: dict[str, Path]) -> None:
+    teacher = load_model(str(split_pair["split-gpt2"]))
+    tok = teacher.tokenizer
     assert "facts" in ALL_TASKS
     data = DataRecipe(tasks=("facts",), task_prompts_per_task=300, task_prompts=(), corpus_max_chunks=4)
-    pool = build_pool("causal", tiny_gpt2_tokenizer, data, seed=0, context=64)
+    pool = build_pool("causal", tok, data, seed=0, context=64)
     summary = pool.summary["tasks"]["facts"]
     rows = [r for r in pool.rows if r.task == "facts"]
     assert summary["rows"] == len(rows) > 0 and summary["multi_token_dropped"] == 300 - len(rows)
     for row in rows[:20]:  # prompt then its answer, scored at the answer
-        text = tiny_gpt2_tokenizer.decode(row.ids)
+        text = tok.decode(row.ids)
         rel = next(rel for rel, (tpl, _) in RELATIONS.items() if text.startswith(tpl.split("{}")[0]))
-        subject = _subject(rel, tiny_gpt2_tokenizer.decode(row.ids[:row.answer_pos]))
-        assert tiny_gpt2_tokenizer.decode(row.ids[row.answer_pos:]) == " " + ANSWER[rel, subject]
-    teacher = load_model("tiny-gpt2")
-    ld = logit_diffs(teacher.model, teacher.tokenizer, "facts", N, 0, masked=False)
-    kept = len(drop_multi_token_items([get_task("facts", N, 0)], [teacher.tokenizer])[0][0])
+        subject = _subject(rel, tok.decode(row.ids[:row.answer_pos]))
+        assert tok.decode(row.ids[row.answer_pos:]) == " " + ANSWER[rel, subject]
+    ld = logit_diffs(teacher.model, tok, "facts", N, 0, masked=False)
+    kept = len(drop_multi_token_items([get_task("facts", N, 0)], [tok])[0][0])
     assert ld.numel() == kept
-    result = evaluate_tasks(teacher.model, teacher.tokenizer, "causal", ("facts", "numerals"), n_prompts=N)
+    result = evaluate_tasks(teacher.model, tok, "causal", ("facts", "numerals"), n_prompts=N)
     assert result["facts"]["n_prompts"] == kept and result["facts"]["dropped"] == N - kept
     assert "dropped" not in result["numerals"] and result["numerals"]["n_prompts"] == N
     assert f"on the {kept} prompts kept ({N - kept} have an answer" in _note(result["facts"])  # the model card says so
 
 
-def test_too_few_items_left_names_the_drop() -> None:
-    teacher, student = load_model("tiny-gpt2"), load_model("tiny-distilgpt2")
-    with pytest.raises(TaskFileError, match=r"has \d prompts; circuitdiff needs at least 4 \(facts: dropped \d+ of 24"), \
+def test_too_few_items_left_names_the_drop(split_pair: dict[str, Path]) -> None:
+    teacher, student = load_model(str(split_pair["split-gpt2"])), load_model(str(split_pair["split-distilgpt2"]))
+    n = 8  # 2 of its facts are opposites (kept), 6 are not
+    assert sum(p.template == "facts-opposite" for p in get_task("facts", n, 0).prompts) == 2
+    with pytest.raises(TaskFileError, match=rf"has 2 prompts; circuitdiff needs at least 4 \(facts: dropped 6 of {n}"), \
             pytest.warns(UserWarning, match="dropped"):
-        prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=24))
+        prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=n))
+
+
+HAND_POSITIONS = {  # prompt -> (subject, end) token positions, counted by hand
+    "The capital of France is": (3, 4),  # The | capital | of | France | is
+    "People in Japan speak": (2, 3),  # People | in | Japan | speak
+    "A young dog is called a": (2, 5),  # A | young | dog | is | called | a
+    "The number of legs of a spider is": (6, 7),  # The | number | of | legs | of | a | spider | is
+    "The opposite of up is": (3, 4),  # The | opposite | of | up | is
+}
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_facts_roles_are_the_subject_and_the_read_position(masked: bool, gpt2_tokenizer: Tok, bert_tokenizer: Tok) -> None:
+    from circuitdiff.tasks.roles import role_positions
+
+    tok, shift = (bert_tokenizer, 1) if masked else (gpt2_tokenizer, 0)  # BERT puts [CLS] first
+    task = get_task("facts", len(FACTS), seed=0, masked=masked)
+    end = f" {MASK}." if masked else ""
+    rows = [i for i, p in enumerate(task.prompts) if p.prompt.removesuffix(end) in HAND_POSITIONS]
+    assert len(rows) == len(HAND_POSITIONS)
+    sub = task.select(rows)
+    enc = encode_task(sub, tok)
+    pos = role_positions(sub, enc, tok)
+    assert set(pos) == {"subject", "end"}
+    for r, p in enumerate(sub.prompts):
+        subject, last = HAND_POSITIONS[p.prompt.removesuffix(end)]
+        assert int(pos["subject"][r]) == subject + shift
+        assert int(pos["end"][r]) == (last + 2 if masked else last)  # masked: [CLS] shift and the [MASK] after the last word
+
+
+def test_every_subject_sits_in_its_templates_slot() -> None:
+    """The first whole-word match of the subject is the {} slot, so the role points at it."""
+    import re
+
+    for f in FACTS:
+        template = RELATIONS[f.relation][0]
+        first = re.search(rf"(?<!\w){re.escape(f.subject)}(?!\w)", template.format(f.subject))
+        assert first is not None and first.start() == template.index("{}"), f

@@ -215,6 +215,37 @@ def test_shipped_pair_meets_accuracy_floor(folder: str, role: str, masked: bool)
     assert report["role"] == role and "ioi" in (path / "README.md").read_text()
 
 
+FACTS_N, FACTS_KEPT_MIN = 200, 150
+
+
+@pytest.mark.parametrize("pair", ["tiny-gpt2", "tiny-bert"])
+def test_shipped_pairs_are_taught_facts(pair: str) -> None:
+    """The lab's tokenizers keep the fact words whole, so most facts items survive, and the
+    index lists facts as passed exactly when both models pass it (measured here)."""
+    from circuitdiff.tasks.facts import FACTS
+
+    entry = load_index()[pair]
+    masked = entry["kind"] == "masked"
+    task = get_task("facts", FACTS_N, 0, masked)
+    accuracy = {}
+    for role in ("teacher", "student"):
+        path = PAIRS_DIR / entry[role]
+        tok = AutoTokenizer.from_pretrained(path)
+
+        def one(word: str) -> bool:  # independent of circuitdiff's dropping: the word alone is one token
+            return len(tok.tokenize(word.strip() if masked else word)) == 1
+
+        kept = [p for p in task.prompts if one(p.answer) and one(p.distractor)]
+        assert len(kept) >= FACTS_KEPT_MIN, (entry[role], len(kept))
+        assert all(one(" " + f.subject) for f in FACTS), entry[role]  # the "subject" role is one token
+        model = (AutoModelForMaskedLM if masked else AutoModelForCausalLM).from_pretrained(path, dtype=torch.float32)
+        ld = logit_diffs(model.eval(), tok, "facts", FACTS_N, 0, masked)
+        assert ld.numel() == len(kept)
+        accuracy[role] = float((ld > 0).float().mean())
+    passes = accuracy["teacher"] >= 0.9 and accuracy["student"] >= 0.8
+    assert ("facts" in entry["tasks_passed"]) == passes, accuracy
+
+
 def test_shipped_weights_are_small() -> None:
     total = sum(f.stat().st_size for f in PAIRS_DIR.rglob("*.safetensors"))
     assert 0 < total < 15 * 1024 * 1024

@@ -106,18 +106,19 @@ def test_first_token_and_missing_circuit_notes_say_why(tmp_path: Path) -> None:
             ("Then Anna and Tom had a long talk, and Tom handed a book to", " Anna", " Tom"),
             ("After Sarah and Mike left the park, Mike gave a ring to", " Sarah", " Mike"),
             ("While Kate and Paul were at the office, Paul sent a letter to", " Kate", " Paul"),
-            ("The capital of France is", " Parisianistically", " Rome")]
+            ("The capital of France is", " Ottawanistically", " Paris")]
     task = tmp_path / "mine.jsonl"
     task.write_text("".join(json.dumps({"prompt": p, "answer": a, "distractor": d}) + "\n" for p, a, d in rows))
     results = compare("tiny-gpt2", "tiny-distilgpt2", [str(task)], out=tmp_path / "out", progress=False,
                       first_token=True, n_boot=20, null_model=False, circuit_thresholds=(0.2,))
     notes = results["warnings"]
-    assert any("--first-token" in n and "Parisianistically" in n and "tiny-gpt2" in n for n in notes), notes
+    assert any("--first-token" in n and "Ottawanistically" in n and "tiny-gpt2" in n for n in notes), notes
     assert results["tasks"]["mine.jsonl"]["example"] == {"prompt": rows[0][0], "answer": " Mary", "distractor": " John"}
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "Parisianistically" in page and "· 5 prompts ·" in page
-    # the fifth prompt (first token of " Parisianistically" against " Rome") makes the clean logit difference
-    # too noisy over 5 prompts to prune against: the page says for which model and why
+    assert "Ottawanistically" in page and "· 5 prompts ·" in page
+    # the fifth prompt (first token " Ottawa" of " Ottawanistically" against " Paris", which both models, taught
+    # the facts, strongly prefer) makes the clean logit difference too noisy over 5 prompts to prune against:
+    # the page says for which model and why
     assert not results["tasks"]["mine.jsonl"]["circuit"].get("thresholds")
     assert "Not available: no teacher circuit: there is nothing to prune against: clean logit difference" in page
     assert "within two standard errors" in page

@@ -209,7 +209,7 @@ class RoleAttention(Record):
     """The matched head in the other model (None when the head is unmatched or matched to an MLP)."""
     template: str
     role: str
-    """Token role: S, IO, S2, end (IOI); number k (numerals); end, end-1, ... (others)."""
+    """Token role: S, IO, S2, end (IOI); number k (numerals); subject, end (facts); end, end-1, ... (others)."""
     mean: float
     lo: float
     hi: float

@@ -7,6 +7,11 @@ so the subject alone decides which of the two the model should say. Relations an
 are in ``facts_data.py`` (provenance there). Prompts walk through the fact table in a
 seeded shuffled order, so up to ``len(FACTS)`` prompts are distinct facts.
 
+Token roles: "subject" (the subject's first token, its only one in the tokenizers the
+lab builds and in GPT-2/BERT) and "end" (the read position: the last prompt token, or
+the mask), which every task gets. No template word repeats a subject, so its first
+occurrence is the slot (``tests/test_facts.py`` checks it for every fact).
+
 The task allows dropping (``Task.drop_multi_token``): a model whose tokenizer splits an
 answer or distractor loses those items (counted in the warnings) instead of the whole task.
 """
@@ -69,6 +74,7 @@ def generate(n_prompts: int, seed: int, masked: bool = False) -> Task:
             distractor=sp(other.answer),
             corrupted_prompt=other.prompt(masked),
             template=f"facts-{fact.relation}",
+            roles=(("subject", fact.subject, 0),),
         ))
     return Task(
         name="facts",
