@@ -35,7 +35,7 @@ from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import all_edges, exact_edge_metrics
 from circuitdiff.interventions.forward import logit_difference, read_hidden
 from circuitdiff.interventions.kernels import fast_kernels
-from circuitdiff.interventions.exact import base_metric, record_activations
+from circuitdiff.interventions.exact import record_activations
 from circuitdiff.models.loading import load_model
 from circuitdiff.pipeline import batches
 from circuitdiff.tasks import encode_task, get_task
@@ -91,7 +91,8 @@ def main() -> None:
 
     top = np.argsort(-np.abs(ig.mean(1).numpy()), kind="stable")[: args.top].tolist()
     chosen = [edges[i] for i in top]
-    clean = base_metric(adapter, base)
+    with fast_kernels(adapter):
+        clean = logit_difference(adapter, base)
     t_exact, patched = timed(lambda: exact_edge_metrics(adapter, base, cache, replacement, chosen))
     exact = (patched - clean).mean(1).numpy()
     blocks = sum((adapter.n_layers - e.receiver_layer(adapter.n_layers)) / adapter.n_layers for e in chosen)

@@ -108,9 +108,10 @@ class SplitInputs:
 
     ``mlp[layer]`` and ``final`` are (b, s, d_model) tensors whose ``.grad`` is
     d(objective)/d(that receiver's input). For q/k/v the forward pass is left untouched:
-    the projection's output keeps its gradient, and ``qkv_grad`` turns the gradient at
-    head h's columns into the gradient at head h's own input, through the projection's
-    columns and the real norm (its vector-Jacobian product, all heads at once).
+    the projection's output keeps its gradient, and ``qkv_grads`` turns the gradient at
+    each head's columns into the gradient at that head's own input, through the
+    projection's columns and the real norm, for all heads of a layer in one batched
+    vector-Jacobian product (no per-head copy of the forward pass: that was the cost).
     """
 
     mlp: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -120,20 +121,34 @@ class SplitInputs:
     norms: dict[int, nn.Module] = field(default_factory=dict)
     columns: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
 
-    def qkv_grad(self, layer: int, channel: str) -> torch.Tensor:
-        """d(objective)/d(each head's q/k/v input), (b, s, n heads, d_model), after ``backward``."""
-        module, output = self.projections[(layer, channel)]
-        if output.grad is None:
-            raise RuntimeError(f"no gradient reached layer {layer}'s {channel} projection")
-        cols = self.columns[(layer, channel)].to(output.device)  # (n, d_head)
-        weight, _ = in_out_weight(module)
-        with torch.no_grad():
-            g_normed = torch.einsum("bsne,dne->nbsd", output.grad[..., cols].to(weight.dtype), weight[:, cols])
-        x = self.resid[layer].detach()
-        x = x.unsqueeze(0).expand(len(cols), *x.shape).contiguous().requires_grad_(True)
+    def qkv_grads(self, layer: int) -> torch.Tensor:
+        """d(objective)/d(each head's q, k, v input), after ``backward``: (n_q + 2 n_kv, b, s, d_model).
+
+        Rows are the q heads, then the k heads, then the v heads (key/value heads with GQA).
+        The norm's VJP runs once for all of them (``is_grads_batched``: autograd vmaps the
+        real module's backward over the heads' cotangents), so its forward runs once, not
+        once per head.
+        """
+        cotangents = []
+        for channel in QKV:
+            module, output = self.projections[(layer, channel)]
+            if output.grad is None:
+                raise RuntimeError(f"no gradient reached layer {layer}'s {channel} projection")
+            cols = self.columns[(layer, channel)].to(output.device)  # (n, d_head)
+            weight, _ = in_out_weight(module)
+            with torch.no_grad():
+                cotangents.append(torch.einsum("bsne,dne->nbsd", output.grad[..., cols].to(weight.dtype),
+                                               weight[:, cols]))
+        x = self.resid[layer].detach().requires_grad_(True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.norms[layer].forward(x), x, g_normed.to(x.dtype))
-        return g.movedim(0, 2)
+            normed = self.norms[layer].forward(x)
+            (g,) = torch.autograd.grad(normed, x, torch.cat(cotangents).to(normed.dtype), is_grads_batched=True)
+        return g
+
+    def qkv_grad(self, layer: int, channel: str) -> torch.Tensor:
+        """One channel's rows of ``qkv_grads``: (n heads of that channel, b, s, d_model)."""
+        sizes = [len(self.columns[(layer, c)]) for c in QKV]
+        return self.qkv_grads(layer).split(sizes)[QKV.index(channel)]
 
 
 def check_edges_supported(adapter: Adapter, context: str = "") -> None:
