@@ -130,20 +130,33 @@ class SplitInputs:
         once per head.
         """
         cotangents = []
+        for module, output, cols in self._by_projection(layer):
+            weight, _ = in_out_weight(module)
+            cols = cols.to(output.device)  # (heads read through this projection, d_head)
+            with torch.no_grad():
+                cotangents.append(torch.einsum("bsne,dne->nbsd", output.grad[..., cols].to(weight.dtype),
+                                               weight[:, cols]))
+        stacked = cotangents[0] if len(cotangents) == 1 else torch.cat(cotangents)
+        x = self.resid[layer].detach().requires_grad_(True)
+        with torch.enable_grad():
+            normed = self.norms[layer].forward(x)
+            (g,) = torch.autograd.grad(normed, x, stacked.to(normed.dtype), is_grads_batched=True)
+        return g
+
+    def _by_projection(self, layer: int) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+        """(module, its output, the head columns it serves) in q, k, v order: one entry for a fused
+        projection (GPT-2's ``c_attn``, GPT-NeoX's ``query_key_value``), three for Llama's."""
+        out: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         for channel in QKV:
             module, output = self.projections[(layer, channel)]
             if output.grad is None:
                 raise RuntimeError(f"no gradient reached layer {layer}'s {channel} projection")
-            cols = self.columns[(layer, channel)].to(output.device)  # (n, d_head)
-            weight, _ = in_out_weight(module)
-            with torch.no_grad():
-                cotangents.append(torch.einsum("bsne,dne->nbsd", output.grad[..., cols].to(weight.dtype),
-                                               weight[:, cols]))
-        x = self.resid[layer].detach().requires_grad_(True)
-        with torch.enable_grad():
-            normed = self.norms[layer].forward(x)
-            (g,) = torch.autograd.grad(normed, x, torch.cat(cotangents).to(normed.dtype), is_grads_batched=True)
-        return g
+            cols = self.columns[(layer, channel)]
+            if out and out[-1][0] is module:
+                out[-1] = (module, output, torch.cat([out[-1][2], cols]))
+            else:
+                out.append((module, output, cols))
+        return out
 
     def qkv_grad(self, layer: int, channel: str) -> torch.Tensor:
         """One channel's rows of ``qkv_grads``: (n heads of that channel, b, s, d_model)."""
