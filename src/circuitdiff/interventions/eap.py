@@ -28,7 +28,8 @@ import torch
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.edges import Edge, sender_writes
 from circuitdiff.interventions.forward import Batch, read_hidden
-from circuitdiff.interventions.graph import Intervention, Site, SplitInputs, check_edges_supported, intervene
+from circuitdiff.interventions.graph import (HeadWeights, Intervention, Site, SplitInputs, check_edges_supported,
+                                             intervene)
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import needed_width, trim
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
@@ -72,6 +73,7 @@ def eap_scores(
     pick_r = torch.tensor([column[e.receiver] for e in edges])
     embed = adapter.model.get_input_embeddings()
     handle = embed.register_forward_hook(lambda _m, _a, output: output.requires_grad_(True))
+    reuse = HeadWeights()
     try:
         with fast_kernels(adapter):
             for start in range(0, len(base), step):
@@ -79,7 +81,7 @@ def eap_scores(
                 width = int(widths[prompts].max())
                 part = trim(base.select(prompts.to(base.input_ids.device)), width)
                 grads = _summed_receiver_grads(adapter, part, base_cache, replacement, prompts, width, groups,
-                                               ig_steps)
+                                               ig_steps, reuse)
                 writes = sender_writes(adapter, base_cache, replacement, senders, prompts, width)
                 scores = _scores(writes, senders, grads, upstream) / max(1, ig_steps)  # (m, S, columns)
                 out[:, prompts] = scores[:, pick_s, pick_r].T.cpu()
@@ -130,9 +132,9 @@ class _ReceiverGroups:
         n_before = [bisect.bisect_left(sender_order, (layer, -1)) for layer in self.qkv_layers]
         return n_before + ([len(sender_order)] if self.io_layers or self.final else [])
 
-    def grads(self, split: SplitInputs) -> list[torch.Tensor]:
+    def grads(self, split: SplitInputs, reuse: HeadWeights) -> list[torch.Tensor]:
         """Each group's gradients after ``backward``, (rows, b, s, d_model), in column order."""
-        out = [split.qkv_grads(layer) for layer in self.qkv_layers]
+        out = [split.qkv_grads(layer, reuse) for layer in self.qkv_layers]
         io = [split.mlp[layer].grad for layer in self.io_layers]
         if self.final:
             io.append(split.final.grad if split.final is not None else None)
@@ -145,7 +147,7 @@ class _ReceiverGroups:
 
 def _summed_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement,
                            prompts: torch.Tensor, width: int, groups: _ReceiverGroups,
-                           ig_steps: int) -> list[torch.Tensor]:
+                           ig_steps: int, reuse: HeadWeights) -> list[torch.Tensor]:
     """d(sum of metric)/d(receiver input), summed over the IG steps: one tensor per group, (rows, m, s, d_model).
 
     One forward and one backward pass per step; the per-head q/k/v gradients then come from one
@@ -160,7 +162,7 @@ def _summed_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache
         with torch.enable_grad(), intervene(adapter, ivs, split=True) as split:
             h = read_hidden(adapter, part)
             adapter.logit_difference(h, part.answer_ids, part.distractor_ids).sum().backward()
-        grads = [g.detach() for g in groups.grads(split)]
+        grads = [g.detach() for g in groups.grads(split, reuse)]
         total = grads if not total else [t.add_(g) for t, g in zip(total, grads)]
     return total
 

@@ -102,6 +102,29 @@ class Intervention:
     value: Value = None
 
 
+class HeadWeights:
+    """Each head's columns of a q/k/v projection as a contiguous (heads, d_head, d_model) block,
+    and one scratch buffer for the cotangents: made once per scoring run, reused across its
+    layers and IG steps (on CPU a fresh large tensor costs its page faults, and the column
+    gather would be repeated per step). Weights must not change while one is in use."""
+
+    def __init__(self) -> None:
+        self._weights: dict[tuple[int, int], torch.Tensor] = {}
+        self._scratch: torch.Tensor | None = None
+
+    def weight(self, key: tuple[int, int], module: nn.Module, cols: torch.Tensor) -> torch.Tensor:
+        if key not in self._weights:
+            w, _ = in_out_weight(module)
+            self._weights[key] = w.detach()[:, cols.to(w.device)].permute(1, 2, 0).contiguous()
+        return self._weights[key]
+
+    def scratch(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        s = self._scratch
+        if s is None or s.shape != shape or s.dtype != like.dtype or s.device != like.device:
+            s = self._scratch = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return s
+
+
 @dataclass
 class SplitInputs:
     """With ``split=True``: what a backward pass needs to give every receiver input its own gradient.
@@ -121,26 +144,33 @@ class SplitInputs:
     norms: dict[int, nn.Module] = field(default_factory=dict)
     columns: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
 
-    def qkv_grads(self, layer: int) -> torch.Tensor:
+    def qkv_grads(self, layer: int, reuse: HeadWeights | None = None) -> torch.Tensor:
         """d(objective)/d(each head's q, k, v input), after ``backward``: (n_q + 2 n_kv, b, s, d_model).
 
         Rows are the q heads, then the k heads, then the v heads (key/value heads with GQA).
         The norm's VJP runs once for all of them (``is_grads_batched``: autograd vmaps the
         real module's backward over the heads' cotangents), so its forward runs once, not
-        once per head.
+        once per head. ``reuse`` keeps the head weights and the scratch buffer between calls.
         """
-        cotangents = []
-        for module, output, cols in self._by_projection(layer):
-            weight, _ = in_out_weight(module)
-            cols = cols.to(output.device)  # (heads read through this projection, d_head)
+        reuse = reuse if reuse is not None else HeadWeights()
+        parts = self._by_projection(layer)
+        x = self.resid[layer].detach()
+        n_total = sum(len(cols) for _, _, cols in parts)
+        cotangents, row = None, 0
+        for i, (module, output, cols) in enumerate(parts):
+            weight = reuse.weight((layer, i), module, cols)  # (n, d_head, d_model)
+            if cotangents is None:
+                cotangents = reuse.scratch((n_total, x.shape[0] * x.shape[1], x.shape[2]), weight)
+            grad = output.grad[..., cols.to(output.device)].flatten(0, 1).transpose(0, 1)  # (n, b*s, d_head)
             with torch.no_grad():
-                cotangents.append(torch.einsum("bsne,dne->nbsd", output.grad[..., cols].to(weight.dtype),
-                                               weight[:, cols]))
-        stacked = cotangents[0] if len(cotangents) == 1 else torch.cat(cotangents)
-        x = self.resid[layer].detach().requires_grad_(True)
+                torch.bmm(grad.to(weight.dtype), weight, out=cotangents[row:row + len(cols)])
+            row += len(cols)
+        assert cotangents is not None
+        x = x.requires_grad_(True)
         with torch.enable_grad():
             normed = self.norms[layer].forward(x)
-            (g,) = torch.autograd.grad(normed, x, stacked.to(normed.dtype), is_grads_batched=True)
+            (g,) = torch.autograd.grad(normed, x, cotangents.view(n_total, *x.shape).to(normed.dtype),
+                                       is_grads_batched=True)
         return g
 
     def _by_projection(self, layer: int) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
