@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from circuitdiff.errors import EdgesUnsupportedError
+from circuitdiff.interventions.norm_vjp import ClosedFormVJP, fold_weight, norm_kind
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -112,10 +113,13 @@ class HeadWeights:
         self._weights: dict[tuple[int, int], torch.Tensor] = {}
         self._scratch: torch.Tensor | None = None
 
-    def weight(self, key: tuple[int, int], module: nn.Module, cols: torch.Tensor) -> torch.Tensor:
+    def weight(self, key: tuple[int, int], module: nn.Module, cols: torch.Tensor,
+               fold: nn.Module | None = None) -> torch.Tensor:
+        """The heads' (n, d_head, d_model) weights; with ``fold`` that norm folded in (``norm_vjp.fold_weight``)."""
         if key not in self._weights:
             w, _ = in_out_weight(module)
-            self._weights[key] = w.detach()[:, cols.to(w.device)].permute(1, 2, 0).contiguous()
+            heads = w.detach()[:, cols.to(w.device)].permute(1, 2, 0).contiguous()
+            self._weights[key] = heads if fold is None else fold_weight(fold, heads)
         return self._weights[key]
 
     def scratch(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -148,29 +152,38 @@ class SplitInputs:
         """d(objective)/d(each head's q, k, v input), after ``backward``: (n_q + 2 n_kv, b, s, d_model).
 
         Rows are the q heads, then the k heads, then the v heads (key/value heads with GQA).
-        The norm's VJP runs once for all of them (``is_grads_batched``: autograd vmaps the
-        real module's backward over the heads' cotangents), so its forward runs once, not
-        once per head. ``reuse`` keeps the head weights and the scratch buffer between calls.
+        LayerNorm and RMSNorm take their VJP in closed form for all heads at once
+        (``norm_vjp``); any other norm takes one batched VJP of the real module
+        (``is_grads_batched``: autograd vmaps its backward over the heads' cotangents), so
+        the norm runs forward once, not once per head. ``reuse`` keeps the head weights
+        and the scratch buffer between calls.
         """
         reuse = reuse if reuse is not None else HeadWeights()
         parts = self._by_projection(layer)
-        x = self.resid[layer].detach()
+        norm, x = self.norms[layer], self.resid[layer].detach()
         n_total = sum(len(cols) for _, _, cols in parts)
-        cotangents, row = None, 0
+        closed = ClosedFormVJP(norm, x) if norm_kind(norm) is not None else None
+        shape = (n_total, x.shape[0] * x.shape[1], x.shape[2])
+        out, row = None, 0
         for i, (module, output, cols) in enumerate(parts):
-            weight = reuse.weight((layer, i), module, cols)  # (n, d_head, d_model)
-            if cotangents is None:
-                cotangents = reuse.scratch((n_total, x.shape[0] * x.shape[1], x.shape[2]), weight)
+            weight = reuse.weight((layer, i), module, cols, norm if closed is not None else None)
+            if out is None:  # the closed form writes the result; the generic path a scratch cotangent
+                out = torch.empty(shape, dtype=weight.dtype, device=weight.device) if closed is not None \
+                    else reuse.scratch(shape, weight)
             grad = output.grad[..., cols.to(output.device)].flatten(0, 1).transpose(0, 1)  # (n, b*s, d_head)
             with torch.no_grad():
-                torch.bmm(grad.to(weight.dtype), weight, out=cotangents[row:row + len(cols)])
+                if closed is not None:
+                    closed.head_grads(grad, weight, out[row:row + len(cols)])
+                else:
+                    torch.bmm(grad.to(weight.dtype), weight, out=out[row:row + len(cols)])
             row += len(cols)
-        assert cotangents is not None
+        assert out is not None
+        if closed is not None:
+            return out.view(n_total, *x.shape).to(x.dtype)
         x = x.requires_grad_(True)
         with torch.enable_grad():
-            normed = self.norms[layer].forward(x)
-            (g,) = torch.autograd.grad(normed, x, cotangents.view(n_total, *x.shape).to(normed.dtype),
-                                       is_grads_batched=True)
+            normed = norm.forward(x)
+            (g,) = torch.autograd.grad(normed, x, out.view(n_total, *x.shape).to(normed.dtype), is_grads_batched=True)
         return g
 
     def _by_projection(self, layer: int) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:

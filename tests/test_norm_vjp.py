@@ -1,0 +1,54 @@
+"""The closed-form per-head norm VJP against autograd through the real norm modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+from circuitdiff.interventions.norm_vjp import ClosedFormVJP, fold_weight, norm_kind
+
+B, S, D, N, E = 3, 5, 16, 4, 3
+
+
+def _layer_norm() -> nn.Module:
+    norm = nn.LayerNorm(D, eps=1e-3, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    return norm
+
+
+def _rms_norm() -> nn.Module:
+    norm = LlamaRMSNorm(D, eps=1e-3)
+    with torch.no_grad():
+        norm.weight.normal_()
+    return norm
+
+
+@pytest.mark.parametrize("make", [_layer_norm, _rms_norm])
+def test_closed_form_equals_autograd_through_the_real_norm_for_every_head(make) -> None:
+    torch.manual_seed(0)
+    norm = make()
+    dtype = torch.float64 if norm_kind(norm) == "layer" else torch.float32  # transformers' RMSNorm runs in float32
+    x = (torch.randn(B, S, D, dtype=dtype) * 3 + 1)
+    heads = torch.randn(N, E, D, dtype=dtype)  # head h reads norm(x) @ heads[h].T
+    grad = torch.randn(N, B * S, E, dtype=dtype)  # d(metric)/d(head h's projection output)
+    expected = []
+    for h in range(N):  # reference: autograd through the real module, one head at a time
+        xh = x.clone().requires_grad_(True)
+        (norm(xh).flatten(0, 1) @ heads[h].T).mul(grad[h]).sum().backward()
+        expected.append(xh.grad.flatten(0, 1))
+    out = torch.empty(N, B * S, D, dtype=dtype)
+    ClosedFormVJP(norm, x).head_grads(grad, fold_weight(norm, heads), out)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out, torch.stack(expected), atol=tol, rtol=tol)
+
+
+def test_other_norms_take_the_generic_path() -> None:
+    class ScaledRMSNorm(nn.Module):  # e.g. Gemma's (1 + weight): not the closed form's formula
+        weight = nn.Parameter(torch.zeros(D))
+
+    assert norm_kind(ScaledRMSNorm()) is None and norm_kind(nn.LayerNorm((2, D))) is None
+    assert norm_kind(_layer_norm()) == "layer" and norm_kind(_rms_norm()) == "rms"
