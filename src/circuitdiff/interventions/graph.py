@@ -137,8 +137,8 @@ class SplitInputs:
     d(objective)/d(that receiver's input). For q/k/v the forward pass is left untouched:
     the projection's output keeps its gradient, and ``qkv_grads`` turns the gradient at
     each head's columns into the gradient at that head's own input, through the
-    projection's columns and the real norm, for all heads of a layer in one batched
-    vector-Jacobian product (no per-head copy of the forward pass: that was the cost).
+    projection's columns and the norm, for all heads of a layer at once (no per-head copy of
+    the norm's forward pass: that was the cost).
     """
 
     mlp: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -179,7 +179,7 @@ class SplitInputs:
             row += len(cols)
         assert out is not None
         if closed is not None:
-            return out.view(n_total, *x.shape).to(x.dtype)
+            return out.view(n_total, *x.shape)  # float32 or wider, whatever the model's dtype
         x = x.requires_grad_(True)
         with torch.enable_grad():
             normed = norm.forward(x)

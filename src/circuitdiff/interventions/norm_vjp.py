@@ -37,6 +37,7 @@ def norm_kind(norm: nn.Module) -> str | None:
 def fold_weight(norm: nn.Module, heads: torch.Tensor) -> torch.Tensor:
     """``W*`` from the heads' projection weights (n, d_head, d_model): the norm's weight folded
     in, centred over d_model for LayerNorm (that is the mean-subtraction term)."""
+    heads = heads.to(torch.promote_types(heads.dtype, torch.float32))  # half-precision models: fold in float32
     w = norm.weight.detach() if norm.weight is not None else None
     folded = heads * w.to(heads) if w is not None else heads.clone()
     if norm_kind(norm) == "layer":
