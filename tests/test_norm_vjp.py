@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from circuitdiff.interventions.norm_vjp import ClosedFormVJP, fold_weight, norm_kind
+from circuitdiff.interventions.norm_vjp import fold_weight, head_factors, norm_kind
 
 B, S, D, N, E = 3, 5, 16, 4, 3
 
@@ -40,10 +40,17 @@ def test_closed_form_equals_autograd_through_the_real_norm_for_every_head(make) 
         xh = x.clone().requires_grad_(True)
         (norm(xh).flatten(0, 1) @ heads[h].T).mul(grad[h]).sum().backward()
         expected.append(xh.grad.flatten(0, 1))
-    out = torch.empty(N, B * S, D, dtype=dtype)
-    ClosedFormVJP(norm, x).head_grads(grad, fold_weight(norm, heads), out)
+    # two projections (as Llama's q_proj and k_proj): heads 0-2 through one, head 3 through the other
+    split = [slice(0, 3), slice(3, N)]
+    factors = head_factors(norm, x, [grad[p] for p in split], [fold_weight(norm, heads[p]) for p in split])
     tol = 1e-10 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(out, torch.stack(expected), atol=tol, rtol=tol)
+    torch.testing.assert_close(factors.materialize(), torch.stack(expected), atol=tol, rtol=tol)
+    # summed over IG steps (another input, another gradient), the factors give the sum of the gradients
+    x2, grad2 = x.flip(1) * 0.5, grad.flip(1)
+    other = head_factors(norm, x2, [grad2[p] for p in split], [fold_weight(norm, heads[p]) for p in split])
+    second = head_factors(norm, x2, [grad2[p] for p in split], [fold_weight(norm, heads[p]) for p in split])
+    both = head_factors(norm, x, [grad[p] for p in split], [fold_weight(norm, heads[p]) for p in split]).add_(other)
+    torch.testing.assert_close(both.materialize(), factors.materialize() + second.materialize(), atol=tol, rtol=tol)
 
 
 def test_other_norms_take_the_generic_path() -> None:

@@ -31,6 +31,7 @@ from circuitdiff.interventions.forward import Batch, read_hidden
 from circuitdiff.interventions.graph import (HeadWeights, Intervention, Site, SplitInputs, check_edges_supported,
                                              intervene)
 from circuitdiff.interventions.kernels import fast_kernels
+from circuitdiff.interventions.norm_vjp import HeadFactors
 from circuitdiff.interventions.prefix import needed_width, trim
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
@@ -132,9 +133,13 @@ class _ReceiverGroups:
         n_before = [bisect.bisect_left(sender_order, (layer, -1)) for layer in self.qkv_layers]
         return n_before + ([len(sender_order)] if self.io_layers or self.final else [])
 
-    def grads(self, split: SplitInputs, reuse: HeadWeights) -> list[torch.Tensor]:
-        """Each group's gradients after ``backward``, (rows, b, s, d_model), in column order."""
-        out = [split.qkv_grads(layer, reuse) for layer in self.qkv_layers]
+    def grads(self, split: SplitInputs, reuse: HeadWeights) -> list[torch.Tensor | HeadFactors]:
+        """Each group's gradients after ``backward``, (rows, b, s, d_model), in column order; for a
+        LayerNorm/RMSNorm layer's heads their factors (they add up over IG steps, then materialise)."""
+        out: list[torch.Tensor | HeadFactors] = []
+        for layer in self.qkv_layers:
+            factors = split.qkv_factors(layer, reuse)
+            out.append(factors if factors is not None else split.qkv_grads(layer, reuse).detach())
         io = [split.mlp[layer].grad for layer in self.io_layers]
         if self.final:
             io.append(split.final.grad if split.final is not None else None)
@@ -150,8 +155,9 @@ def _summed_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache
                            ig_steps: int, reuse: HeadWeights) -> list[torch.Tensor]:
     """d(sum of metric)/d(receiver input), summed over the IG steps: one tensor per group, (rows, m, s, d_model).
 
-    One forward and one backward pass per step; the per-head q/k/v gradients then come from one
-    batched VJP through each layer's norm (``SplitInputs.qkv_grads``).
+    One forward and one backward pass per step; the per-head q/k/v gradients are kept as
+    factors that add up over the steps and are multiplied out once at the end
+    (``SplitInputs.qkv_factors``), or for other norms come from one batched VJP per step.
     """
     alphas = [0.0] if ig_steps <= 0 else [(k + 0.5) / ig_steps for k in range(ig_steps)]
     shifts = _output_shifts(adapter, cache, replacement, prompts, width) if ig_steps > 0 else {}
@@ -162,9 +168,10 @@ def _summed_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache
         with torch.enable_grad(), intervene(adapter, ivs, split=True) as split:
             h = read_hidden(adapter, part)
             adapter.logit_difference(h, part.answer_ids, part.distractor_ids).sum().backward()
-        grads = [g.detach() for g in groups.grads(split, reuse)]
-        total = grads if not total else [t.add_(g) for t, g in zip(total, grads)]
-    return total
+        grads = groups.grads(split, reuse)
+        total = grads if not total else [t.add_(g) for t, g in zip(total, grads)]  # type: ignore[arg-type]
+    shape = (len(part), width, adapter.d_model)
+    return [t.materialize().view(-1, *shape) if isinstance(t, HeadFactors) else t for t in total]
 
 
 @torch.no_grad()

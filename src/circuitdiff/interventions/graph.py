@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from circuitdiff.errors import EdgesUnsupportedError
-from circuitdiff.interventions.norm_vjp import ClosedFormVJP, fold_weight, norm_kind
+from circuitdiff.interventions.norm_vjp import HeadFactors, fold_weight, head_factors, norm_kind
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -153,38 +153,43 @@ class SplitInputs:
 
         Rows are the q heads, then the k heads, then the v heads (key/value heads with GQA).
         LayerNorm and RMSNorm take their VJP in closed form for all heads at once
-        (``norm_vjp``); any other norm takes one batched VJP of the real module
+        (``qkv_factors``); any other norm takes one batched VJP of the real module
         (``is_grads_batched``: autograd vmaps its backward over the heads' cotangents), so
         the norm runs forward once, not once per head. ``reuse`` keeps the head weights
         and the scratch buffer between calls.
         """
         reuse = reuse if reuse is not None else HeadWeights()
+        factors = self.qkv_factors(layer, reuse)
+        x = self.resid[layer]
+        if factors is not None:
+            return factors.materialize().view(-1, *x.shape)  # float32 or wider, whatever the model's dtype
         parts = self._by_projection(layer)
-        norm, x = self.norms[layer], self.resid[layer].detach()
-        n_total = sum(len(cols) for _, _, cols in parts)
-        closed = ClosedFormVJP(norm, x) if norm_kind(norm) is not None else None
-        shape = (n_total, x.shape[0] * x.shape[1], x.shape[2])
-        out, row = None, 0
+        shape = (sum(len(cols) for _, _, cols in parts), x.shape[0] * x.shape[1], x.shape[2])
+        cotangents, row = None, 0
         for i, (module, output, cols) in enumerate(parts):
-            weight = reuse.weight((layer, i), module, cols, norm if closed is not None else None)
-            if out is None:  # the closed form writes the result; the generic path a scratch cotangent
-                out = torch.empty(shape, dtype=weight.dtype, device=weight.device) if closed is not None \
-                    else reuse.scratch(shape, weight)
-            grad = output.grad[..., cols.to(output.device)].flatten(0, 1).transpose(0, 1)  # (n, b*s, d_head)
+            weight = reuse.weight((layer, i), module, cols)
+            cotangents = reuse.scratch(shape, weight) if cotangents is None else cotangents
             with torch.no_grad():
-                if closed is not None:
-                    closed.head_grads(grad, weight, out[row:row + len(cols)])
-                else:
-                    torch.bmm(grad.to(weight.dtype), weight, out=out[row:row + len(cols)])
+                torch.bmm(_head_grad(output, cols).to(weight.dtype), weight, out=cotangents[row:row + len(cols)])
             row += len(cols)
-        assert out is not None
-        if closed is not None:
-            return out.view(n_total, *x.shape)  # float32 or wider, whatever the model's dtype
-        x = x.requires_grad_(True)
+        assert cotangents is not None
+        x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            normed = norm.forward(x)
-            (g,) = torch.autograd.grad(normed, x, out.view(n_total, *x.shape).to(normed.dtype), is_grads_batched=True)
+            normed = self.norms[layer].forward(x)
+            (g,) = torch.autograd.grad(normed, x, cotangents.view(-1, *x.shape).to(normed.dtype),
+                                       is_grads_batched=True)
         return g
+
+    def qkv_factors(self, layer: int, reuse: HeadWeights) -> HeadFactors | None:
+        """``qkv_grads`` before its big product, for a LayerNorm or RMSNorm (else None): factors that
+        add up over IG steps (``norm_vjp.HeadFactors``)."""
+        norm = self.norms[layer]
+        if norm_kind(norm) is None:
+            return None
+        parts = self._by_projection(layer)
+        folded = [reuse.weight((layer, i), module, cols, norm) for i, (module, _, cols) in enumerate(parts)]
+        with torch.no_grad():
+            return head_factors(norm, self.resid[layer], [_head_grad(out, cols) for _, out, cols in parts], folded)
 
     def _by_projection(self, layer: int) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
         """(module, its output, the head columns it serves) in q, k, v order: one entry for a fused
@@ -205,6 +210,12 @@ class SplitInputs:
         """One channel's rows of ``qkv_grads``: (n heads of that channel, b, s, d_model)."""
         sizes = [len(self.columns[(layer, c)]) for c in QKV]
         return self.qkv_grads(layer).split(sizes)[QKV.index(channel)]
+
+
+def _head_grad(output: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The gradient at a projection's head columns ``cols`` (n, d_head), as (n, b*s, d_head)."""
+    assert output.grad is not None
+    return output.grad[..., cols.to(output.device)].flatten(0, 1).transpose(0, 1)
 
 
 def check_edges_supported(adapter: Adapter, context: str = "") -> None:

@@ -11,11 +11,14 @@ correction (x̂ = normalised x, r = 1/std or 1/rms, w = the norm's weight):
 Folding w (and, for LayerNorm, the mean over d_model) into the head's weight once per run
 gives ``W*_h``, and then  J^T W_h g_h = W*_h (r g_h) - x̂ * ((r g_h)·(W*_h^T x̂)) / d:
 one batched matrix product per layer and one in-place pass, with nothing per head of size
-d_model but the result. Generic autograd (``is_grads_batched``) stays the path for any
+d_model but the result; over IG steps the factors add up, so that product is made once.
+Generic autograd (``is_grads_batched``) stays the path for any
 other norm; a test holds both equal to autograd through the real modules.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -58,18 +61,49 @@ def _normalised(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return x * r, r
 
 
-class ClosedFormVJP:
-    """One layer's norm statistics, then ``head_grads`` per projection into a given buffer."""
+@dataclass
+class HeadFactors:
+    """Every head's input gradient of one layer, factored: ``W*_h (r g_h) - Σ_k c_k x̂_k``.
 
-    def __init__(self, norm: nn.Module, x: torch.Tensor) -> None:
-        self.x_hat, self.r = _normalised(norm, x)
+    ``scaled`` (per projection, (n, b*s, d_head)) and the corrections add up over IG steps
+    as they are, so EAP-IG makes the one (n, b*s, d_model)-sized product per layer once,
+    at the end, instead of once per step.
+    """
 
-    def head_grads(self, grad: torch.Tensor, folded: torch.Tensor, out: torch.Tensor) -> None:
-        """grad (n, b*s, d_head) at the heads' columns, folded (n, d_head, d_model) -> out (n, b*s, d_model)."""
-        g = grad.to(folded.dtype) * self.r.to(folded.dtype)  # r g: small, (n, b*s, d_head)
-        x_hat = self.x_hat.to(folded.dtype)
-        n, e, d = folded.shape
-        reads = (x_hat @ folded.flatten(0, 1).T).view(-1, n, e).transpose(0, 1)  # W*^T x̂, (n, b*s, d_head)
-        c = (g * reads).sum(-1, keepdim=True) / d  # (n, b*s, 1)
-        torch.bmm(g, folded, out=out)
-        out.addcmul_(c, x_hat, value=-1.0)
+    scaled: list[torch.Tensor]
+    weights: list[torch.Tensor]
+    corrections: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+    def add_(self, other: HeadFactors) -> HeadFactors:
+        for mine, theirs in zip(self.scaled, other.scaled):
+            mine.add_(theirs)
+        self.corrections.extend(other.corrections)
+        return self
+
+    def materialize(self) -> torch.Tensor:
+        """(all heads, b*s, d_model)."""
+        n_total = sum(len(g) for g in self.scaled)
+        out = torch.empty(n_total, *self.corrections[0][1].shape, dtype=self.weights[0].dtype,
+                          device=self.weights[0].device)
+        row = 0
+        for g, w in zip(self.scaled, self.weights):
+            torch.bmm(g, w, out=out[row:row + len(g)])
+            row += len(g)
+        for c, x_hat in self.corrections:
+            out.addcmul_(c, x_hat, value=-1.0)
+        return out
+
+
+def head_factors(norm: nn.Module, x: torch.Tensor, grads: list[torch.Tensor],
+                 folded: list[torch.Tensor]) -> HeadFactors:
+    """grads (n, b*s, d_head) at each projection's head columns, folded (n, d_head, d_model) from
+    ``fold_weight``; x (b, s, d_model) the norm's input."""
+    x_hat, r = _normalised(norm, x)
+    scaled, cs = [], []
+    for grad, w in zip(grads, folded):
+        g = grad.to(w.dtype) * r.to(w.dtype)  # r g: small, (n, b*s, d_head)
+        n, e, d = w.shape
+        reads = (x_hat.to(w.dtype) @ w.flatten(0, 1).T).view(-1, n, e).transpose(0, 1)  # W*^T x̂
+        scaled.append(g)
+        cs.append((g * reads).sum(-1, keepdim=True) / d)  # (n, b*s, 1)
+    return HeadFactors(scaled, folded, [(torch.cat(cs), x_hat.to(folded[0].dtype))])
