@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from circuitdiff.errors import EdgesUnsupportedError
-from circuitdiff.interventions.norm_vjp import HeadFactors, fold_weight, head_factors, norm_kind
+from circuitdiff.interventions.norm_vjp import HeadFactors, fold_weight, head_factors, norm_kind, projection_offset
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -111,6 +111,7 @@ class HeadWeights:
 
     def __init__(self) -> None:
         self._weights: dict[tuple[int, int], torch.Tensor] = {}
+        self._offsets: dict[tuple[int, int], torch.Tensor] = {}
         self._scratch: torch.Tensor | None = None
 
     def weight(self, key: tuple[int, int], module: nn.Module, cols: torch.Tensor,
@@ -121,6 +122,14 @@ class HeadWeights:
             heads = w.detach()[:, cols.to(w.device)].permute(1, 2, 0).contiguous()
             self._weights[key] = heads if fold is None else fold_weight(fold, heads)
         return self._weights[key]
+
+    def offset(self, key: tuple[int, int], module: nn.Module, cols: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """``norm_vjp.projection_offset`` of these heads, (n, d_head)."""
+        if key not in self._offsets:
+            w, bias = in_out_weight(module)
+            heads = w.detach()[:, cols.to(w.device)].permute(1, 2, 0)
+            self._offsets[key] = projection_offset(norm, heads, None if bias is None else bias[cols.to(bias.device)])
+        return self._offsets[key]
 
     def scratch(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         s = self._scratch
@@ -170,7 +179,7 @@ class SplitInputs:
             weight = reuse.weight((layer, i), module, cols)
             cotangents = reuse.scratch(shape, weight) if cotangents is None else cotangents
             with torch.no_grad():
-                torch.bmm(_head_grad(output, cols).to(weight.dtype), weight, out=cotangents[row:row + len(cols)])
+                torch.bmm(_head_columns(output.grad, cols).to(weight.dtype), weight, out=cotangents[row:row + len(cols)])
             row += len(cols)
         assert cotangents is not None
         x = x.detach().requires_grad_(True)
@@ -188,8 +197,11 @@ class SplitInputs:
             return None
         parts = self._by_projection(layer)
         folded = [reuse.weight((layer, i), module, cols, norm) for i, (module, _, cols) in enumerate(parts)]
+        offsets = [reuse.offset((layer, i), module, cols, norm) for i, (module, _, cols) in enumerate(parts)]
         with torch.no_grad():
-            return head_factors(norm, self.resid[layer], [_head_grad(out, cols) for _, out, cols in parts], folded)
+            reads = [_head_columns(out.detach(), cols) - offset[:, None] for (_, out, cols), offset in zip(parts, offsets)]
+            grads = [_head_columns(out.grad, cols) for _, out, cols in parts]  # type: ignore[arg-type]
+            return head_factors(norm, self.resid[layer], grads, folded, reads)
 
     def _by_projection(self, layer: int) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
         """(module, its output, the head columns it serves) in q, k, v order: one entry for a fused
@@ -212,10 +224,9 @@ class SplitInputs:
         return self.qkv_grads(layer).split(sizes)[QKV.index(channel)]
 
 
-def _head_grad(output: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """The gradient at a projection's head columns ``cols`` (n, d_head), as (n, b*s, d_head)."""
-    assert output.grad is not None
-    return output.grad[..., cols.to(output.device)].flatten(0, 1).transpose(0, 1)
+def _head_columns(values: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """A projection's output (or its gradient) at the head columns ``cols`` (n, d_head), as (n, b*s, d_head)."""
+    return values[..., cols.to(values.device)].flatten(0, 1).transpose(0, 1)
 
 
 def check_edges_supported(adapter: Adapter, context: str = "") -> None:

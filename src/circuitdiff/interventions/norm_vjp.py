@@ -94,16 +94,31 @@ class HeadFactors:
         return out
 
 
-def head_factors(norm: nn.Module, x: torch.Tensor, grads: list[torch.Tensor],
-                 folded: list[torch.Tensor]) -> HeadFactors:
+def projection_offset(norm: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """What a head's projection adds to ``x̂ W*_h`` (n, d_head): the norm's bias through the head's
+    weight (n, d_head, d_model) plus the projection's own bias (n, d_head), so that
+    ``W*_h^T x̂ = projection output - offset`` (the mean term vanishes: x̂ sums to 0 in LayerNorm)."""
+    offset = torch.zeros(weight.shape[:2], dtype=weight.dtype, device=weight.device)
+    norm_bias = getattr(norm, "bias", None) if norm_kind(norm) == "layer" else None
+    if norm_bias is not None:
+        offset += weight @ norm_bias.detach().to(weight)
+    if bias is not None:
+        offset += bias.detach().to(weight)
+    return offset
+
+
+def head_factors(norm: nn.Module, x: torch.Tensor, grads: list[torch.Tensor], folded: list[torch.Tensor],
+                 reads: list[torch.Tensor] | None = None) -> HeadFactors:
     """grads (n, b*s, d_head) at each projection's head columns, folded (n, d_head, d_model) from
-    ``fold_weight``; x (b, s, d_model) the norm's input."""
+    ``fold_weight``; x (b, s, d_model) the norm's input; ``reads`` (n, b*s, d_head) ``W*_h^T x̂``
+    where known (from the projection's output and ``projection_offset``: no product needed)."""
     x_hat, r = _normalised(norm, x)
     scaled, cs = [], []
-    for grad, w in zip(grads, folded):
+    for i, (grad, w) in enumerate(zip(grads, folded)):
         g = grad.to(w.dtype) * r.to(w.dtype)  # r g: small, (n, b*s, d_head)
         n, e, d = w.shape
-        reads = (x_hat.to(w.dtype) @ w.flatten(0, 1).T).view(-1, n, e).transpose(0, 1)  # W*^T x̂
+        read = reads[i].to(w.dtype) if reads is not None else \
+            (x_hat.to(w.dtype) @ w.flatten(0, 1).T).view(-1, n, e).transpose(0, 1)
         scaled.append(g)
-        cs.append((g * reads).sum(-1, keepdim=True) / d)  # (n, b*s, 1)
+        cs.append((g * read).sum(-1, keepdim=True) / d)  # (n, b*s, 1)
     return HeadFactors(scaled, folded, [(torch.cat(cs), x_hat.to(folded[0].dtype))])
