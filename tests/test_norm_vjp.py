@@ -59,3 +59,21 @@ def test_other_norms_take_the_generic_path() -> None:
 
     assert norm_kind(ScaledRMSNorm()) is None and norm_kind(nn.LayerNorm((2, D))) is None
     assert norm_kind(_layer_norm()) == "layer" and norm_kind(_rms_norm()) == "rms"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_generic_batched_vjp_path_gives_the_same_eap_scores(family: str, monkeypatch) -> None:
+    """The autograd path (any norm without a closed form) against the closed form, EAP and EAP-IG."""
+    from circuitdiff.interventions import graph
+    from circuitdiff.interventions.eap import eap_scores
+    from circuitdiff.interventions.edges import all_edges
+    from test_edges import _setup
+
+    _, adapter, base, _, cache, replacement = _setup(family)
+    edges = all_edges(adapter)
+    closed = [eap_scores(adapter, base, cache, replacement, edges, ig_steps=s) for s in (0, 2)]
+    monkeypatch.setattr(graph, "norm_kind", lambda _norm: None)
+    generic = [eap_scores(adapter, base, cache, replacement, edges, ig_steps=s) for s in (0, 2)]
+    for a, b in zip(closed, generic):
+        assert a.abs().max() > 1e-3
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
