@@ -4,7 +4,9 @@
     python benchmarks/edges.py --quick    # 16 prompts
     python benchmarks/edges.py --device cuda
 
-Measured in one run, on the same prompts and the same mean ablation:
+Measured in one run, on the same prompts and the same mean ablation (wall time; the EAP
+ratios also in CPU seconds of this process, which other jobs on a shared machine disturb far
+less; run with OMP_NUM_THREADS=1 for those to mean one core):
   fwd+bwd   one plain forward and backward pass of the logit difference over all prompts
             (median of 3): the unit of the EAP-IG budget, (IG steps + 2) of them;
   eap       circuitdiff's EAP for every edge (one split forward + backward, then the scores);
@@ -35,7 +37,7 @@ from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import all_edges, exact_edge_metrics
 from circuitdiff.interventions.forward import logit_difference, read_hidden
 from circuitdiff.interventions.kernels import fast_kernels
-from circuitdiff.interventions.exact import base_metric, record_activations
+from circuitdiff.interventions.exact import record_activations
 from circuitdiff.models.loading import load_model
 from circuitdiff.pipeline import batches
 from circuitdiff.tasks import encode_task, get_task
@@ -47,8 +49,21 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
+def timed_both(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall s, CPU s of this process, result): on a shared machine the CPU seconds of a
+    one-thread run barely move with other jobs, while wall time can double."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
 def median_time(fn: Callable[[], object], repeats: int = 3) -> float:
     return statistics.median(timed(fn)[0] for _ in range(repeats))
+
+
+def median_both(fn: Callable[[], object], repeats: int = 3) -> tuple[float, float]:
+    runs = [timed_both(fn)[:2] for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def forward_backward(adapter, batch) -> None:  # noqa: ANN001
@@ -82,16 +97,19 @@ def main() -> None:
           f"{len(edges)} edges")
 
     eap_scores(adapter, base.select(torch.arange(2)), cache, replacement, edges)  # warm-up (allocator, kernels)
-    t_fb = median_time(lambda: forward_backward(adapter, base))
+    t_fb, c_fb = median_both(lambda: forward_backward(adapter, base))
     with fast_kernels(adapter):
         t_fwd = median_time(lambda: logit_difference(adapter, base.repeat(8))) / 8
-    t_eap, eap = timed(lambda: eap_scores(adapter, base, cache, replacement, edges))
-    t_ig, ig = timed(lambda: eap_scores(adapter, base, cache, replacement, edges, ig_steps=args.ig_steps))
+    t_eap, c_eap, eap = timed_both(lambda: eap_scores(adapter, base, cache, replacement, edges))
+    t_ig, c_ig, ig = timed_both(lambda: eap_scores(adapter, base, cache, replacement, edges, ig_steps=args.ig_steps))
     print(f"fwd+bwd {t_fb:.2f}s  forward (per copy of 8) {t_fwd:.2f}s  eap {t_eap:.2f}s  eap-ig({args.ig_steps}) {t_ig:.2f}s")
+    print(f"CPU s: fwd+bwd {c_fb:.2f}  eap {c_eap:.2f}  eap-ig({args.ig_steps}) {c_ig:.2f}; "
+          f"ratios eap-ig/fwd+bwd {c_ig / c_fb:.2f}, eap/fwd+bwd {c_eap / c_fb:.2f}")
 
     top = np.argsort(-np.abs(ig.mean(1).numpy()), kind="stable")[: args.top].tolist()
     chosen = [edges[i] for i in top]
-    clean = base_metric(adapter, base)
+    with fast_kernels(adapter):
+        clean = logit_difference(adapter, base)
     t_exact, patched = timed(lambda: exact_edge_metrics(adapter, base, cache, replacement, chosen))
     exact = (patched - clean).mean(1).numpy()
     blocks = sum((adapter.n_layers - e.receiver_layer(adapter.n_layers)) / adapter.n_layers for e in chosen)

@@ -10,7 +10,7 @@ import pytest
 from circuitdiff.analysis.edges import compare_edge_circuits
 from circuitdiff.analysis.matching import Match
 from circuitdiff.compare import CompareOptions, compare
-from circuitdiff.report.edge_figures import layered_layout
+from circuitdiff.report.edge_figures import edge_circuit_graphs, layered_layout
 
 
 def test_merged_dropped_added_on_a_hand_computed_example() -> None:
@@ -52,6 +52,40 @@ def test_layout_puts_student_components_on_their_matched_teacher_places() -> Non
     assert s["L1.H2"][1] == 3.0 and s["L1.H2"] not in [s[n] for n in matching]
     # used columns squeezed: heads 1, 2, 3 then the MLP column
     assert t["L0.H1"][0] == 0.0 and s["L1.H2"][0] == 1.0 and t["L2.H3"][0] == 2.0 and t["L3.MLP"][0] == 3.0
+
+
+def test_grouped_query_kv_receivers_sit_right_of_the_mlp_column_in_both_panels() -> None:
+    """Llama-style receivers ``L2.KV1`` (a key/value head, no query head of that name) get their own columns,
+    after the MLP column, in key/value-head order; an unmatched student KV node lands on its relative depth."""
+    teacher = ["L0.H4", "L2.KV1", "L2.KV0", "L2.MLP", "L3.H8", "logits"]
+    student = ["L0.H4", "L1.KV1", "L1.H2", "logits"]
+    matching = {"L0.H4": "L0.H4", "L1.H2": "L3.H8"}
+    pos = layered_layout(teacher, student, matching)
+    t, s = pos["teacher"], pos["student"]
+    # grid columns: heads 4 and 8, the MLP column 9 (one past the largest head), KV g at 10 + g; squeezed 0..4
+    assert t["L0.H4"] == (0.0, 0.0) and t["L3.H8"] == (1.0, 3.0) and t["L2.MLP"] == (2.0, 2.0)
+    assert t["L2.KV0"] == (3.0, 2.0) and t["L2.KV1"] == (4.0, 2.0)
+    # the student's last layer (1 of 0..1) is the teacher's last row (3 of 0..3); the column is its own KV column
+    assert s["L1.KV1"] == (4.0, 3.0) and s["L1.H2"] == t["L3.H8"]
+    assert t["logits"] == s["logits"] == (2.0, 4.0)  # above the last layer, centred on the 5 used columns
+
+    def circuit(edges: list[list[str]]) -> dict:
+        return {"records": [{"sender": a, "receiver": b, "channel": c, "effect": 0.5, "method": "eap-ig"}
+                            for a, b, c in edges],
+                "circuits": [{"rule": "top-k", "parameter": 20.0, "method": "eap-ig", "edges": edges}]}
+
+    t_edges = [["L0.H4", "L2.KV1", "k"], ["L0.H4", "L2.KV0", "v"], ["L2.MLP", "logits", "input"]]
+    s_edges = [["L0.H4", "L1.KV1", "v"], ["L1.H2", "logits", "input"]]
+    summary = {"size": 3, "faithfulness": 1.0}
+    task = {"teacher": {"edges": circuit(t_edges)}, "student": {"edges": circuit(s_edges)},
+            "matching": [{"student": a, "teacher": b} for a, b in matching.items()],
+            "edge_circuits": [{"rule": "top-k", "parameter": 20.0, "method": "eap-ig", "teacher": summary,
+                               "student": {**summary, "size": 2}, "dropped": [], "added": []}]}
+    fig = edge_circuit_graphs(task)
+    assert fig is not None
+    drawn = [{t.get_text(): t.get_position() for t in ax.texts} for ax in fig.axes]
+    assert drawn[0]["L2.KV1"] == (4.0, 2.0) and drawn[0]["L2.KV0"] == (3.0, 2.0)
+    assert drawn[1]["L1.KV1"] == (4.0, 3.0) and "L2.MLP" not in drawn[1]
 
 
 @pytest.mark.parametrize("edges", ["eap", "none"])

@@ -250,7 +250,8 @@ def test_split_receiver_inputs_compute_the_plain_model(family: str) -> None:
     embed.remove()
     torch.testing.assert_close(metric.detach(), plain, atol=1e-5, rtol=1e-5)
     assert set(split.projections) == {(l, c) for l in range(adapter.n_layers) for c in "qkv"}
-    assert split.qkv_grad(0, "k").shape == (N, SEQ, adapter.n_kv_heads, adapter.d_model)
+    assert split.qkv_grad(0, "k").shape == (adapter.n_kv_heads, N, SEQ, adapter.d_model)
+    assert split.qkv_grads(0).shape == (adapter.n_heads + 2 * adapter.n_kv_heads, N, SEQ, adapter.d_model)
 
 
 def test_site_names_round_trip_and_interventions_hit_the_right_site() -> None:

@@ -32,8 +32,18 @@ def test_compare_with_exact_edges_writes_every_method_and_agrees_with_node_effec
     teacher, student = pair
     out = tmp_path / "out"
     options = CompareOptions(n_prompts=8, n_boot=20, circuits=False, null_model=False, edges="exact")
-    results = compare(str(teacher), str(student), ["ioi"], options, out=out, resume=False)
+    bars: dict[str, list[float]] = {}
+
+    def start(description: str, total: float):  # noqa: ANN202  (a progress factory recording every event)
+        bars[description] = [total]
+        return bars[description].append
+
+    results = compare(str(teacher), str(student), ["ioi"], options, out=out, resume=False, progress=start)
     edges = pd.read_parquet(out / "edges.parquet")
+    for role in ("teacher", "student"):  # exact edge patching has its own bar, advanced once per edge in all
+        total, *advances = bars[f"ioi: {role}, exact edges"]
+        assert total == len(edges[(edges.model == role) & (edges.method == "exact")]) > 0
+        assert sum(advances) == pytest.approx(total)
     assert list(edges.columns) == EDGE_COLUMNS
     assert set(edges["method"]) == {"exact", "eap", "eap-ig"}
     assert set(edges["model"]) == {"teacher", "student"}

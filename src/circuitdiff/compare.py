@@ -25,6 +25,7 @@ from circuitdiff.checkpoint import TaskRecord, TaskStore, run_fingerprint
 from circuitdiff.control import ControlTask, run_control_task
 from circuitdiff.errors import CircuitDiffError, TaskEncodingError, TaskFileError
 from circuitdiff.interventions.edge_methods import EdgeMethod, check_edge_support, parse_edge_method
+from circuitdiff.interventions.edges import all_edges
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model, resolve
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
@@ -147,10 +148,12 @@ def run_comparison(
             task, enc = side
             steps = len(lm.adapter.components()) * (1 + len(circuits))  # the sweep, then one pruning per threshold
             advance = progress(f"{item.name}: {role}", steps) if progress else None
+            n_edges = len(all_edges(lm.adapter)) if edge_method is EdgeMethod.EXACT else 0
+            edge_advance = progress(f"{item.name}: {role}, exact edges", n_edges) if progress and n_edges else None
             return run_model_on_task(lm, task, options.ablation, seed=options.seed, method=options.method,
                                      exact_top=options.exact_top, circuit_thresholds=circuits,
                                      memory_budget=budget, progress=advance, encoded=enc, n_boot=options.n_boot,
-                                     edges=edge_method)
+                                     edges=edge_method, edge_progress=edge_advance)
 
         def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun]:
             return (run("teacher", teacher, item.teacher, thresholds, budget),

@@ -139,10 +139,12 @@ def run_model_on_task(
     encoded: EncodedTask | None = None,
     n_boot: int = 1000,
     edges: EdgeMethod = EdgeMethod.NONE,
+    edge_progress: Callable[[float], None] | None = None,
 ) -> ModelTaskRun:
     """Measure every component's effect on ``task`` under ``ablation``, then prune its circuits.
 
     ``progress`` is told of each component swept and each one decided per circuit threshold;
+    ``edge_progress`` of each edge patched with ``edges`` exact (thousands of forward rows: its own bar);
     ``n_boot`` resamples of prompts give each effect its interval.
     """
     enc = encoded if encoded is not None else encode_task(task, lm.tokenizer, first_token=first_token)
@@ -174,7 +176,7 @@ def run_model_on_task(
     if edges is not EdgeMethod.NONE:
         base_cache = base_cache_for(clean.cache, corrupted.cache if corrupted else None, ablation.base_is_corrupted)
         edge_scores = score_edges(adapter, base_batch, base_cache, replacement, edges, memory_budget=memory_budget,
-                                  base_metric=base, circuits=clean_problem(base) is None)
+                                  base_metric=base, circuits=clean_problem(base) is None, progress=edge_progress)
     return ModelTaskRun(
         info=lm.info, task=task.name, n_prompts=len(task), ablation=ablation.value, method=method.value,
         components=components, clean=clean.logit_diff, base=base, ablated=ablated_np, corrupted=corrupted_np,

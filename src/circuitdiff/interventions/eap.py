@@ -11,13 +11,16 @@ EAP-IG replaces the gradient at the clean point by its average along a straight 
 defined on components, not on inputs, so the path runs in activation space: at step
 α_k = (k - 1/2)/m every component's output is shifted by α_k times its (ablated - clean)
 difference (Hanna et al.'s activation variant; midpoint rule). Cost: m forward and backward
-passes. ``ig_steps=0`` is EAP. Where the metric is linear in the sender's write both equal
+passes, each followed by one batched VJP per layer through the attention norm alone (all
+heads' q/k/v cotangents at once, ``SplitInputs.qkv_grads``), then one matrix product per
+receiver group for the scores. ``ig_steps=0`` is EAP. Where the metric is linear in the sender's write both equal
 exact edge patching, and over all edges EAP-IG adds up to the metric change along the path
 (both tested).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import torch
@@ -25,11 +28,14 @@ import torch
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.edges import Edge, sender_writes
 from circuitdiff.interventions.forward import Batch, read_hidden
-from circuitdiff.interventions.graph import Intervention, Site, SplitInputs, check_edges_supported, intervene
+from circuitdiff.interventions.graph import (HeadWeights, Intervention, Site, SplitInputs, check_edges_supported,
+                                             intervene)
 from circuitdiff.interventions.kernels import fast_kernels
+from circuitdiff.interventions.norm_vjp import HeadFactors
 from circuitdiff.interventions.prefix import needed_width, trim
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
+from circuitdiff.models.components import Component
 
 DEFAULT_IG_STEPS = 5
 
@@ -54,76 +60,137 @@ def eap_scores(
         return out
     widths = needed_width(adapter, base).cpu()
     order = torch.argsort(widths, stable=True)
-    senders = list(dict.fromkeys(e.sender for e in edges))
-    receivers = list(dict.fromkeys(e.receiver for e in edges))
+    senders = sorted({e.sender for e in edges}, key=_forward_order)
+    groups = _ReceiverGroups([e.receiver for e in edges])
+    upstream = groups.upstream_senders([_forward_order(c) for c in senders])
     # the autograd graph holds about one no-grad pass's peak per layer; the scores need every
-    # receiver's gradient and every sender's write per prompt (float32, and a stacked copy)
+    # receiver's gradient and every sender's write per prompt (float32, and a copy)
     seq = base.input_ids.shape[1]
-    per_prompt = (len(senders) + len(receivers)) * seq * adapter.d_model * 8
+    per_prompt = (len(senders) + groups.n_rows(adapter)) * seq * adapter.d_model * 8
     step = max(1, min(rows_per_forward(adapter, seq, memory_budget) // adapter.n_layers, memory_budget // per_prompt))
     s_index = {c: i for i, c in enumerate(senders)}
-    r_index = {r: i for i, r in enumerate(receivers)}
     pick_s = torch.tensor([s_index[e.sender] for e in edges])
-    pick_r = torch.tensor([r_index[e.receiver] for e in edges])
+    column = groups.columns(adapter)
+    pick_r = torch.tensor([column[e.receiver] for e in edges])
     embed = adapter.model.get_input_embeddings()
     handle = embed.register_forward_hook(lambda _m, _a, output: output.requires_grad_(True))
+    reuse = HeadWeights()
     try:
         with fast_kernels(adapter):
             for start in range(0, len(base), step):
                 prompts = order[start:start + step]
                 width = int(widths[prompts].max())
                 part = trim(base.select(prompts.to(base.input_ids.device)), width)
-                grads = _mean_receiver_grads(adapter, part, base_cache, replacement, prompts, width, receivers,
-                                             ig_steps)
+                grads = _summed_receiver_grads(adapter, part, base_cache, replacement, prompts, width, groups,
+                                               ig_steps, reuse)
                 writes = sender_writes(adapter, base_cache, replacement, senders, prompts, width)
-                with torch.no_grad():
-                    # one batched matrix product per prompt, (S, seq*d) x (seq*d, R), in float32: enough
-                    # for a sum of seq * d_model products of gradient estimates
-                    w = torch.stack([writes[c] for c in senders], dim=1).float().flatten(2)  # (m, S, s*d)
-                    g = grads.float().to(w.device).flatten(2).transpose(1, 2)  # (m, s*d, R)
-                    scores = torch.bmm(w, g)  # (m, S, R)
-                    out[:, prompts] = scores[:, pick_s, pick_r].T.cpu()
+                scores = _scores(writes, senders, grads, upstream) / max(1, ig_steps)  # (m, S, columns)
+                out[:, prompts] = scores[:, pick_s, pick_r].T.cpu()
     finally:
         handle.remove()
     return out
 
 
-def _mean_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement,
-                         prompts: torch.Tensor, width: int, receivers: list[Site], ig_steps: int) -> torch.Tensor:
-    """d(sum of metric)/d(receiver input), averaged over the IG steps: (m, R, s, d_model)."""
+def _forward_order(c: Component) -> tuple[int, int]:
+    """Heads of a layer, then its MLP, layer by layer: the order in which writes enter the stream."""
+    return (c.layer, c.head if c.head is not None else 1 << 30)
+
+
+class _ReceiverGroups:
+    """Receivers grouped as their gradients come out: per layer all q/k/v heads at once, then MLP inputs + logits.
+
+    Gradients stay in these groups from the backward pass to the scores (no per-receiver copy);
+    ``columns`` gives each site its column in the score matrix, the groups' rows laid end to end.
+    """
+
+    def __init__(self, receivers: Sequence[Site]) -> None:
+        sites = list(dict.fromkeys(receivers))
+        self.qkv_layers = sorted({s.layer for s in sites if s.channel is not None})
+        self.io_layers = sorted({s.layer for s in sites if s.kind == "mlp_input"})
+        self.final = any(s.kind == "resid_final" for s in sites)
+        self.sites = sites
+
+    def n_rows(self, adapter: Adapter) -> int:
+        return len(self.qkv_layers) * (adapter.n_heads + 2 * adapter.n_kv_heads) + len(self.io_layers) + 1
+
+    def columns(self, adapter: Adapter) -> dict[Site, int]:
+        n_q, n_kv = adapter.n_heads, adapter.n_kv_heads
+        offsets = {"q_input": 0, "k_input": n_q, "v_input": n_q + n_kv}
+        col: dict[Site, int] = {}
+        for s in self.sites:
+            if s.channel is not None:
+                col[s] = self.qkv_layers.index(s.layer) * (n_q + 2 * n_kv) + offsets[s.kind] + s.index
+        base = len(self.qkv_layers) * (n_q + 2 * n_kv)
+        for s in self.sites:
+            if s.kind == "mlp_input":
+                col[s] = base + self.io_layers.index(s.layer)
+            elif s.kind == "resid_final":
+                col[s] = base + len(self.io_layers)
+        return col
+
+    def upstream_senders(self, sender_order: list[tuple[int, int]]) -> list[int]:
+        """Per group, how many of the senders (sorted in forward order) its receivers can read."""
+        n_before = [bisect.bisect_left(sender_order, (layer, -1)) for layer in self.qkv_layers]
+        return n_before + ([len(sender_order)] if self.io_layers or self.final else [])
+
+    def grads(self, split: SplitInputs, reuse: HeadWeights) -> list[torch.Tensor | HeadFactors]:
+        """Each group's gradients after ``backward``, (rows, b, s, d_model), in column order; for a
+        LayerNorm/RMSNorm layer's heads their factors (they add up over IG steps, then materialise)."""
+        out: list[torch.Tensor | HeadFactors] = []
+        for layer in self.qkv_layers:
+            factors = split.qkv_factors(layer, reuse)
+            out.append(factors if factors is not None else split.qkv_grads(layer, reuse).detach())
+        io = [split.mlp[layer].grad for layer in self.io_layers]
+        if self.final:
+            io.append(split.final.grad if split.final is not None else None)
+        if any(g is None for g in io):
+            raise RuntimeError("no gradient reached an MLP input or the final residual stream")
+        if io:
+            out.append(torch.stack(io))  # type: ignore[arg-type]
+        return out
+
+
+def _summed_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement,
+                           prompts: torch.Tensor, width: int, groups: _ReceiverGroups,
+                           ig_steps: int, reuse: HeadWeights) -> list[torch.Tensor]:
+    """d(sum of metric)/d(receiver input), summed over the IG steps: one tensor per group, (rows, m, s, d_model).
+
+    One forward and one backward pass per step; the per-head q/k/v gradients are kept as
+    factors that add up over the steps and are multiplied out once at the end
+    (``SplitInputs.qkv_factors``), or for other norms come from one batched VJP per step.
+    """
     alphas = [0.0] if ig_steps <= 0 else [(k + 0.5) / ig_steps for k in range(ig_steps)]
     shifts = _output_shifts(adapter, cache, replacement, prompts, width) if ig_steps > 0 else {}
-    total: torch.Tensor | None = None
+    total: list[torch.Tensor] = []
     rows = torch.arange(len(part), device=part.input_ids.device)
     for alpha in alphas:
         ivs = [Intervention(site, rows, lambda x, d=d, a=alpha: x + a * d.to(x)) for site, d in shifts.items()]
         with torch.enable_grad(), intervene(adapter, ivs, split=True) as split:
             h = read_hidden(adapter, part)
             adapter.logit_difference(h, part.answer_ids, part.distractor_ids).sum().backward()
-        for i, grad in enumerate(_receiver_grads(split, receivers)):
-            if total is None:
-                total = torch.zeros(grad.shape[0], len(receivers), *grad.shape[1:], dtype=grad.dtype, device=grad.device)
-            total[:, i] += grad.detach()
-    assert total is not None
-    return total / len(alphas)
+        grads = groups.grads(split, reuse)
+        total = grads if not total else [t.add_(g) for t, g in zip(total, grads)]  # type: ignore[arg-type]
+    shape = (len(part), width, adapter.d_model)
+    return [t.materialize().view(-1, *shape) if isinstance(t, HeadFactors) else t for t in total]
 
 
-def _receiver_grads(split: SplitInputs, receivers: list[Site]) -> list[torch.Tensor]:
-    qkv: dict[tuple[int, str], torch.Tensor] = {}
-    out = []
-    for site in receivers:
-        if site.kind == "resid_final":
-            grad = split.final.grad if split.final is not None else None
-        elif site.kind == "mlp_input":
-            grad = split.mlp[site.layer].grad
-        else:
-            key = (site.layer, site.channel or "")
-            if key not in qkv:
-                qkv[key] = split.qkv_grad(*key)
-            grad = qkv[key][:, :, site.index]
-        if grad is None:
-            raise RuntimeError(f"no gradient reached {site.name}")
-        out.append(grad)
+@torch.no_grad()
+def _scores(writes: dict[Component, torch.Tensor], senders: list[Component], grads: list[torch.Tensor],
+            upstream: list[int]) -> torch.Tensor:
+    """Σ over positions of write · gradient for every (sender, receiver row): (m, S, rows of all groups).
+
+    ``senders`` are in forward order and group j's receivers read only its first ``upstream[j]``
+    senders (a q/k/v input at layer l reads layers < l), so each group multiplies only those:
+    about half the products. One batched matrix product per group, (S_j, s*d) x (s*d, rows),
+    in float32: enough for a sum of seq * d_model products of gradient estimates.
+    """
+    w = torch.stack([writes[c] for c in senders], dim=1).float().flatten(2)  # (m, S, s*d)
+    out = torch.zeros(w.shape[0], w.shape[1], sum(len(g) for g in grads), device=w.device)
+    col = 0
+    for g, k in zip(grads, upstream):
+        rows = g.to(w.device).float().flatten(2).transpose(0, 1).contiguous()  # (m, rows, s*d)
+        out[:, :k, col:col + len(g)] = torch.bmm(w[:, :k], rows.transpose(1, 2))
+        col += len(g)
     return out
 
 

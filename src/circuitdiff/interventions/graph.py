@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from circuitdiff.errors import EdgesUnsupportedError
+from circuitdiff.interventions.norm_vjp import HeadFactors, fold_weight, head_factors, norm_kind, projection_offset
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -102,15 +103,51 @@ class Intervention:
     value: Value = None
 
 
+class HeadWeights:
+    """Each head's columns of a q/k/v projection as a contiguous (heads, d_head, d_model) block,
+    and one scratch buffer for the cotangents: made once per scoring run, reused across its
+    layers and IG steps (on CPU a fresh large tensor costs its page faults, and the column
+    gather would be repeated per step). Weights must not change while one is in use."""
+
+    def __init__(self) -> None:
+        self._weights: dict[tuple[int, int], torch.Tensor] = {}
+        self._offsets: dict[tuple[int, int], torch.Tensor] = {}
+        self._scratch: torch.Tensor | None = None
+
+    def weight(self, key: tuple[int, int], module: nn.Module, cols: torch.Tensor,
+               fold: nn.Module | None = None) -> torch.Tensor:
+        """The heads' (n, d_head, d_model) weights; with ``fold`` that norm folded in (``norm_vjp.fold_weight``)."""
+        if key not in self._weights:
+            w, _ = in_out_weight(module)
+            heads = w.detach()[:, cols.to(w.device)].permute(1, 2, 0).contiguous()
+            self._weights[key] = heads if fold is None else fold_weight(fold, heads)
+        return self._weights[key]
+
+    def offset(self, key: tuple[int, int], module: nn.Module, cols: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """``norm_vjp.projection_offset`` of these heads, (n, d_head)."""
+        if key not in self._offsets:
+            w, bias = in_out_weight(module)
+            heads = w.detach()[:, cols.to(w.device)].permute(1, 2, 0)
+            self._offsets[key] = projection_offset(norm, heads, None if bias is None else bias[cols.to(bias.device)])
+        return self._offsets[key]
+
+    def scratch(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        s = self._scratch
+        if s is None or s.shape != shape or s.dtype != like.dtype or s.device != like.device:
+            s = self._scratch = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return s
+
+
 @dataclass
 class SplitInputs:
     """With ``split=True``: what a backward pass needs to give every receiver input its own gradient.
 
     ``mlp[layer]`` and ``final`` are (b, s, d_model) tensors whose ``.grad`` is
     d(objective)/d(that receiver's input). For q/k/v the forward pass is left untouched:
-    the projection's output keeps its gradient, and ``qkv_grad`` turns the gradient at
-    head h's columns into the gradient at head h's own input, through the projection's
-    columns and the real norm (its vector-Jacobian product, all heads at once).
+    the projection's output keeps its gradient, and ``qkv_grads`` turns the gradient at
+    each head's columns into the gradient at that head's own input, through the
+    projection's columns and the norm, for all heads of a layer at once (no per-head copy of
+    the norm's forward pass: that was the cost).
     """
 
     mlp: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -120,20 +157,76 @@ class SplitInputs:
     norms: dict[int, nn.Module] = field(default_factory=dict)
     columns: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
 
-    def qkv_grad(self, layer: int, channel: str) -> torch.Tensor:
-        """d(objective)/d(each head's q/k/v input), (b, s, n heads, d_model), after ``backward``."""
-        module, output = self.projections[(layer, channel)]
-        if output.grad is None:
-            raise RuntimeError(f"no gradient reached layer {layer}'s {channel} projection")
-        cols = self.columns[(layer, channel)].to(output.device)  # (n, d_head)
-        weight, _ = in_out_weight(module)
-        with torch.no_grad():
-            g_normed = torch.einsum("bsne,dne->nbsd", output.grad[..., cols].to(weight.dtype), weight[:, cols])
-        x = self.resid[layer].detach()
-        x = x.unsqueeze(0).expand(len(cols), *x.shape).contiguous().requires_grad_(True)
+    def qkv_grads(self, layer: int, reuse: HeadWeights | None = None) -> torch.Tensor:
+        """d(objective)/d(each head's q, k, v input), after ``backward``: (n_q + 2 n_kv, b, s, d_model).
+
+        Rows are the q heads, then the k heads, then the v heads (key/value heads with GQA).
+        LayerNorm and RMSNorm take their VJP in closed form for all heads at once
+        (``qkv_factors``); any other norm takes one batched VJP of the real module
+        (``is_grads_batched``: autograd vmaps its backward over the heads' cotangents), so
+        the norm runs forward once, not once per head. ``reuse`` keeps the head weights
+        and the scratch buffer between calls.
+        """
+        reuse = reuse if reuse is not None else HeadWeights()
+        factors = self.qkv_factors(layer, reuse)
+        x = self.resid[layer]
+        if factors is not None:
+            return factors.materialize().view(-1, *x.shape)  # float32 or wider, whatever the model's dtype
+        parts = self._by_projection(layer)
+        shape = (sum(len(cols) for _, _, cols in parts), x.shape[0] * x.shape[1], x.shape[2])
+        cotangents, row = None, 0
+        for i, (module, output, cols) in enumerate(parts):
+            weight = reuse.weight((layer, i), module, cols)
+            cotangents = reuse.scratch(shape, weight) if cotangents is None else cotangents
+            with torch.no_grad():
+                torch.bmm(_head_columns(output.grad, cols).to(weight.dtype), weight, out=cotangents[row:row + len(cols)])
+            row += len(cols)
+        assert cotangents is not None
+        x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.norms[layer].forward(x), x, g_normed.to(x.dtype))
-        return g.movedim(0, 2)
+            normed = self.norms[layer].forward(x)
+            (g,) = torch.autograd.grad(normed, x, cotangents.view(-1, *x.shape).to(normed.dtype),
+                                       is_grads_batched=True)
+        return g
+
+    def qkv_factors(self, layer: int, reuse: HeadWeights) -> HeadFactors | None:
+        """``qkv_grads`` before its big product, for a LayerNorm or RMSNorm (else None): factors that
+        add up over IG steps (``norm_vjp.HeadFactors``)."""
+        norm = self.norms[layer]
+        if norm_kind(norm) is None:
+            return None
+        parts = self._by_projection(layer)
+        folded = [reuse.weight((layer, i), module, cols, norm) for i, (module, _, cols) in enumerate(parts)]
+        offsets = [reuse.offset((layer, i), module, cols, norm) for i, (module, _, cols) in enumerate(parts)]
+        with torch.no_grad():
+            reads = [_head_columns(out.detach(), cols) - offset[:, None] for (_, out, cols), offset in zip(parts, offsets)]
+            grads = [_head_columns(out.grad, cols) for _, out, cols in parts]  # type: ignore[arg-type]
+            return head_factors(norm, self.resid[layer], grads, folded, reads)
+
+    def _by_projection(self, layer: int) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+        """(module, its output, the head columns it serves) in q, k, v order: one entry for a fused
+        projection (GPT-2's ``c_attn``, GPT-NeoX's ``query_key_value``), three for Llama's."""
+        out: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        for channel in QKV:
+            module, output = self.projections[(layer, channel)]
+            if output.grad is None:
+                raise RuntimeError(f"no gradient reached layer {layer}'s {channel} projection")
+            cols = self.columns[(layer, channel)]
+            if out and out[-1][0] is module:
+                out[-1] = (module, output, torch.cat([out[-1][2], cols]))
+            else:
+                out.append((module, output, cols))
+        return out
+
+    def qkv_grad(self, layer: int, channel: str) -> torch.Tensor:
+        """One channel's rows of ``qkv_grads``: (n heads of that channel, b, s, d_model)."""
+        sizes = [len(self.columns[(layer, c)]) for c in QKV]
+        return self.qkv_grads(layer).split(sizes)[QKV.index(channel)]
+
+
+def _head_columns(values: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """A projection's output (or its gradient) at the head columns ``cols`` (n, d_head), as (n, b*s, d_head)."""
+    return values[..., cols.to(values.device)].flatten(0, 1).transpose(0, 1)
 
 
 def check_edges_supported(adapter: Adapter, context: str = "") -> None:
