@@ -34,7 +34,7 @@ def trajectory(
     A checkpoint whose comparison an earlier run finished (same options, tasks and weights) is reused.
     Checkpoints run one after another in this process.
     """
-    from circuitdiff.cli.main import parse_thresholds
+    from circuitdiff.cli.parsing import parse_thresholds
     from circuitdiff.options import CompareOptions
     from circuitdiff.trajectory.checkpoints import find_checkpoints
     from circuitdiff.trajectory.report import write_trajectory_report
