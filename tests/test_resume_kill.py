@@ -139,7 +139,9 @@ def test_sigint_sweep_midway_then_resume(tmp_path_factory: pytest.TempPathFactor
     sweep.write_text(SWEEP.format(ws=ws), encoding="utf-8")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "circuitdiff.cli.main", "sweep", str(sweep), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job inherits SIGINT ignored (and Python then installs no handler): restore it
+    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list(out.glob("jobs/*/*/*/job.json")):
         assert proc.poll() is None, proc.communicate()[1][-2000:]
