@@ -17,8 +17,10 @@ from circuitdiff.analysis.bootstrap import bootstrap_ci
 
 
 @dataclass(frozen=True)
-class RoleAttention:
-    """Mean attention mass one head puts on one role's token, over one template's prompts."""
+class TemplateRoleMass:
+    """Mean attention mass one head puts on one role's token, over one template's prompts.
+
+    The per-head part of ``schema.RoleAttention``: the record adds whose head it is and its counterpart."""
 
     template: str
     role: str
@@ -43,10 +45,10 @@ def role_mass(attention_row: ArrayLike, positions: ArrayLike) -> np.ndarray:
 
 
 def attention_by_role(attention_row: ArrayLike, roles: dict[str, ArrayLike], template_ids: ArrayLike,
-                      template_names: tuple[str, ...], n_boot: int = 1000, seed: int = 0) -> list[RoleAttention]:
+                      template_names: tuple[str, ...], n_boot: int = 1000, seed: int = 0) -> list[TemplateRoleMass]:
     """Mean attention mass per (template, role) with a percentile bootstrap interval over prompts."""
     tids = np.asarray(template_ids, dtype=np.int64)
-    out: list[RoleAttention] = []
+    out: list[TemplateRoleMass] = []
     for t, name in enumerate(template_names):
         rows = np.nonzero(tids == t)[0]
         for role, pos in roles.items():
@@ -56,6 +58,6 @@ def attention_by_role(attention_row: ArrayLike, roles: dict[str, ArrayLike], tem
                 continue
             point, lo, hi = bootstrap_ci(lambda idx, m=mass: m[idx].mean(axis=-1), mass.size, n_boot, seed,
                                          vectorized=True)
-            out.append(RoleAttention(name, role, point, lo, hi, int(mass.size)))
+            out.append(TemplateRoleMass(name, role, point, lo, hi, int(mass.size)))
     return out
 

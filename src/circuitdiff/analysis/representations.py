@@ -5,6 +5,8 @@ Plain data in (two ``ModelTaskRun``s and the matching), typed records out (``sch
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import warnings
 
 import numpy as np
@@ -50,7 +52,7 @@ def attention_roles(t: ModelTaskRun, s: ModelTaskRun, matching: list[Match], k: 
     s_to_t = {m.student: m.teacher for m in matching}
     shares = {"teacher": head_shares(t), "student": head_shares(s)}
     wanted: dict[tuple[str, str], str | None] = {}
-    for role, run, other, lookup in (("teacher", t, "student", t_to_s), ("student", s, "teacher", s_to_t)):
+    for role, other, lookup in (("teacher", "student", t_to_s), ("student", "teacher", s_to_t)):
         ranked = sorted(shares[role], key=lambda h: -shares[role][h])[:k]
         for head in ranked:
             partner = lookup.get(head)
@@ -67,8 +69,7 @@ def attention_roles(t: ModelTaskRun, s: ModelTaskRun, matching: list[Match], k: 
         roles = run.roles or {}
         for r in attention_by_role(run.attention_read[layer, :, h], roles, tids, names, n_boot, seed):
             out.append(RoleAttention(role_of_model=role, head=head, share=shares[role][head], counterpart=partner,
-                                     template=r.template, role=r.role, mean=r.mean, lo=r.lo, hi=r.hi,
-                                     n_prompts=r.n_prompts))
+                                     **asdict(r)))
     return out
 
 
