@@ -54,7 +54,8 @@ def print_summary(console: Console, results: Results | dict[str, Any], out: Path
             console.print(f"most preserved: {best}\nleast preserved: {worst}")
     for line in note_lines(results.notes):
         console.print(f"[yellow]note:[/] {line}", highlight=False)
-    console.print(f"\nresults: {out / 'results.json'} (tables: components.parquet, similarity.parquet)")
+    tables = ", ".join(sorted(p.name for p in out.glob("*.parquet")))  # what was written: edges.parquet only with --edges
+    console.print(f"\nresults: {out / 'results.json'} (tables: {tables})")
 
 
 def _control_line(c: ControlResult) -> str:
