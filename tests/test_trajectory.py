@@ -184,3 +184,66 @@ def test_cli_bad_run_folder_is_one_line_exit_2(tmp_path: Path) -> None:
                            str(tmp_path), "-t", "ioi"], capture_output=True, text=True)
     assert proc.returncode == 2 and "holds no checkpoints" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_teacher_is_run_once_per_task_for_all_checkpoints(run: Path, trajectory: tuple[Path, object],
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps 2 and 4 reuse step 0's teacher run; ``test_last_row_equals_a_plain_compare`` checks the reused numbers."""
+    _, table = trajectory
+    names: list[str] = []
+    real = compare_module.run_model_on_task
+
+    def spy(lm: object, *args: object, **kwargs: object) -> object:
+        names.append(lm.name)  # type: ignore[attr-defined]
+        return real(lm, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "run_model_on_task", spy)
+    again = run_trajectory("tiny-gpt2", [run], ["ioi"], tmp_path / "traj", OPTIONS, progress=False)
+    assert names.count("tiny-gpt2") == 1 and len(names) == 4  # the teacher once, each of 3 students once
+    assert again.drop(columns="checkpoint").equals(table.drop(columns="checkpoint"))
+
+
+def test_a_teacher_run_is_not_reused_for_other_prompts_or_options() -> None:
+    from dataclasses import replace
+
+    from circuitdiff.teacher_runs import TeacherRuns, same_encoding
+    from circuitdiff.tasks import encode_task, get_task
+
+    teacher = load_model("tiny-gpt2")
+    enc12, enc10 = (encode_task(get_task("ioi", n, 0), teacher.tokenizer) for n in (12, 10))
+    assert same_encoding(enc12, encode_task(get_task("ioi", 12, 0), teacher.tokenizer))
+    assert not same_encoding(enc12, enc10)
+    runs = TeacherRuns(teacher)
+    runs.put(teacher, "ioi", enc12, OPTIONS, "the run")  # type: ignore[arg-type]
+    assert runs.get(teacher, "ioi", enc12, OPTIONS) == "the run"
+    assert runs.get(teacher, "ioi", enc10, OPTIONS) is None
+    assert runs.get(teacher, "ioi", enc12, replace(OPTIONS, circuit_thresholds=(0.1,))) is None
+    assert runs.get(teacher, "ioi", enc12, replace(OPTIONS, n_null=5)) == "the run"  # the null never reaches it
+    assert runs.get(load_model("tiny-gpt2"), "ioi", enc12, OPTIONS) is None  # another model object
+    assert runs.reused == 2
+
+
+def test_the_ray_backend_gives_the_local_table(run: Path, trajectory: tuple[Path, object], tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    _, table = trajectory
+    outcomes: list[dict] = []
+    on_ray = run_trajectory("tiny-gpt2", [run], ["ioi"], tmp_path / "traj", OPTIONS, progress=False, backend="ray",
+                            num_cpus=2, on_checkpoint=lambda _c, outcome: outcomes.append(outcome))
+    assert len(outcomes) == 3 and all(o["ok"] for o in outcomes)
+    assert on_ray.drop(columns="checkpoint").equals(table.drop(columns="checkpoint"))
+
+
+def test_the_ray_backend_needs_a_teacher_it_can_load_itself(run: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrajectoryError, match="give it as a name or folder"):
+        run_trajectory(load_model("tiny-gpt2"), [run], ["ioi"], tmp_path, OPTIONS, backend="ray")
+
+
+def test_cli_unknown_backend_is_one_line_exit_2(run: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "circuitdiff.cli.main", "trajectory", "--teacher", "tiny-gpt2",
+                           str(run), "-t", "ioi", "--out", str(tmp_path), "--backend", "slurm"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown backend 'slurm'" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

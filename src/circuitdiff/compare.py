@@ -46,6 +46,7 @@ from circuitdiff.schema import SCHEMA_VERSION, Note, Results, json_ready, note_l
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
 from circuitdiff.tasks.encode import drop_multi_token_items
 from circuitdiff.tasks.prepared import PreparedTask
+from circuitdiff.teacher_runs import TeacherRuns
 
 @dataclass
 class Comparison:
@@ -114,10 +115,13 @@ def run_comparison(
     progress: Progress | None = None,
     store: TaskStore | None = None,
     control: LoadedModel | None = None,
+    teacher_runs: TeacherRuns | None = None,
 ) -> Comparison:
     """Run every task on both models; with a ``store``, reuse finished tasks and checkpoint each new one.
 
     With a ``control`` model, the teacher is also compared with it on every task (``circuitdiff.control``).
+    With ``teacher_runs``, the teacher's run of a task is taken from it when it holds one made the
+    same way, and kept in it otherwise (``circuitdiff.teacher_runs``).
     """
     edge_method = parse_edge_method(options.edges)
     for lm in (teacher, student):
@@ -156,8 +160,13 @@ def run_comparison(
                                      edges=edge_method, edge_progress=edge_advance)
 
         def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun]:
-            return (run("teacher", teacher, item.teacher, thresholds, budget),
-                    run("student", student, item.student, thresholds, budget))
+            kept = teacher_runs.get(teacher, item.name, item.teacher[1], options) if teacher_runs else None
+            if kept is not None and progress:
+                progress(f"{item.name}: teacher, reused", 1)(1)
+            t_run = kept or run("teacher", teacher, item.teacher, thresholds, budget)
+            if teacher_runs is not None and kept is None:
+                teacher_runs.put(teacher, item.name, item.teacher[1], options, t_run)
+            return t_run, run("student", student, item.student, thresholds, budget)
 
         t_run, s_run = with_less_memory(run_all, options.memory_budget, f"task '{item.name}'")
         same_tokens = same_tokenisation(item.teacher[1], item.student[1])
@@ -319,6 +328,7 @@ def compare(
     dtype: str | torch.dtype = torch.float32,
     device_map: str | None = None,
     resume: bool = True,
+    teacher_runs: TeacherRuns | None = None,
     **option_values: Any,
 ) -> dict[str, Any]:
     """Compare a teacher with its student on ``tasks`` and return the results dict.
@@ -342,6 +352,9 @@ def compare(
         device_map: ``"auto"`` shards models loaded here over all devices (needs accelerate).
         resume: with ``out``, reuse tasks an interrupted run with the same options finished
             there, and checkpoint each new task.
+        teacher_runs: a ``TeacherRuns`` for ``teacher`` (a ``LoadedModel``): its task runs are
+            reused from it and kept in it, so comparing one teacher with many students runs
+            the teacher once per task (``circuitdiff trajectory`` does this).
         **option_values: ``CompareOptions`` fields by name; an unknown name is an ``OptionsError``.
             ``control="tiny-distilbert"`` (a name, folder, ``.gguf`` or Hub id) also compares the
             teacher with that model on every task and puts the result under ``tasks.<task>.control``.
@@ -372,7 +385,8 @@ def compare(
     fingerprint = run_fingerprint(t_model, s_model, options, c_model) if out is not None and resume else None
     store = TaskStore(Path(out), fingerprint) if fingerprint is not None else None
     with progress_bars(progress) as start:
-        comparison = run_comparison(t_model, s_model, task_names, options, start, store=store, control=c_model)
+        comparison = run_comparison(t_model, s_model, task_names, options, start, store=store, control=c_model,
+                                    teacher_runs=teacher_runs)
     results = results_dict(comparison)
     if out is not None:
         write_outputs(comparison, results, Path(out))

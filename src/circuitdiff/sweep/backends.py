@@ -14,9 +14,10 @@ from typing import Any
 
 from circuitdiff.errors import CircuitDiffError
 from circuitdiff.sweep.jobs import RunSettings, run_job
-from circuitdiff.sweep.spec import Job
 
 OnDone = Callable[[int, dict[str, Any]], None]
+Work = Callable[[Any, str, RunSettings], dict[str, Any]]
+"""What runs one job: ``run_job`` for a sweep, ``compare_checkpoint`` for a trajectory."""
 BACKENDS = ("local", "ray")
 
 
@@ -24,9 +25,10 @@ class BackendError(CircuitDiffError):
     """A backend is unknown, not installed, or cannot be reached."""
 
 
-def run_local(todo: Sequence[tuple[int, Job]], out: str, settings: RunSettings, on_done: OnDone) -> None:
+def run_local(todo: Sequence[tuple[int, Any]], out: str, settings: RunSettings, on_done: OnDone,
+              work: Work = run_job) -> None:
     for index, job in todo:
-        on_done(index, run_job(job, out, settings))
+        on_done(index, work(job, out, settings))
 
 
 def _import_ray() -> Any:
@@ -37,9 +39,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def run_ray(todo: Sequence[tuple[int, Job]], out: str, settings: RunSettings, on_done: OnDone, *,
+def run_ray(todo: Sequence[tuple[int, Any]], out: str, settings: RunSettings, on_done: OnDone, *,
             address: str | None = None, cpus_per_job: float = 1, gpus_per_job: float = 0,
-            num_cpus: int | None = None) -> None:
+            num_cpus: int | None = None, work: Work = run_job) -> None:
     """Submit every job at once; Ray schedules them by the CPUs and GPUs each one asks for."""
     ray = _import_ray()
     started = not ray.is_initialized()
@@ -52,7 +54,7 @@ def run_ray(todo: Sequence[tuple[int, Job]], out: str, settings: RunSettings, on
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(f"cannot start or reach Ray at {address or 'a local instance'}: {first}") from None
-    remote = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_retries=0)(run_job)
+    remote = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_retries=0)(work)
     pending = {remote.remote(job, out, settings): index for index, job in todo}
     try:
         while pending:

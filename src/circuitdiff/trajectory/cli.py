@@ -27,14 +27,25 @@ def trajectory(
     null_model: bool = typer.Option(True, "--null/--no-null", help="Score random students as a chance baseline."),
     n_null: int = typer.Option(10, min=1, help="Random students behind the chance level."),
     measure: str = typer.Option("linear_cka", help="Similarity behind matching and alignment."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = typer.Option(True, help="Show progress bars (local backend)."),
+    backend: str = typer.Option("local", help="local (one checkpoint after another, the teacher run once per task) "
+                                "| ray (one job per checkpoint)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (auto, ray://head:10001); default: a local Ray instance."),
+    cpus_per_job: float = typer.Option(1.0, min=0.0, help="Ray: CPUs each checkpoint's job reserves."),
+    gpus_per_job: float = typer.Option(0.0, min=0.0, help="Ray: GPUs each checkpoint's job reserves."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option("float32", help="Weights dtype: float32 | bfloat16 | float16."),
+    device_map: Optional[str] = typer.Option(None, help="'auto': shard models over all devices (needs accelerate)."),
 ) -> None:
     """Compare the teacher with every checkpoint of a distillation run: trajectory.parquet + trajectory.html.
 
     A checkpoint whose comparison an earlier run finished (same options, tasks and weights) is reused.
-    Checkpoints run one after another in this process.
+    On the local backend the teacher is loaded and run once per task for all checkpoints.
     """
     from circuitdiff.cli.parsing import parse_thresholds
+    from circuitdiff.resources import check_device, parse_dtype
+    from circuitdiff.sweep.backends import BACKENDS, BackendError
+    from circuitdiff.sweep.jobs import RunSettings
     from circuitdiff.options import CompareOptions
     from circuitdiff.trajectory.checkpoints import find_checkpoints
     from circuitdiff.trajectory.report import write_trajectory_report
@@ -44,13 +55,27 @@ def trajectory(
     options = CompareOptions(ablation=ablation, method=method, n_prompts=n_prompts, seed=seed, n_boot=n_boot,
                              circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
                              null_model=null_model, n_null=n_null, measure=measure)
-    find_checkpoints(runs)  # a bad run folder fails before any model loads
+    find_checkpoints(runs)  # a bad run folder, backend or device fails before any model loads
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    parse_dtype(dtype)
+    if backend == "local":
+        check_device(device, device_map)
+    settings = RunSettings(device=device, dtype=dtype, device_map=device_map)
     folder = out if out is not None else (runs[0] / "trajectory" if len(runs) == 1 else Path("trajectory-out"))
     console = Console(stderr=True)
 
-    def told(checkpoint: object, reused: bool) -> None:
-        console.print(f"{checkpoint.label}: {'finished earlier, reused' if reused else 'comparing'}")  # type: ignore[attr-defined]
+    def told(checkpoint: object, outcome: dict) -> None:
+        label = checkpoint.label  # type: ignore[attr-defined]
+        if outcome.get("reused"):
+            console.print(f"{label}: finished earlier, reused")
+        elif outcome.get("ok"):
+            console.print(f"{label}: compared in {outcome['seconds']:.1f} s")
+        else:
+            console.print(f"{label}: failed: {str(outcome.get('error')).splitlines()[0]}", markup=False)
 
-    table = run_trajectory(teacher, runs, task or ["ioi"], folder, options, progress=progress, on_checkpoint=told)
+    ray_options = dict(address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job) if backend == "ray" else {}
+    table = run_trajectory(teacher, runs, task or ["ioi"], folder, options, progress=progress, on_checkpoint=told,
+                           settings=settings, backend=backend, **ray_options)
     page = write_trajectory_report(table, folder, f"Trajectory: {teacher} vs {runs[0]}")
     Console().print(f"trajectory: {folder / TRAJECTORY_TABLE} ({len(table)} rows); report: {page}")
