@@ -186,41 +186,54 @@ def test_cli_bad_run_folder_is_one_line_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_the_teacher_is_run_once_per_task_for_all_checkpoints(run: Path, trajectory: tuple[Path, object],
-                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Steps 2 and 4 reuse step 0's teacher run; ``test_last_row_equals_a_plain_compare`` checks the reused numbers."""
+def test_the_teacher_and_the_null_run_once_per_task_for_all_checkpoints(
+        run: Path, trajectory: tuple[Path, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps 2 and 4 reuse step 0's teacher run and random students; ``test_last_row_equals_a_plain_compare``
+    checks the reused numbers against a comparison that reuses nothing."""
     _, table = trajectory
     names: list[str] = []
-    real = compare_module.run_model_on_task
+    draws: list[int] = []
+    real_run, real_null = compare_module.run_model_on_task, compare_module.null_draws
 
-    def spy(lm: object, *args: object, **kwargs: object) -> object:
+    def spy_run(lm: object, *args: object, **kwargs: object) -> object:
         names.append(lm.name)  # type: ignore[attr-defined]
-        return real(lm, *args, **kwargs)
+        return real_run(lm, *args, **kwargs)
 
-    monkeypatch.setattr(compare_module, "run_model_on_task", spy)
+    def spy_null(*args: object, **kwargs: object) -> object:
+        draws.append(int(kwargs["n_null"]))  # type: ignore[call-overload]
+        return real_null(*args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "run_model_on_task", spy_run)
+    monkeypatch.setattr(compare_module, "null_draws", spy_null)
     again = run_trajectory("tiny-gpt2", [run], ["ioi"], tmp_path / "traj", OPTIONS, progress=False)
     assert names.count("tiny-gpt2") == 1 and len(names) == 4  # the teacher once, each of 3 students once
+    assert draws == [OPTIONS.n_null]  # the random students once
     assert again.drop(columns="checkpoint").equals(table.drop(columns="checkpoint"))
 
 
-def test_a_teacher_run_is_not_reused_for_other_prompts_or_options() -> None:
+def test_nothing_is_reused_for_other_prompts_options_or_architectures() -> None:
     from dataclasses import replace
 
-    from circuitdiff.teacher_runs import TeacherRuns, same_encoding
+    from circuitdiff.shared_runs import SharedRuns, same_encoding
     from circuitdiff.tasks import encode_task, get_task
 
-    teacher = load_model("tiny-gpt2")
+    teacher, student = load_model("tiny-gpt2"), load_model("tiny-distilgpt2")
     enc12, enc10 = (encode_task(get_task("ioi", n, 0), teacher.tokenizer) for n in (12, 10))
     assert same_encoding(enc12, encode_task(get_task("ioi", 12, 0), teacher.tokenizer))
     assert not same_encoding(enc12, enc10)
-    runs = TeacherRuns(teacher)
-    runs.put(teacher, "ioi", enc12, OPTIONS, "the run")  # type: ignore[arg-type]
-    assert runs.get(teacher, "ioi", enc12, OPTIONS) == "the run"
-    assert runs.get(teacher, "ioi", enc10, OPTIONS) is None
-    assert runs.get(teacher, "ioi", enc12, replace(OPTIONS, circuit_thresholds=(0.1,))) is None
-    assert runs.get(teacher, "ioi", enc12, replace(OPTIONS, n_null=5)) == "the run"  # the null never reaches it
-    assert runs.get(load_model("tiny-gpt2"), "ioi", enc12, OPTIONS) is None  # another model object
-    assert runs.reused == 2
+    shared = SharedRuns(teacher)
+    shared.keep_teacher_run(teacher, "ioi", enc12, OPTIONS, "the run")  # type: ignore[arg-type]
+    assert shared.teacher_run(teacher, "ioi", enc12, OPTIONS) == "the run"
+    assert shared.teacher_run(teacher, "ioi", enc10, OPTIONS) is None
+    assert shared.teacher_run(teacher, "ioi", enc12, replace(OPTIONS, circuit_thresholds=(0.1,))) is None
+    assert shared.teacher_run(teacher, "ioi", enc12, replace(OPTIONS, n_null=5)) == "the run"  # null never reaches it
+    assert shared.teacher_run(load_model("tiny-gpt2"), "ioi", enc12, OPTIONS) is None  # another model object
+    shared.keep_null(student, "ioi", enc12, OPTIONS, ["draws"])  # type: ignore[list-item]
+    assert shared.null(load_model("tiny-distilgpt2"), "ioi", enc12, OPTIONS) == ["draws"]  # same architecture
+    assert shared.null(teacher, "ioi", enc12, OPTIONS) is None  # 6 layers, not 3
+    assert shared.null(student, "ioi", enc12, replace(OPTIONS, n_null=5)) is None
+    assert shared.null(student, "ioi", enc10, OPTIONS) is None
+    assert shared.reused == {"teacher": 2, "null": 1}
 
 
 def test_the_ray_backend_gives_the_local_table(run: Path, trajectory: tuple[Path, object], tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from circuitdiff.schema import SCHEMA_VERSION, Note, Results, json_ready, note_l
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
 from circuitdiff.tasks.encode import drop_multi_token_items
 from circuitdiff.tasks.prepared import PreparedTask
-from circuitdiff.teacher_runs import TeacherRuns
+from circuitdiff.shared_runs import SharedRuns
 
 @dataclass
 class Comparison:
@@ -115,13 +115,13 @@ def run_comparison(
     progress: Progress | None = None,
     store: TaskStore | None = None,
     control: LoadedModel | None = None,
-    teacher_runs: TeacherRuns | None = None,
+    shared: SharedRuns | None = None,
 ) -> Comparison:
     """Run every task on both models; with a ``store``, reuse finished tasks and checkpoint each new one.
 
     With a ``control`` model, the teacher is also compared with it on every task (``circuitdiff.control``).
-    With ``teacher_runs``, the teacher's run of a task is taken from it when it holds one made the
-    same way, and kept in it otherwise (``circuitdiff.teacher_runs``).
+    With ``shared``, the teacher's run of a task and the random students' draws are taken from it
+    when it holds ones made the same way, and kept in it otherwise (``circuitdiff.shared_runs``).
     """
     edge_method = parse_edge_method(options.edges)
     for lm in (teacher, student):
@@ -136,7 +136,7 @@ def run_comparison(
     thresholds = options.circuit_thresholds if options.circuits else ()
     records = {item.name: store.load(item) if store is not None else None for item in prepared}
     pending = [item for item in prepared if records[item.name] is None]
-    nulls = with_less_memory(lambda budget: run_null(student, pending, options, budget, progress),
+    nulls = with_less_memory(lambda budget: run_null(student, pending, options, budget, progress, shared),
                              options.memory_budget, "the random students")
     for item in prepared:
         result.order.append(item.name)
@@ -160,12 +160,12 @@ def run_comparison(
                                      edges=edge_method, edge_progress=edge_advance)
 
         def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun]:
-            kept = teacher_runs.get(teacher, item.name, item.teacher[1], options) if teacher_runs else None
+            kept = shared.teacher_run(teacher, item.name, item.teacher[1], options) if shared else None
             if kept is not None and progress:
                 progress(f"{item.name}: teacher, reused", 1)(1)
             t_run = kept or run("teacher", teacher, item.teacher, thresholds, budget)
-            if teacher_runs is not None and kept is None:
-                teacher_runs.put(teacher, item.name, item.teacher[1], options, t_run)
+            if shared is not None and kept is None:
+                shared.keep_teacher_run(teacher, item.name, item.teacher[1], options, t_run)
             return t_run, run("student", student, item.student, thresholds, budget)
 
         t_run, s_run = with_less_memory(run_all, options.memory_budget, f"task '{item.name}'")
@@ -227,18 +227,29 @@ def same_tokenisation(a: EncodedTask, b: EncodedTask) -> bool:
 
 
 def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: CompareOptions, budget: int,
-             progress: Progress | None) -> dict[str, list[NullDraw]]:
+             progress: Progress | None, shared: SharedRuns | None = None) -> dict[str, list[NullDraw]]:
     """The chance level's random students on every task still to run (none when the null is off).
 
-    Each random student is built once and run on all those tasks before the next one.
+    Each random student is built once and run on all those tasks before the next one; tasks
+    whose draws ``shared`` holds (same architecture, prompts and options) take them from it.
     """
     n_null = options.n_null if options.null_model else 0
     if n_null <= 0 or not items:
         return {}
+    found = {item.name: shared.null(student, item.name, item.student[1], options) if shared else None
+             for item in items}
+    result = {name: draws for name, draws in found.items() if draws is not None}
+    todo = [item for item in items if found[item.name] is None]
+    if not todo:
+        return result
     advance = progress(f"{n_null} random students (chance level)", n_null) if progress else None
-    draws = null_draws(student, [item.student[1] for item in items], options.ablation, seed=options.seed,
+    draws = null_draws(student, [item.student[1] for item in todo], options.ablation, seed=options.seed,
                        n_null=n_null, memory_budget=budget, progress=advance)
-    return {item.name: per_task for item, per_task in zip(items, draws)}
+    for item, per_task in zip(todo, draws):
+        result[item.name] = per_task
+        if shared is not None:
+            shared.keep_null(student, item.name, item.student[1], options, per_task)
+    return result
 
 
 ModelArg = Any
@@ -328,7 +339,7 @@ def compare(
     dtype: str | torch.dtype = torch.float32,
     device_map: str | None = None,
     resume: bool = True,
-    teacher_runs: TeacherRuns | None = None,
+    shared: SharedRuns | None = None,
     **option_values: Any,
 ) -> dict[str, Any]:
     """Compare a teacher with its student on ``tasks`` and return the results dict.
@@ -352,9 +363,10 @@ def compare(
         device_map: ``"auto"`` shards models loaded here over all devices (needs accelerate).
         resume: with ``out``, reuse tasks an interrupted run with the same options finished
             there, and checkpoint each new task.
-        teacher_runs: a ``TeacherRuns`` for ``teacher`` (a ``LoadedModel``): its task runs are
-            reused from it and kept in it, so comparing one teacher with many students runs
-            the teacher once per task (``circuitdiff trajectory`` does this).
+        shared: a ``SharedRuns`` for ``teacher`` (a ``LoadedModel``): the teacher's task runs and
+            the random students are reused from it and kept in it, so comparing one teacher with
+            many students of one architecture runs the teacher and the null once per task
+            (``circuitdiff trajectory`` does this).
         **option_values: ``CompareOptions`` fields by name; an unknown name is an ``OptionsError``.
             ``control="tiny-distilbert"`` (a name, folder, ``.gguf`` or Hub id) also compares the
             teacher with that model on every task and puts the result under ``tasks.<task>.control``.
@@ -386,7 +398,7 @@ def compare(
     store = TaskStore(Path(out), fingerprint) if fingerprint is not None else None
     with progress_bars(progress) as start:
         comparison = run_comparison(t_model, s_model, task_names, options, start, store=store, control=c_model,
-                                    teacher_runs=teacher_runs)
+                                    shared=shared)
     results = results_dict(comparison)
     if out is not None:
         write_outputs(comparison, results, Path(out))

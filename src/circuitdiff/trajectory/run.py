@@ -5,7 +5,8 @@ Each checkpoint's comparison is an ordinary ``compare`` into ``OUT/steps/step-NN
 files); when it still matches, the results are read back without loading any model.
 Checkpoints run on the sweep's backends: ``local`` (this process, one after another) or
 ``ray`` (one job per checkpoint). A process keeps the teacher loaded and its task runs
-(``TeacherRuns``), so the teacher is run once per task, not once per checkpoint.
+and the random students (``SharedRuns``), so the teacher and the null are run once per task, not
+once per checkpoint.
 """
 
 from __future__ import annotations
@@ -78,10 +79,10 @@ _TEACHER: dict[str, Any] = {}
 
 
 def _teacher(spec: Any, settings: RunSettings) -> tuple[Any, Any]:
-    """The loaded teacher and its ``TeacherRuns`` (one teacher kept per process: a Ray worker or this one)."""
+    """The loaded teacher and its ``SharedRuns`` (one teacher kept per process: a Ray worker or this one)."""
     from circuitdiff.compare import as_loaded_model
     from circuitdiff.resources import parse_dtype
-    from circuitdiff.teacher_runs import TeacherRuns
+    from circuitdiff.shared_runs import SharedRuns
 
     key = (spec if isinstance(spec, str) else id(spec), settings)
     if _TEACHER.get("key") != key:
@@ -89,7 +90,7 @@ def _teacher(spec: Any, settings: RunSettings) -> tuple[Any, Any]:
         loaded = as_loaded_model(spec, allow_pickle=settings.allow_pickle, device=settings.device,
                                  trust_remote_code=settings.trust_remote_code, dtype=parse_dtype(settings.dtype),
                                  device_map=settings.device_map)
-        _TEACHER.update(key=key, runs=TeacherRuns(loaded))
+        _TEACHER.update(key=key, runs=SharedRuns(loaded))
     runs = _TEACHER["runs"]
     return runs.teacher, runs
 
@@ -103,7 +104,7 @@ def compare_checkpoint(job: CheckpointJob, out: str, settings: RunSettings) -> d
     try:
         teacher, runs = _teacher(job.teacher, settings)
         compare(teacher, str(job.checkpoint.folder), list(job.tasks), job.options, out=job.folder,
-                progress=job.progress, report=False, teacher_runs=runs, allow_pickle=settings.allow_pickle,
+                progress=job.progress, report=False, shared=runs, allow_pickle=settings.allow_pickle,
                 trust_remote_code=settings.trust_remote_code, device=settings.device,
                 dtype=parse_dtype(settings.dtype), device_map=settings.device_map)
         write_json(job.folder / DONE_FILE, job.identity)
