@@ -209,6 +209,17 @@ def test_the_teacher_and_the_null_run_once_per_task_for_all_checkpoints(
     assert names.count("tiny-gpt2") == 1 and len(names) == 4  # the teacher once, each of 3 students once
     assert draws == [OPTIONS.n_null]  # the random students once
     assert again.drop(columns="checkpoint").equals(table.drop(columns="checkpoint"))
+    # a SharedRuns given by the caller carries them across trajectories
+    from circuitdiff.shared_runs import SharedRuns
+
+    names.clear(), draws.clear()
+    shared = SharedRuns(load_model("tiny-gpt2"))
+    first = run_trajectory("ignored", [snapshot_folder(run, s) for s in (0, 2)], ["ioi"], tmp_path / "a", OPTIONS,
+                           progress=False, shared=shared)
+    second = run_trajectory("ignored", [snapshot_folder(run, 4)], ["ioi"], tmp_path / "b", OPTIONS, progress=False,
+                            shared=shared)
+    assert len(names) == 4 and len(draws) == 1 and shared.reused == {"teacher": 2, "null": 2}
+    assert list(first["alignment"]) + list(second["alignment"]) == list(table["alignment"])
 
 
 def test_nothing_is_reused_for_other_prompts_options_or_architectures() -> None:

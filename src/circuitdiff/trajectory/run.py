@@ -116,18 +116,24 @@ def compare_checkpoint(job: CheckpointJob, out: str, settings: RunSettings) -> d
 def run_trajectory(teacher: Any, runs: Sequence[str | Path], tasks: Sequence[str], out: str | Path,
                    options: CompareOptions | None = None, *, progress: bool = True,
                    on_checkpoint: OnCheckpoint | None = None, settings: RunSettings = RunSettings(),
-                   backend: str = "local", **ray_options: Any) -> pd.DataFrame:
+                   backend: str = "local", shared: Any = None, **ray_options: Any) -> pd.DataFrame:
     """Compare ``teacher`` with every checkpoint of ``runs``; write and return ``OUT/trajectory.parquet``.
 
     ``teacher`` is any model ``compare`` takes (a name or folder; on the local backend also a
     ``LoadedModel``). ``backend="ray"`` runs one job per unfinished checkpoint on a Ray cluster
     (``ray_options``: ``address``, ``cpus_per_job``, ``gpus_per_job``, ``num_cpus``, as for sweeps).
+    ``shared``: a ``SharedRuns`` of the loaded teacher, to share its runs and the random students
+    across several trajectories (local backend; ``teacher`` is then ignored for loading).
     """
     from circuitdiff.compare import check_paths
     from circuitdiff.sweep.backends import BACKENDS, BackendError, run_local, run_ray
 
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    if shared is not None:
+        if backend != "local":
+            raise TrajectoryError("shared runs live in this process: use them with the local backend")
+        teacher = shared.teacher
     if backend != "local" and not isinstance(teacher, (str, Path)):
         raise TrajectoryError("the ray backend loads the teacher in each worker: give it as a name or folder")
     options = options or CompareOptions()
@@ -154,6 +160,8 @@ def run_trajectory(teacher: Any, runs: Sequence[str | Path], tasks: Sequence[str
         if results[i] is not None and on_checkpoint is not None:
             on_checkpoint(job.checkpoint, {"reused": True})
     todo = [(i, job) for i, job in enumerate(jobs) if results[i] is None]
+    if shared is not None:
+        _TEACHER.update(key=(id(teacher), settings), runs=shared)
     try:
         if backend == "local":
             run_local(todo, str(out), settings, on_done, work=compare_checkpoint)
