@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from circuit_distillation import TASKS, run_name
+from circuit_distillation import run_name
 
 FIGURE = "circuit-distillation-trajectory.svg"
 
@@ -69,19 +69,19 @@ def markdown(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(out: Path, seeds: list[int], weights: list[float], path: Path) -> None:
+def figure(out: Path, seeds: list[int], weights: list[float], path: Path, tasks: tuple[str, ...]) -> None:
     """Alignment, student effective number and accuracy against step: one line per run, colour per recipe."""
     from circuitdiff.report.svg import figure_svg, new_figure
 
-    fig = new_figure(2.7 * len(TASKS) + 0.6, 6.0)
-    axes = fig.subplots(3, len(TASKS), sharex=True, squeeze=False)
+    fig = new_figure(2.7 * len(tasks) + 0.6, 6.0)
+    axes = fig.subplots(3, len(tasks), sharex=True, squeeze=False)
     for colour, alpha in enumerate([0.0, *weights]):
         for seed in seeds:
             table_file = out / run_name(alpha, seed) / "trajectory" / "trajectory.parquet"
             if not table_file.is_file():
                 continue
             table = pd.read_parquet(table_file)
-            for col, task in enumerate(TASKS):
+            for col, task in enumerate(tasks):
                 rows = table[table["task"] == task].sort_values("step")
                 label = ("plain KD" if alpha == 0 else f"circuit {alpha:g}") if seed == seeds[0] else None
                 for ax, key in zip(axes[:, col], ("alignment", "student_effective_number", "student_accuracy")):
@@ -99,10 +99,10 @@ def figure(out: Path, seeds: list[int], weights: list[float], path: Path) -> Non
     path.write_text(figure_svg(fig, "cpd"), encoding="utf-8")
 
 
-def summarise(out: Path, seeds: list[int], weights: list[float]) -> dict[str, Any]:
+def summarise(out: Path, seeds: list[int], weights: list[float], tasks: tuple[str, ...]) -> dict[str, Any]:
     rows = run_rows(out, seeds, weights)
     rows.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(markdown(rows))
-    figure(out, seeds, weights, out / FIGURE)
+    figure(out, seeds, weights, out / FIGURE, tasks)
     print((out / "summary.md").read_text())
     return {"runs": len(rows)}
