@@ -43,10 +43,10 @@ from circuitdiff.results import (
 )
 from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
 from circuitdiff.schema import SCHEMA_VERSION, Note, Results, json_ready, note_lines
+from circuitdiff.shared_runs import SharedRuns
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
 from circuitdiff.tasks.encode import drop_multi_token_items
 from circuitdiff.tasks.prepared import PreparedTask
-from circuitdiff.shared_runs import SharedRuns
 
 @dataclass
 class Comparison:
@@ -160,10 +160,10 @@ def run_comparison(
                                      edges=edge_method, edge_progress=edge_advance)
 
         def run_all(budget: int) -> tuple[ModelTaskRun, ModelTaskRun]:
-            kept = shared.teacher_run(teacher, item.name, item.teacher[1], options) if shared else None
+            kept = shared.teacher_run(teacher, item.name, item.teacher[1], options) if shared is not None else None
             if kept is not None and progress:
                 progress(f"{item.name}: teacher, reused", 1)(1)
-            t_run = kept or run("teacher", teacher, item.teacher, thresholds, budget)
+            t_run = kept if kept is not None else run("teacher", teacher, item.teacher, thresholds, budget)
             if shared is not None and kept is None:
                 shared.keep_teacher_run(teacher, item.name, item.teacher[1], options, t_run)
             return t_run, run("student", student, item.student, thresholds, budget)
@@ -236,7 +236,7 @@ def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: Compa
     n_null = options.n_null if options.null_model else 0
     if n_null <= 0 or not items:
         return {}
-    found = {item.name: shared.null(student, item.name, item.student[1], options) if shared else None
+    found = {item.name: shared.null(student, item.name, item.student[1], options) if shared is not None else None
              for item in items}
     result = {name: draws for name, draws in found.items() if draws is not None}
     todo = [item for item in items if found[item.name] is None]
