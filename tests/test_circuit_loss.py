@@ -133,3 +133,29 @@ def test_bad_circuit_options_are_lab_errors() -> None:
         DistillRecipe(alpha_circuit=-1.0)
     with pytest.raises(LabError, match="circuit_tasks"):
         DistillRecipe(alpha_circuit=1.0, circuit_tasks=())
+
+
+def test_refreshes_reuse_the_frozen_teachers_runs(gpt2, tmp_path, monkeypatch) -> None:
+    """Choosing pairs again on the current student runs the student only; the choice equals a fresh one."""
+    import circuitdiff.compare as compare_module
+
+    teacher, tok = gpt2
+    names: list[str] = []
+    real = compare_module.run_model_on_task
+
+    def spy(lm: object, *args: object, **kwargs: object) -> object:
+        names.append(lm.name)  # type: ignore[attr-defined]
+        return real(lm, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "run_model_on_task", spy)
+    student = init_student(teacher, [0, 2, 4])
+    term = CircuitTerm(teacher, tok, ("ioi",), refresh=2, n_prompts=8, min_share=0.05, run_dir=tmp_path)
+    first = term.pairs_at(student, 0)
+    with torch.no_grad():
+        student.transformer.h[1].mlp.c_proj.weight.mul_(3.0)  # as if trained: the choice may change
+    second = term.pairs_at(student, 2)
+    assert names == ["teacher", "student", "student"]
+    fresh = CircuitTerm(teacher, tok, ("ioi",), refresh=0, n_prompts=8, min_share=0.05, run_dir=tmp_path / "fresh")
+    (tmp_path / "fresh").mkdir()
+    assert second == fresh.pairs_at(student, 2) and first
+    assert [h.step for h in term.history] == [0, 2]

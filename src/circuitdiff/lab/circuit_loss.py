@@ -98,20 +98,31 @@ def _order(c: Component) -> tuple[int, int]:
     return c.layer, c.head if c.head is not None else 1 << 30
 
 
+def teacher_copy(teacher: torch.nn.Module, tokenizer: Any) -> Any:
+    """The frozen teacher as circuitdiff analyses it: a copy, so the training model keeps its kernel and mode."""
+    from circuitdiff.models.loading import from_hugging_face
+
+    return from_hugging_face(copy.deepcopy(teacher), tokenizer, name="teacher")
+
+
 def find_targets(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: Any, tasks: Sequence[str], *,
-                 n_prompts: int, min_share: float, step: int, seed: int = 0) -> CircuitTargets:
+                 n_prompts: int, min_share: float, step: int, seed: int = 0, shared: Any = None) -> CircuitTargets:
     """Run circuitdiff's comparison on copies of both models (the originals keep training mode,
-    gradients and attention kernel) and pick the pairs the loss will hold together."""
+    gradients and attention kernel) and pick the pairs the loss will hold together.
+
+    ``shared``: a ``SharedRuns`` of ``teacher_copy(teacher)``; the frozen teacher's runs are then
+    computed at the first choice and reused at every refresh.
+    """
     from circuitdiff.compare import run_comparison
     from circuitdiff.models.loading import from_hugging_face
     from circuitdiff.options import MIN_BOOT, CompareOptions
 
     start = time.perf_counter()
     options = CompareOptions(n_prompts=n_prompts, seed=seed, circuits=False, null_model=False, n_boot=MIN_BOOT)
-    t_lm = from_hugging_face(copy.deepcopy(teacher), tokenizer, name="teacher")
+    t_lm = shared.teacher if shared is not None else teacher_copy(teacher, tokenizer)
     s_lm = from_hugging_face(copy.deepcopy(student), tokenizer, name="student")
     with torch.enable_grad():  # attribution checks inside the pipeline may need autograd
-        result = run_comparison(t_lm, s_lm, list(tasks), options)
+        result = run_comparison(t_lm, s_lm, list(tasks), options, shared=shared)
     effects = {task: runs[1].effects for task, runs in result.runs.items()}
     return CircuitTargets(step, select_pairs(result.analyses, effects, min_share), time.perf_counter() - start)
 
@@ -155,6 +166,8 @@ class CircuitTerm:
         self.path = Path(run_dir) / TARGETS_FILE
         saved = json.loads(self.path.read_text()) if self.path.is_file() else []
         self.history: list[CircuitTargets] = [CircuitTargets.from_json(d) for d in saved]
+        self.shared: Any = None
+        """With refreshes, the teacher's copy and its runs, kept from one choice to the next."""
 
     def _due(self, step: int) -> bool:
         if not self.history:
@@ -166,8 +179,12 @@ class CircuitTerm:
         """The pairs for ``step``: analysed afresh on the current student when a refresh is due."""
         if self._due(step):
             self.history = [h for h in self.history if h.step < step]
+            if self.refresh > 0 and self.shared is None:
+                from circuitdiff.shared_runs import SharedRuns
+
+                self.shared = SharedRuns(teacher_copy(self.teacher, self.tokenizer))
             targets = find_targets(self.teacher, student, self.tokenizer, self.tasks, n_prompts=self.n_prompts,
-                                   min_share=self.min_share, step=step)
+                                   min_share=self.min_share, step=step, shared=self.shared)
             if not targets.pairs:
                 raise LabError(f"no student component carries {self.min_share:.0%} of any task's influence at "
                                  f"step {step}; lower circuit_min_share")
