@@ -158,7 +158,9 @@ def smollm2(out: Path, weights: list[float]) -> None:
     shared = SharedRuns(load_model(SMOLLM2))
     for alpha in [0.0, *weights]:
         t0 = time.perf_counter()
-        trajectory(out / run_name(alpha, 0), None, shared, SMOLLM2_TASKS, SMOLLM2_TRAJ)
+        # every recipe starts from the same student (teacher layers, seed 0): step 0 is compared once, in plain KD's
+        steps = None if alpha == 0 else (STEPS // 2, STEPS)
+        trajectory(out / run_name(alpha, 0), steps, shared, SMOLLM2_TASKS, SMOLLM2_TRAJ)
         print(f"{run_name(alpha, 0)}: trajectory {time.perf_counter() - t0:.0f} s", flush=True)
 
 
