@@ -56,3 +56,21 @@ def test_cli_distils_a_builtin_teacher_by_name(tmp_path: Path) -> None:
     assert "(teacher 100.0%" in result.output and "cost per 1,000 training tokens" in result.output
     report = json.loads((tmp_path / "s" / "lab_report.json").read_text())
     assert report["teacher"] == "tiny-gpt2" and report["lab_tokenizer"] and report["recipe"]["layers"] == [0, 5]
+
+
+def test_cli_circuit_min_share_chooses_which_components_the_loss_holds(tmp_path: Path) -> None:
+    """Every pair chosen carries at least the share asked for; a share outside [0, 1) is a named error."""
+    held: dict[str, set[str]] = {}
+    for share in ("0.15", "0.01"):
+        result = CliRunner().invoke(app, ["distil", "tiny-gpt2", str(tmp_path / share), "--steps", "1",
+                                          "--batch-size", "4", "--tasks", "ioi:16", "--no-progress",
+                                          "--alpha-circuit", "1", "--circuit-tasks", "ioi", "--circuit-min-share", share])
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / share / "lab_report.json").read_text())["recipe"]["circuit_min_share"] == float(share)
+        pairs = json.loads((tmp_path / share / "circuit_targets.json").read_text())[0]["pairs"]
+        assert pairs and all(p["share"] >= float(share) for p in pairs)
+        held[share] = {p["student"] for p in pairs}
+    assert held["0.15"] < held["0.01"]  # a lower share holds strictly more components
+    bad = CliRunner().invoke(app, ["distil", "tiny-gpt2", str(tmp_path / "b"), "--alpha-circuit", "1",
+                                   "--circuit-min-share", "1.5"])
+    assert isinstance(bad.exception, CircuitDiffError) and "circuit_min_share" in str(bad.exception)

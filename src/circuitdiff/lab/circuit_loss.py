@@ -187,7 +187,7 @@ class CircuitTerm:
                                    min_share=self.min_share, step=step, shared=self.shared)
             if not targets.pairs:
                 raise LabError(f"no student component carries {self.min_share:.0%} of any task's influence at "
-                                 f"step {step}; lower circuit_min_share")
+                                 f"step {step}; lower circuit_min_share (--circuit-min-share)")
             self.history.append(targets)
             self.path.write_text(json.dumps([h.to_json() for h in self.history], indent=1) + "\n")
         return self.history[-1].pairs

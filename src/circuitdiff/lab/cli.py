@@ -135,6 +135,8 @@ def distil_cmd(
                                         "(0: chosen once, on the initial student)."),
     circuit_tasks: str = typer.Option("ioi,numerals,successor", help="Tasks whose influence and matching choose "
                                       "the circuit loss's pairs."),
+    circuit_min_share: float = typer.Option(0.05, help="Least share of a task's influence for a student component "
+                                            "to be held to its match by the circuit loss."),
     overwrite: bool = typer.Option(False), progress: bool = typer.Option(True),
 ) -> None:
     """Distil a student from a teacher: KL(T) + LM + hidden-state cosine (+ circuit loss), weights configurable.
@@ -150,7 +152,8 @@ def distil_cmd(
     recipe = DistillRecipe(layers=parse_ints(layers, "layers"), alpha_kl=alpha_kl, alpha_lm=alpha_lm,
                            alpha_cos=alpha_cos, temperature=temperature, seed=seed,
                            data=_data(corpus, tasks, prompts_per_task), optim=optim, alpha_circuit=alpha_circuit,
-                           circuit_refresh=circuit_refresh, circuit_tasks=parse_tasks(circuit_tasks)[0])
+                           circuit_refresh=circuit_refresh, circuit_tasks=parse_tasks(circuit_tasks)[0],
+                           circuit_min_share=circuit_min_share)
     result = distil(teacher, recipe, out_dir, overwrite=overwrite, progress=progress, threads=threads,
                     snapshots=save_every is not None)
     typer.echo(f"student saved to {result.out_dir}")
