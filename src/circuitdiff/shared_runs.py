@@ -53,24 +53,32 @@ def architecture(lm: LoadedModel) -> tuple[Any, ...]:
     return type(lm.model).__name__, repr(sorted(config.items())), str(dtype), str(lm.device)
 
 
+Kept = tuple[tuple[Any, ...], EncodedTask, Any]
+"""What decided a stored result, the prompts it was made on, and the result."""
+
+
+def _take(store: dict[str, Kept], task: str, key: tuple[Any, ...], encoded: EncodedTask) -> Any:
+    kept = store.get(task)
+    if kept is None or kept[0] != key or not same_encoding(kept[1], encoded):
+        return None
+    return kept[2]
+
+
 @dataclass
 class SharedRuns:
     """The teacher's task runs and the random students' draws, by task; ``reused`` counts what it saved."""
 
     teacher: LoadedModel
-    teacher_runs: dict[str, tuple[tuple[Any, ...], EncodedTask, ModelTaskRun]] = field(default_factory=dict)
-    null_draws: dict[str, tuple[tuple[Any, ...], EncodedTask, list[NullDraw]]] = field(default_factory=dict)
+    teacher_runs: dict[str, Kept] = field(default_factory=dict)
+    null_draws: dict[str, Kept] = field(default_factory=dict)
     reused: dict[str, int] = field(default_factory=lambda: {"teacher": 0, "null": 0})
 
     def teacher_run(self, teacher: LoadedModel, task: str, encoded: EncodedTask,
                     options: CompareOptions) -> ModelTaskRun | None:
-        kept = self.teacher_runs.get(task)
-        if teacher is not self.teacher or kept is None:
+        if teacher is not self.teacher:
             return None
-        key, kept_encoding, run = kept
-        if key != _options(options, TEACHER_OPTIONS) or not same_encoding(kept_encoding, encoded):
-            return None
-        self.reused["teacher"] += 1
+        run = _take(self.teacher_runs, task, _options(options, TEACHER_OPTIONS), encoded)
+        self.reused["teacher"] += run is not None
         return run
 
     def keep_teacher_run(self, teacher: LoadedModel, task: str, encoded: EncodedTask, options: CompareOptions,
@@ -80,15 +88,14 @@ class SharedRuns:
 
     def null(self, student: LoadedModel, task: str, encoded: EncodedTask, options: CompareOptions
              ) -> list[NullDraw] | None:
-        kept = self.null_draws.get(task)
-        if kept is None:
-            return None
-        key, kept_encoding, draws = kept
-        if key != (architecture(student), _options(options, NULL_OPTIONS)) or not same_encoding(kept_encoding, encoded):
-            return None
-        self.reused["null"] += 1
+        draws = _take(self.null_draws, task, _null_key(student, options), encoded)
+        self.reused["null"] += draws is not None
         return draws
 
     def keep_null(self, student: LoadedModel, task: str, encoded: EncodedTask, options: CompareOptions,
                   draws: list[NullDraw]) -> None:
-        self.null_draws[task] = ((architecture(student), _options(options, NULL_OPTIONS)), encoded, draws)
+        self.null_draws[task] = (_null_key(student, options), encoded, draws)
+
+
+def _null_key(student: LoadedModel, options: CompareOptions) -> tuple[Any, ...]:
+    return architecture(student), _options(options, NULL_OPTIONS)

@@ -25,6 +25,12 @@ class BackendError(CircuitDiffError):
     """A backend is unknown, not installed, or cannot be reached."""
 
 
+def check_backend(name: str) -> None:
+    """A named error for a backend this module does not have (before any job or model)."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+
+
 def run_local(todo: Sequence[tuple[int, Any]], out: str, settings: RunSettings, on_done: OnDone,
               work: Work = run_job) -> None:
     for index, job in todo:

@@ -26,7 +26,7 @@ def sweep(
     """Run every pair x task x seed x ablation of a sweep file, then merge them into one table and report."""
     from rich.console import Console
 
-    from circuitdiff.sweep.backends import BACKENDS, BackendError
+    from circuitdiff.sweep.backends import check_backend
     from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
     from circuitdiff.sweep.jobs import RunSettings
     from circuitdiff.sweep.merge import JOBS_TABLE, SUMMARY_HTML, SUMMARY_MD
@@ -38,8 +38,7 @@ def sweep(
 
     spec = load_sweep(sweep_file)
     make_out_folder(out)
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     parse_dtype(dtype)
     if backend == "local":
         check_device(device, device_map)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from circuitdiff.errors import CircuitDiffError
-from circuitdiff.sweep.backends import BACKENDS, BackendError, run_local, run_ray
+from circuitdiff.sweep.backends import check_backend, run_local, run_ray
 from circuitdiff.sweep.jobs import JOBS_DIR, RunSettings, is_done, job_dir
 from circuitdiff.sweep.merge import merge
 from circuitdiff.sweep.spec import Job, SweepSpec
@@ -71,8 +71,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, settings: RunSettings = RunSetti
               address: str | None = None, cpus_per_job: float = 1, gpus_per_job: float = 0,
               num_cpus: int | None = None, echo: Callable[[str], None] | None = None) -> SweepOutcome:
     """Run every unfinished job of ``spec`` into ``out/jobs/...`` and merge them into ``out``."""
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     say = echo or (lambda _msg: None)
     out = Path(out).expanduser().resolve()
     jobs = spec.jobs()

@@ -44,7 +44,7 @@ def trajectory(
     """
     from circuitdiff.cli.parsing import parse_thresholds
     from circuitdiff.resources import check_device, parse_dtype
-    from circuitdiff.sweep.backends import BACKENDS, BackendError
+    from circuitdiff.sweep.backends import check_backend
     from circuitdiff.sweep.jobs import RunSettings
     from circuitdiff.options import CompareOptions
     from circuitdiff.trajectory.checkpoints import find_checkpoints
@@ -56,8 +56,7 @@ def trajectory(
                              circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
                              null_model=null_model, n_null=n_null, measure=measure)
     find_checkpoints(runs)  # a bad run folder, backend or device fails before any model loads
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     parse_dtype(dtype)
     if backend == "local":
         check_device(device, device_map)

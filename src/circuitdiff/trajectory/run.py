@@ -126,10 +126,9 @@ def run_trajectory(teacher: Any, runs: Sequence[str | Path], tasks: Sequence[str
     across several trajectories (local backend; ``teacher`` is then ignored for loading).
     """
     from circuitdiff.compare import check_paths
-    from circuitdiff.sweep.backends import BACKENDS, BackendError, run_local, run_ray
+    from circuitdiff.sweep.backends import check_backend, run_local, run_ray
 
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if shared is not None:
         if backend != "local":
             raise TrajectoryError("shared runs live in this process: use them with the local backend")
