@@ -14,7 +14,7 @@ import torch
 from circuitdiff.interventions import exact as exact_module
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch, logit_difference
-from circuitdiff.interventions.hooks import Patch
+from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.prefix import needed_width
 from circuitdiff.interventions.exact import bytes_per_row, exact_sweep, plan_sweep, record_activations, rows_per_forward
 from circuitdiff.models.loading import LoadedModel, load_model
@@ -195,3 +195,30 @@ def test_sweep_bucketed_by_width_equals_padded_sweep_and_plain_hooks(tmp_path: P
     torch.testing.assert_close(bucketed, padded, atol=1e-5, rtol=0)
     torch.testing.assert_close(bucketed, reference, atol=1e-5, rtol=0)
     assert (reference - reference.mean(0)).abs().max() > 1e-3  # the components' effects differ
+
+
+def test_last_mlp_runs_at_read_positions_only_and_every_value_equals_the_full_forward(lm: LoadedModel) -> None:
+    """The last block's MLP computes one position per row in sweep passes (so the saving is real), while
+    every ablated metric equals the model's own full forward (all positions, full logits) under the
+    same patch, and a recording pass still sees every position."""
+    base, replacement = setup(lm, Ablation.MEAN)
+    rows = torch.arange(len(base))
+    reference = []
+    for c in lm.adapter.components():
+        with torch.no_grad(), hooked(lm.adapter, [Patch(c, rows, replacement.values(c, rows))]):
+            logits = lm.model(input_ids=base.input_ids, attention_mask=base.attention_mask).logits[rows, base.read_pos]
+        reference.append(logits[rows, base.answer_ids] - logits[rows, base.distractor_ids])
+    last, first = lm.adapter.n_layers - 1, 0
+    widths: dict[int, set[int]] = {last: set(), first: set()}
+    handles = [lm.adapter.mlp_down(l).register_forward_pre_hook(lambda _m, a, l=l: widths[l].add(a[0].shape[1]))
+               for l in widths]
+    try:
+        fast = exact_sweep(lm.adapter, base, replacement, lm.adapter.components())
+        assert widths[last] == {1} and max(widths[first]) > 1
+        widths[last].clear()
+        record_activations(lm.adapter, base)
+        assert widths[last] == {base.input_ids.shape[1]}
+    finally:
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(fast, torch.stack(reference), atol=1e-5, rtol=0)

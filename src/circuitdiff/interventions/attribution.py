@@ -13,7 +13,7 @@ import torch
 
 from circuitdiff.interventions.ablation import Replacement
 from circuitdiff.interventions.forward import Batch, read_hidden
-from circuitdiff.interventions.hooks import hooked
+from circuitdiff.interventions.hooks import hooked, last_mlp_at
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.exact import rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
@@ -85,8 +85,11 @@ def _attribute(
     out: torch.Tensor,
     reads: dict[str, list[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
-    """One forward and one backward for ``part``; fills ``out[:, prompts]``, returns the metric."""
-    with torch.enable_grad(), hooked(adapter, record=True, keep_grad=True) as rec:
+    """One forward and one backward for ``part``; fills ``out[:, prompts]``, returns the metric.
+
+    The last MLP runs at the read positions only: its gradient elsewhere is exactly zero.
+    """
+    with torch.enable_grad(), last_mlp_at(adapter, part.read_pos), hooked(adapter, record=True, keep_grad=True) as rec:
         diff = adapter.logit_difference(read_hidden(adapter, part), part.answer_ids, part.distractor_ids)
         diff.sum().backward()  # rows are independent: each prompt gets its own gradient
     with torch.no_grad():

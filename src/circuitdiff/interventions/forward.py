@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitdiff.interventions.hooks import Patch, hooked
+from circuitdiff.interventions.hooks import Patch, hooked, last_mlp_at
 from circuitdiff.models.adapters.base import Adapter
 
 
@@ -51,7 +51,8 @@ def read_hidden(adapter: Adapter, batch: Batch) -> torch.Tensor:
 
 @torch.no_grad()
 def logit_difference(adapter: Adapter, batch: Batch, patches: Sequence[Patch] = ()) -> torch.Tensor:
-    """Per-row logit difference (answer - distractor) under the given patches."""
-    with hooked(adapter, patches):
+    """Per-row logit difference (answer - distractor) under the given patches; the last MLP runs at the
+    read positions only (``last_mlp_at``)."""
+    with last_mlp_at(adapter, batch.read_pos), hooked(adapter, patches):
         h = read_hidden(adapter, batch)
     return adapter.logit_difference(h, batch.answer_ids, batch.distractor_ids).float()

@@ -4,6 +4,8 @@ A head's activation is its slice of the input to the attention output projection
 shape (batch, seq, d_head); an MLP's is its output, (batch, seq, d_model). Patches
 name batch *rows*, so one forward pass can carry many different interventions, one
 variant per group of rows; all patches of a layer are applied by a single indexed write.
+
+``last_mlp_at`` runs the last block's MLP only where the metric reads it (see its docstring).
 """
 
 from __future__ import annotations
@@ -132,6 +134,46 @@ def hooked(
             if record or layer in mlp_patches:
                 handles.append(adapter.mlp_out(layer).register_forward_hook(mlp_hook(layer)))
         yield recording
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def last_mlp_at(adapter: Adapter, read_pos: torch.Tensor) -> Iterator[None]:
+    """Inside the ``with`` block the last block's MLP runs only at each row's read position.
+
+    Nothing after the last block mixes positions, so its MLP's output elsewhere cannot reach
+    the metric: the real module is given the read positions only and its output is scattered
+    back into zeros. That is two thirds of the last block's work, which every pass of an
+    exact sweep or a circuit search pays (a tenth of a 12-layer sweep, a fifth of a 6-layer
+    one). Only for passes that read the metric: the MLP's output at other positions is 0.
+    The scatter hook is prepended, so patches and recordings of the MLP see the full shape.
+    """
+    layer = adapter.n_layers - 1
+    seq_len: list[int] = []
+
+    def gather(_module: torch.nn.Module, args: tuple) -> tuple | None:
+        x = args[0]
+        if x.dim() != 3 or x.shape[0] != len(read_pos):
+            seq_len.clear()
+            return None
+        seq_len[:] = [x.shape[1]]
+        rows = torch.arange(x.shape[0], device=x.device)
+        return (x[rows, read_pos.to(x.device)].unsqueeze(1), *args[1:])
+
+    def scatter(_module: torch.nn.Module, _args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple | None:
+        if not seq_len:
+            return None
+        y = output[0] if isinstance(output, tuple) else output
+        full = y.new_zeros(y.shape[0], seq_len[0], y.shape[-1])
+        full[torch.arange(y.shape[0], device=y.device), read_pos.to(y.device)] = y[:, 0]
+        return (full, *output[1:]) if isinstance(output, tuple) else full
+
+    handles = [adapter.mlp_in(layer).register_forward_pre_hook(gather),
+               adapter.mlp_out(layer).register_forward_hook(scatter, prepend=True)]
+    try:
+        yield
     finally:
         for h in handles:
             h.remove()

@@ -43,6 +43,9 @@ class Adapter:
     """Path from a block to the attention output projection (Linear or Conv1D)."""
     mlp_out_path: ClassVar[str]
     """Path from a block to the module whose output is the MLP's contribution."""
+    mlp_in_path: ClassVar[str | None] = None
+    """Path from a block to the MLP's first module, which reads the (normed) residual stream position by
+    position; None when the MLP is the single module at ``mlp_out_path``."""
     unembed_path: ClassVar[str]
     """Path from the LM model to the final vocabulary projection."""
     mlp_down_path: ClassVar[str | None] = None
@@ -85,6 +88,9 @@ class Adapter:
 
     def mlp_out(self, layer: int) -> nn.Module:
         return get_submodule(self.blocks()[layer], self.mlp_out_path)
+
+    def mlp_in(self, layer: int) -> nn.Module:
+        return get_submodule(self.blocks()[layer], self.mlp_in_path or self.mlp_out_path)
 
     def mlp_down(self, layer: int) -> nn.Module | None:
         return None if self.mlp_down_path is None else get_submodule(self.blocks()[layer], self.mlp_down_path)

@@ -15,6 +15,7 @@ class BertAdapter(Adapter):
     layers_path = "bert.encoder.layer"
     attn_out_path = "attention.output.dense"
     mlp_out_path = "output.dense"
+    mlp_in_path = "intermediate"
     mlp_down_path = "output.dense"
     unembed_path = "cls.predictions.decoder"
     base_kwargs = {}  # encoders take no KV-cache flag
