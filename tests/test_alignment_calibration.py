@@ -22,7 +22,7 @@ from circuitdiff.analysis.pair import analyse_runs
 from circuitdiff.interventions.ablation import Ablation
 from circuitdiff.models.adapters import adapter_for
 from circuitdiff.models.loading import LoadedModel
-from circuitdiff.null import null_draws, random_like
+from circuitdiff.null import null_draws, random_like, task_tokens
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
 from circuitdiff.tasks import encode_task, get_task
 
@@ -172,8 +172,9 @@ def test_students_drawn_like_the_null_are_rarely_above_chance(teacher, student_n
     _, t_run = teacher
     student, draws = student_null
     verdicts, scores = [], []
+    tokens = task_tokens([encode_task(task, student.tokenizer)])
     for k in range(10):  # fresh seeds, not the null's own
-        s_run = run_model_on_task(random_like(student, 500 + k), task, Ablation.MEAN)
+        s_run = run_model_on_task(random_like(student, 500 + k, tokens), task, Ablation.MEAN)
         al = analyse_runs(t_run, s_run, same_tokens=True, null_draws=draws, n_boot=200).alignment
         verdicts.append(al["above_chance"])
         scores.append(al["score"])
@@ -214,7 +215,7 @@ def test_null_draw_reads_match_a_plain_forward_hook(gpt2_tokenizer, ablation) ->
     task = get_task("ioi", n_prompts=12, seed=0)
     enc = encode_task(task, gpt2_tokenizer)
     draw = null_draws(student, [enc], ablation, seed=0, n_null=1, n_check=0)[0][0]
-    model = random_like(student, 0).model  # draw 0 of seed 0: the same weights
+    model = random_like(student, 0, task_tokens([enc])).model  # draw 0 of seed 0: the same weights
     seen: dict[str, torch.Tensor] = {}
     hooks = [block.attn.c_proj.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(f"attn{i}", a[0]))
              for i, block in enumerate(model.transformer.h)]
@@ -243,7 +244,8 @@ def test_random_like_draws_like_a_fresh_construction(family) -> None:
     lm = LoadedModel("m", model, word_tokenizer(), adapter_for(model))
     torch.manual_seed(123)
     fresh = type(model)(model.config)
-    a, b = random_like(lm, 1).model, random_like(lm, 2).model
+    every_row = range(model.config.vocab_size)
+    a, b = random_like(lm, 1, every_row).model, random_like(lm, 2, every_row).model
     fresh.requires_grad_(False)
     params = dict(fresh.named_parameters())
     for name, p in a.named_parameters():
@@ -258,18 +260,43 @@ def test_random_like_draws_like_a_fresh_construction(family) -> None:
     assert not torch.equal(next(a.parameters()), next(b.parameters()))
 
 
-def test_random_like_skips_only_the_draw_that_tying_discards(gpt2_tokenizer) -> None:
-    """Every weight equals the model class's own complete ``init_weights`` under the same seed (the tied LM
-    head's draw, which ``random_like`` skips, comes last and is overwritten by tying), and the head stays tied."""
+def test_random_like_draws_nothing_that_nothing_reads(gpt2_tokenizer, task) -> None:
+    """Every weight but the input embedding equals the model class's own ``init_weights`` under the same
+    seed with that embedding (and the LM head tied to it) left out; the head stays tied; of the embedding
+    only the rows the tasks read are drawn, each the same whichever other rows are drawn and with the
+    class's own spread (GPT-2: normal, std ``initializer_range``); the rest are zero."""
     student = gpt2(gpt2_tokenizer, 2, seed=5)
     with torch.device("meta"):
         reference = T.GPT2LMHeadModel(student.model.config)
     reference = reference.to_empty(device="cpu")
+    reference.transformer.wte.weight._is_hf_initialized = True  # transformers' own skip mark
     torch.manual_seed(77)
     with torch.no_grad():
-        reference.init_weights()  # no parameter marked: every weight drawn, the LM head's too
-    drawn = random_like(student, 77).model
+        reference.init_weights()
+    tokens = task_tokens([encode_task(task, gpt2_tokenizer)])
+    drawn = random_like(student, 77, tokens).model
     assert drawn.lm_head.weight is drawn.transformer.wte.weight
     expected = dict(reference.named_parameters())
     for name, p in drawn.named_parameters():
-        assert torch.equal(p, expected[name]), name
+        if name != "transformer.wte.weight":
+            assert torch.equal(p, expected[name]), name
+    wte = drawn.transformer.wte.weight
+    unused = torch.ones(len(wte), dtype=torch.bool)
+    unused[tokens] = False
+    assert 20 < len(tokens) < 1000 and not wte[unused].any() and bool(wte[tokens].ne(0).all())
+    std = student.model.config.initializer_range
+    assert float(wte[tokens].std()) == pytest.approx(std, rel=0.05) and abs(float(wte[tokens].mean())) < std / 10
+    fewer = random_like(student, 77, tokens[::3]).model.transformer.wte.weight
+    assert torch.equal(fewer[tokens[::3]], wte[tokens[::3]]) and not fewer[tokens[1::3]].any()
+    assert not torch.equal(random_like(student, 78, tokens).model.transformer.wte.weight[tokens], wte[tokens])
+
+
+def test_a_tasks_null_draws_do_not_depend_on_the_other_tasks_of_the_run(gpt2_tokenizer, task) -> None:
+    student = gpt2(gpt2_tokenizer, 2, seed=5)
+    enc = encode_task(task, gpt2_tokenizer)
+    other = encode_task(get_task("numerals", n_prompts=8), gpt2_tokenizer)
+    assert set(task_tokens([other])) - set(task_tokens([enc]))  # the other task reads rows this one does not
+    alone = null_draws(student, [enc], Ablation.MEAN, seed=0, n_null=2, n_check=0)[0]
+    shared = null_draws(student, [enc, other], Ablation.MEAN, seed=0, n_null=2, n_check=0)[0]
+    for a, b in zip(alone, shared):
+        np.testing.assert_array_equal(a.effects, b.effects)

@@ -229,14 +229,15 @@ def test_thin_templates_without_corrupted_prompts_use_the_pooled_mean(one_torch_
 
 def test_null_draws_use_the_runs_template_aligned_ablation(one_torch_thread) -> None:
     """A random student of the null is ablated exactly like the student: per-template means."""
-    from circuitdiff.null import null_draws, null_seed, random_like
+    from circuitdiff.null import null_draws, null_seed, random_like, task_tokens
 
     tokenizer = word_tokenizer()
     model = loud_model("gpt2")
     lm = LoadedModel("tiny", model, tokenizer, adapter_for(model))
     task = two_template_task(masked=False)
-    draw = null_draws(lm, [encode_task(task, tokenizer)], Ablation.MEAN, seed=0, n_null=1, n_check=4)[0][0]
-    random_model = random_like(lm, null_seed(0, 0)).model
+    enc = encode_task(task, tokenizer)
+    draw = null_draws(lm, [enc], Ablation.MEAN, seed=0, n_null=1, n_check=4)[0][0]
+    random_model = random_like(lm, null_seed(0, 0), task_tokens([enc])).model
     per_template = reference_effects(random_model, "gpt2", task, tokenizer, per_template=True)
     pooled = reference_effects(random_model, "gpt2", task, tokenizer, per_template=False)
     assert draw.checked is not None and len(draw.checked) == 4
