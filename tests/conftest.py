@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach the Hugging Face Hub
+os.environ.pop("CIRCUITDIFF_NULL_CACHE", None)  # a developer's cache must not stand in for the draws tests make
 
 import subprocess
 import sys

@@ -29,6 +29,7 @@ from circuitdiff.interventions.edges import all_edges
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model, resolve
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
+from circuitdiff.null_cache import NullCache, default_folder as default_null_folder
 from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum  # noqa: F401  (public here since 0.1)
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
 from circuitdiff.progress import Progress, progress_bars
@@ -80,12 +81,14 @@ def run_comparison(
     store: TaskStore | None = None,
     control: LoadedModel | None = None,
     shared: SharedRuns | None = None,
+    null_cache: NullCache | None = None,
 ) -> Comparison:
     """Run every task on both models; with a ``store``, reuse finished tasks and checkpoint each new one.
 
     With a ``control`` model, the teacher is also compared with it on every task (``circuitdiff.control``).
     With ``shared``, the teacher's run of a task and the random students' draws are taken from it
-    when it holds ones made the same way, and kept in it otherwise (``circuitdiff.shared_runs``).
+    when it holds ones made the same way, and kept in it otherwise (``circuitdiff.shared_runs``);
+    ``null_cache`` does the same for the random students across processes (``circuitdiff.null_cache``).
     """
     edge_method = parse_edge_method(options.edges)
     for lm in (teacher, student):
@@ -100,7 +103,8 @@ def run_comparison(
     thresholds = options.circuit_thresholds if options.circuits else ()
     records = {item.name: store.load(item) if store is not None else None for item in prepared}
     pending = [item for item in prepared if records[item.name] is None]
-    nulls = with_less_memory(lambda budget: run_null(student, pending, options, budget, progress, shared),
+    nulls = with_less_memory(lambda budget: run_null(student, pending, options, budget, progress, shared,
+                                                            null_cache),
                              options.memory_budget, "the random students")
     for item in prepared:
         result.order.append(item.name)
@@ -180,17 +184,25 @@ def same_tokenisation(a: EncodedTask, b: EncodedTask) -> bool:
 
 
 def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: CompareOptions, budget: int,
-             progress: Progress | None, shared: SharedRuns | None = None) -> dict[str, list[NullDraw]]:
+             progress: Progress | None, shared: SharedRuns | None = None,
+             cache: NullCache | None = None) -> dict[str, list[NullDraw]]:
     """The chance level's random students on every task still to run (none when the null is off).
 
     Each random student is built once and run on all those tasks before the next one; tasks
-    whose draws ``shared`` holds (same architecture, prompts and options) take them from it.
+    whose draws ``shared`` or the on-disk ``cache`` holds (same architecture, prompts and
+    options) take them from there.
     """
     n_null = options.n_null if options.null_model else 0
     if n_null <= 0 or not items:
         return {}
     found = {item.name: shared.null(student, item.name, item.student[1], options) if shared is not None else None
              for item in items}
+    if cache is not None:
+        for item in items:
+            if found[item.name] is None:
+                found[item.name] = cache.load(student, item.student[1], options)
+                if found[item.name] is not None and shared is not None:
+                    shared.keep_null(student, item.name, item.student[1], options, found[item.name])
     result = {name: draws for name, draws in found.items() if draws is not None}
     todo = [item for item in items if found[item.name] is None]
     if not todo:
@@ -202,6 +214,8 @@ def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: Compa
         result[item.name] = per_task
         if shared is not None:
             shared.keep_null(student, item.name, item.student[1], options, per_task)
+        if cache is not None:
+            cache.keep(student, item.student[1], options, per_task)
     return result
 
 
@@ -293,6 +307,7 @@ def compare(
     device_map: str | None = None,
     resume: bool = True,
     shared: SharedRuns | None = None,
+    null_cache: str | Path | None = None,
     **option_values: Any,
 ) -> dict[str, Any]:
     """Compare a teacher with its student on ``tasks`` and return the results dict.
@@ -320,6 +335,9 @@ def compare(
             the random students are reused from it and kept in it, so comparing one teacher with
             many students of one architecture runs the teacher and the null once per task
             (``circuitdiff trajectory`` does this).
+        null_cache: a folder keeping the random students on disk for every later run on the
+            same architecture, prompts and null options (default: ``$CIRCUITDIFF_NULL_CACHE``,
+            unset means none; see ``circuitdiff.null_cache``).
         **option_values: ``CompareOptions`` fields by name; an unknown name is an ``OptionsError``.
             ``control="tiny-distilbert"`` (a name, folder, ``.gguf`` or Hub id) also compares the
             teacher with that model on every task and puts the result under ``tasks.<task>.control``.
@@ -339,6 +357,8 @@ def compare(
     check_paths(task_names, options, out)
     if options.control is not None:
         check_control(options.control)
+    folder = Path(null_cache) if null_cache is not None else default_null_folder()
+    cache = NullCache(folder) if folder is not None else None  # created now: a bad folder fails before loading
     torch_dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
     load_kwargs = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device,
                        dtype=torch_dtype, device_map=device_map)
@@ -351,7 +371,7 @@ def compare(
     store = TaskStore(Path(out), fingerprint) if fingerprint is not None else None
     with progress_bars(progress) as start:
         comparison = run_comparison(t_model, s_model, task_names, options, start, store=store, control=c_model,
-                                    shared=shared)
+                                    shared=shared, null_cache=cache)
     results = results_dict(comparison)
     if out is not None:
         write_outputs(comparison, results, Path(out))

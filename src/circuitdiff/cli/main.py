@@ -51,6 +51,9 @@ def compare(
                                            "metric; each costs about one forward pass per component."),
     null_model: bool = typer.Option(True, "--null/--no-null", help="Score random students as a chance baseline."),
     n_null: int = typer.Option(10, min=1, help="Random students (seeded initialisations) behind the chance level."),
+    null_cache: Optional[Path] = typer.Option(None, envvar="CIRCUITDIFF_NULL_CACHE", help="Keep the random students "
+                                              "in this folder for every later run on the same student architecture, "
+                                              "prompts and null options (default: none)."),
     measure: str = typer.Option("linear_cka", help=f"Similarity behind matching and alignment: {MEASURES}."),
     report: bool = typer.Option(True, help="Write report.html and figures."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda or cuda:1."),
@@ -79,7 +82,7 @@ def compare(
     check_device(device, device_map)
     results = run_compare(teacher, student, tasks, options, out, allow_pickle=allow_pickle,
                           trust_remote_code=trust_remote_code, device=device, progress=True, dtype=dtype,
-                          device_map=device_map, resume=resume, report=report)
+                          device_map=device_map, resume=resume, report=report, null_cache=null_cache)
     print_summary(Console(), results, out)
 
 
