@@ -4,7 +4,8 @@ Prints CPU seconds (torch and BLAS on one thread, so that a shared machine's loa
 the numbers less than wall time would):
 - the student's exact sweep against ten random students (``circuitdiff.null``: a seeded
   init, a reference pass and one attribution forward+backward each, plus the exactness
-  check on the first), for one task;
+  check on the first), for one task, and against reading the same ten from a
+  ``--null-cache`` folder, as every later run on that architecture does;
 - the alignment bootstrap per resample: Gram matrices computed once and re-weighted
   (weighted debiased CKA) against recomputing every component's Gram matrix on the
   resample's distinct prompts (the approach before), with the same transport solve.
@@ -15,6 +16,7 @@ the numbers less than wall time would):
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import warnings
 
@@ -42,6 +44,8 @@ def main() -> None:
     from circuitdiff.interventions.exact import exact_sweep
     from circuitdiff.models.loading import load_model
     from circuitdiff.null import null_draw, null_draws
+    from circuitdiff.null_cache import NullCache
+    from circuitdiff.options import CompareOptions
     from circuitdiff.pipeline import batches, clean_pass
     from circuitdiff.tasks import encode_task, get_task
 
@@ -57,10 +61,18 @@ def main() -> None:
     exact_sweep(student.adapter, clean, replacement, student.adapter.components())
     sweep = clock() - start
     start = clock()
-    null_draws(student, [enc], Ablation.MEAN, seed=0, n_null=10)
+    draws = null_draws(student, [enc], Ablation.MEAN, seed=0, n_null=10)[0]
     null = clock() - start
     print(f"student exact sweep {sweep:.1f} CPU s; 10 random students {null:.1f} CPU s "
           f"({null / sweep:.2f} sweeps; each random model is built once per run, so a second task costs less)")
+    with tempfile.TemporaryDirectory() as folder:
+        options = CompareOptions(n_null=10)
+        NullCache(folder).keep(student, enc, options, draws)
+        start = clock()
+        cached = NullCache(folder).load(student, enc, options)
+        warm = clock() - start
+    assert cached is not None and all((a.effects == b.effects).all() for a, b in zip(cached, draws))
+    print(f"the same 10 read from --null-cache {warm:.3f} CPU s ({warm / sweep:.3f} sweeps)")
 
     t_draw = null_draw(teacher, encode_task(task, teacher.tokenizer), Ablation.MEAN, seed=0)
     s_draw = null_draw(student, enc, Ablation.MEAN, seed=0)
