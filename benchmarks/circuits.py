@@ -29,6 +29,7 @@ import torch
 
 from circuitdiff.analysis.circuits import SWEEP_THRESHOLDS
 from circuitdiff.circuits import discover, other_ablation
+from circuitdiff.circuits.buckets import BucketedEvaluator, Evaluator, circuit_evaluator
 from circuitdiff.circuits.evaluation import CircuitEvaluator
 from circuitdiff.circuits.pruning import prune_thresholds
 from circuitdiff.circuits.scoring import pruning_order
@@ -133,12 +134,18 @@ def bench(lm: LoadedModel, label: str, task_name: str, args: argparse.Namespace,
     clean = float(logit_difference(lm.adapter, base).double().mean())  # the unablated metric
     effects = (exact_sweep(lm.adapter, base, replacement, comps) - clean).mean(1).tolist()
     thresholds = SWEEP_THRESHOLDS
-    evaluators: list[CircuitEvaluator] = []
+    evaluators: list[Evaluator] = []
+    single: list[CircuitEvaluator] = []
 
     def new_prune() -> dict[float, list[Component]]:
         with fast_kernels(lm.adapter):
-            evaluators.append(CircuitEvaluator(lm.adapter, base, replacement))
+            evaluators.append(circuit_evaluator(lm.adapter, base, replacement))
             return prune_thresholds(evaluators[-1], pruning_order(comps, effects), clean, thresholds)
+
+    def one_bucket() -> dict[float, list[Component]]:
+        with fast_kernels(lm.adapter):
+            single.append(CircuitEvaluator(lm.adapter, base, replacement))
+            return prune_thresholds(single[-1], pruning_order(comps, effects), clean, thresholds)
 
     def old() -> dict[float, list[Component]]:
         metric = OldAblatedMetric(lm, base, replacement)
@@ -151,22 +158,30 @@ def bench(lm: LoadedModel, label: str, task_name: str, args: argparse.Namespace,
             "prune": new_prune,
             "discover": lambda: discover(lm.adapter, base, replacement, effects, clean, thresholds, other=other,
                                          seed=args.seed)}
+    if isinstance(circuit_evaluator(lm.adapter, base, replacement), BucketedEvaluator):
+        jobs["one bucket"] = one_bucket
     if not args.skip_old:
         jobs["old"] = old
     times, results = rotate(jobs, args.repeat)
     new = results["prune"]
+    if "one bucket" in results and results["one bucket"] != new:
+        raise SystemExit(f"{label}/{task_name}: width buckets changed the circuits")
     if "old" in results and results["old"] != new:
         raise SystemExit(f"{label}/{task_name}: old and new circuits differ: "
                          f"{ {t: len(c) for t, c in results['old'].items()} } vs { {t: len(c) for t, c in new.items()} }")
     ev = evaluators[-1]
-    width = ev.width
     sweep_tokens = sweep_block_tokens(lm, base, comps)
     print(f"\n{label} / {task_name}: {len(comps)} components, {len(base)} prompts, clean {clean:.3f}, "
           f"circuit sizes {', '.join(f'T={t}: {len(new[t])}' for t in thresholds)}"
           + ("; old circuits identical" if "old" in results else ""))
     print(f"  sweep     {times['sweep']:8.2f} s   block-tokens {sweep_tokens:>12,}")
-    print(f"  prune     {times['prune']:8.2f} s   block-tokens {ev.block_rows * width:>12,}   "
-          f"({times['prune'] / times['sweep']:.2f}x the sweep; {ev.passes} passes)")
+    buckets = len(ev.parts) if isinstance(ev, BucketedEvaluator) else 1
+    print(f"  prune     {times['prune']:8.2f} s   block-tokens {ev.block_tokens:>12,}   "
+          f"({times['prune'] / times['sweep']:.2f}x the sweep; {ev.passes} passes; {buckets} width bucket(s))")
+    if single:
+        print(f"  one bucket {times['one bucket']:7.2f} s   block-tokens {single[-1].block_tokens:>12,}   "
+              f"(all prompts padded to the widest; width buckets {times['one bucket'] / times['prune']:.2f}x faster, "
+              "circuits identical)")
     print(f"  discover  {times['discover']:8.2f} s   ({times['discover'] / times['sweep']:.2f}x the sweep: pruning + curve + "
           f"other ablation + completeness)")
     if "old" in times:

@@ -10,7 +10,8 @@ from itertools import combinations
 import pytest
 import torch
 
-from circuitdiff.circuits import discover
+from circuitdiff.circuits import buckets, discover
+from circuitdiff.circuits.buckets import BucketedEvaluator, circuit_evaluator
 from circuitdiff.circuits.evaluation import CircuitEvaluator
 from circuitdiff.circuits.measures import completeness, metric_curve
 from circuitdiff.circuits.pruning import prune_thresholds
@@ -172,7 +173,23 @@ def mean_setup():
     return model, adapter, base, reference_ids, cache, mean, clean, effects
 
 
-def test_curve_endpoints_and_other_ablation_faithfulness(mean_setup) -> None:
+@pytest.fixture(params=["one evaluator", "width buckets"])
+def make_evaluator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Both kinds of evaluator, for the searches and for ``discover``: one over all prompts, or one per
+    width (the 8 prompts read at positions 5-7, so each width is its own bucket)."""
+    bucketed = request.param == "width buckets"
+    monkeypatch.setattr(buckets, "MIN_BUCKET_TOKENS", 1 if bucketed else 1 << 30)
+
+    def make(adapter, base, replacement):
+        evaluator = circuit_evaluator(adapter, base, replacement)
+        assert isinstance(evaluator, BucketedEvaluator) == bucketed
+        assert not bucketed or len(evaluator.parts) == len(set(base.read_pos.tolist())) > 1
+        return evaluator
+
+    return make
+
+
+def test_curve_endpoints_and_other_ablation_faithfulness(mean_setup, make_evaluator) -> None:
     model, adapter, base, reference_ids, cache, mean, clean, effects = mean_setup
     components = adapter.components()
     zero = Replacement(Ablation.ZERO, None, n_base=len(base))
@@ -209,16 +226,16 @@ def test_curve_endpoints_and_other_ablation_faithfulness(mean_setup) -> None:
     assert circuit.faithfulness_other == pytest.approx(expected, abs=5e-5)
 
 
-def test_curve_shares_pruning_passes_and_every_point_equals_plain_hooks(mean_setup) -> None:
+def test_curve_shares_pruning_passes_and_every_point_equals_plain_hooks(mean_setup, make_evaluator) -> None:
     """After pruning, the curve reads pruning's states from the memo and walks the rest from its frontier:
     fewer passes than a fresh curve, and every point the plain hooked metric of its own set."""
     model, adapter, base, reference_ids, cache, mean, clean, effects = mean_setup
     components = adapter.components()
-    evaluator = CircuitEvaluator(adapter, base, mean)
+    evaluator = make_evaluator(adapter, base, mean)
     kept = prune_thresholds(evaluator, pruning_order(components, effects), clean, (0.02, 0.05))
     before = evaluator.passes
     curve = metric_curve(evaluator, influence_order(components, effects), clean)
-    fresh = CircuitEvaluator(adapter, base, mean)
+    fresh = make_evaluator(adapter, base, mean)
     fresh_curve = metric_curve(fresh, influence_order(components, effects), clean)
     assert 0 < min(len(c) for c in kept.values())  # a component was kept: part of the curve is walked
     assert evaluator.passes - before < fresh.passes // 2, (evaluator.passes - before, fresh.passes)
@@ -231,12 +248,16 @@ def test_curve_shares_pruning_passes_and_every_point_equals_plain_hooks(mean_set
     assert max(curve.metric) - min(curve.metric) > 1e-3  # the points differ: the check can fail
 
 
-def test_shared_pruning_equals_sequential_reference(mean_setup) -> None:
+def test_shared_pruning_equals_sequential_reference(mean_setup, make_evaluator) -> None:
     model, adapter, base, reference_ids, cache, mean, clean, effects = mean_setup
     components = adapter.components()
     thresholds = (0.01, 0.02, 0.05, 0.1)
-    evaluator = CircuitEvaluator(adapter, base, mean)
+    evaluator = make_evaluator(adapter, base, mean)
     shared = prune_thresholds(evaluator, pruning_order(components, effects), clean, thresholds)
+    if isinstance(evaluator, BucketedEvaluator):  # the same walk on fewer padded positions
+        single = CircuitEvaluator(adapter, base, mean)
+        assert prune_thresholds(single, pruning_order(components, effects), clean, thresholds) == shared
+        assert evaluator.block_tokens < 0.95 * single.block_tokens
     order = sorted(components, key=lambda c: abs(effects[components.index(c)]))
     sizes = set()
     for t in thresholds:  # the plain sequential definition, one full hooked forward pass per candidate

@@ -102,7 +102,7 @@ def _draw_rows(model: torch.nn.Module, embedding: torch.nn.Embedding, seed: int,
     probe = torch.nn.Embedding(1, weight.shape[1])
     with torch.random.fork_rng(devices=[]):
         for token in sorted(set(tokens)):
-            probe.padding_idx = 0 if token == embedding.padding_idx else None
+            probe.padding_idx = 0 if token == getattr(embedding, "padding_idx", None) else None
             torch.manual_seed(row_seed(seed, token))
             model._init_weights(probe)
             weight[token] = probe.weight[0].to(weight)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from circuitdiff.analysis.circuits import DEFAULT_THRESHOLD, Circuit, CircuitCurve
-from circuitdiff.circuits.evaluation import CircuitEvaluator
+from circuitdiff.circuits.buckets import Evaluator, circuit_evaluator
 from circuitdiff.circuits.measures import GREEDY_BUDGET, N_SUBSETS, completeness, metric_curve
 from circuitdiff.circuits.pruning import prune_thresholds
 from circuitdiff.circuits.scoring import influence_order, pruning_order
@@ -61,15 +61,15 @@ def discover(
     """
     components = adapter.components()
     with fast_kernels(adapter):
-        evaluator = CircuitEvaluator(adapter, base, replacement, memory_budget)
+        evaluator = circuit_evaluator(adapter, base, replacement, memory_budget)
         kept = prune_thresholds(evaluator, pruning_order(components, effects), clean, thresholds, progress)
         curve = metric_curve(evaluator, influence_order(components, effects), clean)
-        cross = CircuitEvaluator(adapter, base, other, memory_budget) if other is not None else None
+        cross = circuit_evaluator(adapter, base, other, memory_budget) if other is not None else None
         circuits = [_measure(evaluator, cross, other, kept[t], clean, t, seed, n_subsets, greedy_budget) for t in thresholds]
     return Discovery(circuits, curve)
 
 
-def _measure(evaluator: CircuitEvaluator, cross: CircuitEvaluator | None, other: Replacement | None,
+def _measure(evaluator: Evaluator, cross: Evaluator | None, other: Replacement | None,
              circuit: list[Component], clean: float, threshold: float, seed: int, n_subsets: int,
              greedy_budget: int) -> Circuit:
     denom = clean if clean != 0 else float("nan")

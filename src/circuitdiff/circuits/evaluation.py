@@ -64,7 +64,8 @@ class CircuitEvaluator:
     """Mean metric over the prompts with a set of components ablated; memoised, batched, prefix-reusing."""
 
     def __init__(self, adapter: Adapter, base: Batch, replacement: Replacement,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, prompts: torch.Tensor | None = None) -> None:
+        """``prompts``: which of the replacement's base prompts ``base``'s rows are (default: all, in order)."""
         self.adapter, self.replacement = adapter, replacement
         self.components = adapter.components()
         self.width = int(needed_width(adapter, base).max())
@@ -73,7 +74,8 @@ class CircuitEvaluator:
         self.max_variants = max(1, rows_per_forward(adapter, self.width, memory_budget) // self.n)
         self.efficient_variants = max(1, min(self.max_variants, MIN_PASS_TOKENS // (self.n * self.width)))
         """Variants a pass needs to keep a CPU matrix multiply efficient (see ``sweep.MIN_PASS_TOKENS``)."""
-        self.prompts = torch.arange(self.n)
+        self.prompts = torch.arange(self.n) if prompts is None else prompts.cpu()
+        self.rows = torch.arange(self.n)
         self._values: dict[Component, torch.Tensor | None] = {}
         self._memo: dict[State, float] = {}
         self._prefixes: dict[State, Prefix] = {}
@@ -82,6 +84,11 @@ class CircuitEvaluator:
         self.passes = 0
         self.block_rows = 0
         """Accounting: block evaluations run (rows x blocks), the unit the benchmark compares."""
+
+    @property
+    def block_tokens(self) -> int:
+        """Block evaluations x positions: the arithmetic, comparable with the sweep's and across buckets."""
+        return self.block_rows * self.width
 
     # --- prefixes of states ---------------------------------------------------------------
     def prefix(self, state: State) -> Prefix:
@@ -199,7 +206,7 @@ class CircuitEvaluator:
                     members.setdefault(c, []).append(j)
         patches = []
         for c, js in members.items():
-            rows = (torch.tensor(js)[:, None] * n + self.prompts[None, :]).flatten().to(device)
+            rows = (torch.tensor(js)[:, None] * n + self.rows[None, :]).flatten().to(device)
             value = self._value(c)
             patches.append(Patch(c, rows, None if value is None else value.repeat(len(js), 1, 1)))
         prefix = cat_rows([self.prefix(base)[start - 1] for base, _ in variants]) if start > 0 else None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from circuitdiff.analysis.circuits import CircuitCurve
-from circuitdiff.circuits.evaluation import CircuitEvaluator
+from circuitdiff.circuits.buckets import Evaluator
 from circuitdiff.models.components import Component
 
 N_SUBSETS = 8
@@ -42,7 +42,7 @@ def curve_sizes(n: int, dense: int = DENSE_CURVE, points: int = CURVE_POINTS) ->
     return sorted({*range(dense + 1), *(int(round(x)) for x in tail), n})
 
 
-def metric_curve(evaluator: CircuitEvaluator, order: Sequence[Component], clean: float) -> CircuitCurve:
+def metric_curve(evaluator: Evaluator, order: Sequence[Component], clean: float) -> CircuitCurve:
     """Mean metric with the first k of ``order`` kept (everything else ablated at once), exactly evaluated.
 
     A point whose set the evaluator already ran (pruning visits the same sets, least influential
@@ -83,7 +83,7 @@ def sampled_subsets(circuit: Sequence[Component], n_subsets: int, seed: int) -> 
     return [[], list(circuit), *draws]
 
 
-def completeness(evaluator: CircuitEvaluator, circuit: Sequence[Component], clean: float, *,
+def completeness(evaluator: Evaluator, circuit: Sequence[Component], clean: float, *,
                  n_subsets: int = N_SUBSETS, seed: int = 0, greedy_budget: int = GREEDY_BUDGET) -> Completeness:
     """Wang et al.'s incompleteness of ``circuit`` over sampled and (when cheap) greedy subsets K."""
     scale = abs(clean) if clean else float("nan")
@@ -98,7 +98,7 @@ def completeness(evaluator: CircuitEvaluator, circuit: Sequence[Component], clea
                         n_subsets=len(subsets), greedy_gap=None if greedy is None else greedy / scale)
 
 
-def _gaps(evaluator: CircuitEvaluator, circuit: Sequence[Component], subsets: Sequence[Sequence[Component]]) -> list[float]:
+def _gaps(evaluator: Evaluator, circuit: Sequence[Component], subsets: Sequence[Sequence[Component]]) -> list[float]:
     """|F(C \\ K) - F(M \\ K)| for each K."""
     inside = [[c for c in circuit if c not in set(k)] for k in subsets]
     without_k = evaluator.kept(inside)
@@ -106,7 +106,7 @@ def _gaps(evaluator: CircuitEvaluator, circuit: Sequence[Component], subsets: Se
     return [abs(a - b) for a, b in zip(without_k, model_without_k)]
 
 
-def _greedy_gap(evaluator: CircuitEvaluator, circuit: Sequence[Component], steps: int) -> float:
+def _greedy_gap(evaluator: Evaluator, circuit: Sequence[Component], steps: int) -> float:
     k: list[Component] = []
     best = _gaps(evaluator, circuit, [k])[0]
     for _ in range(steps):

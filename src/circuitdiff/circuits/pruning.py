@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from circuitdiff.circuits.evaluation import CLEAN, CircuitEvaluator, State
+from circuitdiff.circuits.buckets import Evaluator
+from circuitdiff.circuits.evaluation import CLEAN, State
 from circuitdiff.models.components import Component
 
 
 def prune_thresholds(
-    evaluator: CircuitEvaluator,
+    evaluator: Evaluator,
     order: Sequence[Component],
     clean: float,
     thresholds: Sequence[float],

@@ -94,7 +94,7 @@ def plan_sweep(
     k_typical = max((len(v) for v in by_layer.values()), default=1)
     min_prompts = -(-MIN_PASS_TOKENS // (k_typical * max(1, int(widths.float().mean()))))
     chunks = []
-    for prompts in _prompt_chunks(widths, max_prompts, min_prompts):
+    for prompts in prompt_chunks(widths, max_prompts, min_prompts):
         width = int(widths[prompts].max())
         k_max = max(1, rows_per_forward(adapter, width, memory_budget) // len(prompts))
         groups = []
@@ -107,7 +107,7 @@ def plan_sweep(
     return chunks
 
 
-def _prompt_chunks(widths: torch.Tensor, max_prompts: int, min_prompts: int) -> list[torch.Tensor]:
+def prompt_chunks(widths: torch.Tensor, max_prompts: int, min_prompts: int) -> list[torch.Tensor]:
     """Prompt indices by increasing width: at most ``max_prompts`` per chunk, closed at a width
     change once it holds ``min_prompts``; a short last chunk joins the previous one if it fits."""
     order = torch.argsort(widths, stable=True)
