@@ -88,7 +88,7 @@ def measure_sweep(teacher: Path, args: argparse.Namespace) -> None:
     from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep, record_activations
     from circuitdiff.models.loading import load_model
     from circuitdiff.pipeline import batches
-    from circuitdiff.sweep.resources import auto_budget
+    from circuitdiff.resources import auto_budget
     from circuitdiff.tasks import encode_task, get_task
 
     lm = load_model(str(teacher), device=args.device, dtype=torch.bfloat16)

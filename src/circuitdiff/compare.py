@@ -103,9 +103,9 @@ def run_comparison(
     thresholds = options.circuit_thresholds if options.circuits else ()
     records = {item.name: store.load(item) if store is not None else None for item in prepared}
     pending = [item for item in prepared if records[item.name] is None]
-    nulls = with_less_memory(lambda budget: run_null(student, pending, options, budget, progress, shared,
-                                                            null_cache),
-                             options.memory_budget, "the random students")
+    nulls = with_less_memory(
+        lambda budget: run_null(student, pending, options, budget, progress, shared, null_cache),
+        options.memory_budget, "the random students")
     for item in prepared:
         result.order.append(item.name)
         record = records[item.name]
