@@ -1,4 +1,4 @@
-"""Every circuitdiff name a benchmark script imports exists (the scripts import lazily, inside functions).
+"""Every circuitdiff name a benchmark or helper script imports exists (they import lazily, inside functions).
 
 Benchmarks are scripts, never timed tests, so nothing else runs them; a module moved by a
 refactor once left ``benchmarks/gpu_llama8b.py`` importing ``circuitdiff.sweep.resources``,
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = sorted((Path(__file__).resolve().parent.parent / "benchmarks").glob("*.py"))
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "scripts").glob("*.py")])
 
 
 def circuitdiff_imports(path: Path) -> list[tuple[str, list[str]]]:
