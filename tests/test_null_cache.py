@@ -19,6 +19,7 @@ import torch
 
 import circuitdiff
 import circuitdiff.compare as compare_module
+from circuitdiff import null
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.null_cache import NullCache, cache_key
 from circuitdiff.options import CompareOptions
@@ -83,6 +84,10 @@ def test_anything_that_decides_the_draws_changes_the_key(monkeypatch: pytest.Mon
     assert cache_key(student, enc10, options) != key
     for change in (dict(seed=1), dict(n_null=4), dict(ablation="zero"), dict(first_token=True)):
         assert cache_key(student, enc8, replace(options, **change)) != key, change
+    monkeypatch.setattr(null, "DRAWS_VERSION", null.DRAWS_VERSION + 1)
+    assert cache_key(student, enc8, options) != key  # circuitdiff changed how it draws
+    monkeypatch.undo()
+    assert cache_key(student, enc8, options) == key
     monkeypatch.setattr(circuitdiff, "__version__", "0.0.0-other")
     assert cache_key(student, enc8, options) != key
 

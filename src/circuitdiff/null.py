@@ -42,6 +42,10 @@ from circuitdiff.tasks.encode import EncodedTask
 N_CHECK = 4
 """Components of the first draw whose attribution estimate is confirmed by exact ablation."""
 
+DRAWS_VERSION = 2
+"""Bumped whenever a seed's random students change, so that a ``--null-cache`` written before is not read
+(2: only the embedding rows the prompts read are drawn, each under its own seed)."""
+
 
 def null_seed(seed: int, draw: int) -> int:
     """Torch seed of random student ``draw`` in a run with ``seed``: distinct across draws and runs."""

@@ -29,7 +29,7 @@ import torch
 
 from circuitdiff.analysis.calibration import NullDraw
 from circuitdiff.models.loading import LoadedModel
-from circuitdiff.null import N_CHECK
+from circuitdiff import null
 from circuitdiff.options import CompareOptions, OptionsError
 from circuitdiff.shared_runs import NULL_OPTIONS, architecture
 from circuitdiff.tasks import EncodedTask
@@ -56,7 +56,8 @@ def cache_key(student: LoadedModel, encoded: EncodedTask, options: CompareOption
     name, config, dtype, device = architecture(student)
     h = hashlib.sha256()
     h.update(json.dumps({"model": name, "config": config, "dtype": dtype, "device": torch.device(device).type,
-                         "options": [repr(getattr(options, o)) for o in NULL_OPTIONS], "n_check": N_CHECK,
+                         "options": [repr(getattr(options, o)) for o in NULL_OPTIONS], "n_check": null.N_CHECK,
+                         "draws_version": null.DRAWS_VERSION,
                          "versions": _versions()}, sort_keys=True).encode())
     for f in fields(EncodedTask):
         value = getattr(encoded, f.name)
