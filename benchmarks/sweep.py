@@ -34,7 +34,7 @@ from transformers import AutoConfig
 
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch
-from circuitdiff.interventions.hooks import Patch, hooked
+from circuitdiff.interventions.hooks import Patch, hooked, last_mlp_at
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.prefix import trim
@@ -85,9 +85,11 @@ class Interleaver:
 
 
 def block_flops(lm: LoadedModel, base: Batch, width: int) -> list[float]:
-    """Matmul FLOPs of each block for one prompt trimmed to ``width``, with the sweep's kernels."""
+    """Matmul FLOPs of each block for one prompt trimmed to ``width``, with the sweep's kernels and, as in
+    every sweep pass, the last block's MLP at the read position only."""
     one = trim(base.select(torch.tensor([0])), width)
-    with torch.no_grad(), fast_kernels(lm.adapter), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), fast_kernels(lm.adapter), last_mlp_at(lm.adapter, one.read_pos), \
+            FlopCounterMode(display=False) as counter:
         lm.adapter.base_forward(one.input_ids, one.attention_mask)
     counts = counter.get_flop_counts()
     root = type(lm.model.base_model).__name__

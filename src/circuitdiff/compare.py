@@ -195,14 +195,22 @@ def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: Compa
     n_null = options.n_null if options.null_model else 0
     if n_null <= 0 or not items:
         return {}
-    found = {item.name: shared.null(student, item.name, item.student[1], options) if shared is not None else None
-             for item in items}
-    if cache is not None:
-        for item in items:
-            if found[item.name] is None:
-                found[item.name] = cache.load(student, item.student[1], options)
-                if found[item.name] is not None and shared is not None:
-                    shared.keep_null(student, item.name, item.student[1], options, found[item.name])
+
+    def keep(item: PreparedTask, draws: list[NullDraw], on_disk: bool) -> None:
+        if shared is not None:
+            shared.keep_null(student, item.name, item.student[1], options, draws)
+        if cache is not None and on_disk:
+            cache.keep(student, item.student[1], options, draws)
+
+    def stored(item: PreparedTask) -> list[NullDraw] | None:
+        draws = shared.null(student, item.name, item.student[1], options) if shared is not None else None
+        if draws is None and cache is not None:
+            draws = cache.load(student, item.student[1], options)
+            if draws is not None:
+                keep(item, draws, on_disk=False)
+        return draws
+
+    found = {item.name: stored(item) for item in items}
     result = {name: draws for name, draws in found.items() if draws is not None}
     todo = [item for item in items if found[item.name] is None]
     if not todo:
@@ -212,10 +220,7 @@ def run_null(student: LoadedModel, items: Sequence[PreparedTask], options: Compa
                        n_null=n_null, memory_budget=budget, progress=advance)
     for item, per_task in zip(todo, draws):
         result[item.name] = per_task
-        if shared is not None:
-            shared.keep_null(student, item.name, item.student[1], options, per_task)
-        if cache is not None:
-            cache.keep(student, item.student[1], options, per_task)
+        keep(item, per_task, on_disk=True)
     return result
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import fields
@@ -31,6 +30,7 @@ from circuitdiff.analysis.calibration import NullDraw
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff import null
 from circuitdiff.options import CompareOptions, OptionsError
+from circuitdiff.results import atomic_write
 from circuitdiff.shared_runs import NULL_OPTIONS, architecture
 from circuitdiff.tasks import EncodedTask
 
@@ -102,7 +102,7 @@ class NullCache:
 
     def keep(self, student: LoadedModel, encoded: EncodedTask, options: CompareOptions,
              draws: Sequence[NullDraw]) -> None:
-        """Write atomically (a temporary file, then a rename), so a reader never sees half a file; a failed
+        """Write atomically (``results.atomic_write``), so a reader never sees half a file; a failed
         write (full disk) is a warning, never the end of a run whose draws are computed."""
         if not draws:
             return
@@ -115,20 +115,14 @@ class NullCache:
                                 "components": list(draws[0].read_acts),
                                 "draws": [{"seed": d.seed, "checked": d.checked} for d in draws]}
         try:
-            _atomic(self.folder / f"{key}.npz", lambda f: np.savez(f, **arrays))
-            _atomic(self.folder / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+            atomic_write(self.folder / f"{key}.npz", lambda p: _savez(p, arrays))
+            atomic_write(self.folder / f"{key}.json", lambda p: p.write_text(json.dumps(meta)))
         except OSError as exc:
             warnings.warn(f"circuitdiff: could not keep the random students in '{self.folder}' ({exc})", stacklevel=2)
             return
         self.writes += 1
 
 
-def _atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as f:  # a file object: given a path without ".npz", np.savez would append it
+        np.savez(f, **arrays)

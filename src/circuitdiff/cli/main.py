@@ -21,6 +21,7 @@ from rich.markup import escape
 from circuitdiff.analysis.measures import measure_names
 from circuitdiff.cli.display import print_summary, tasks_table
 from circuitdiff.cli.parsing import parse_thresholds
+from circuitdiff.cli.run_flags import DeviceMap, Dtype
 from circuitdiff.errors import CircuitDiffError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="What did distillation do to a model's insides?")
@@ -57,8 +58,8 @@ def compare(
     measure: str = typer.Option("linear_cka", help=f"Similarity behind matching and alignment: {MEASURES}."),
     report: bool = typer.Option(True, help="Write report.html and figures."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda or cuda:1."),
-    dtype: str = typer.Option("float32", help="Weights dtype: float32 | bfloat16 | float16."),
-    device_map: Optional[str] = typer.Option(None, help="'auto': shard models over all devices (needs accelerate)."),
+    dtype: Dtype = "float32",
+    device_map: DeviceMap = None,
     max_memory: Optional[str] = typer.Option(None, help="Activation memory per forward pass, e.g. 4GB or auto (default 1GiB)."),
     resume: bool = typer.Option(True, help="Reuse tasks an interrupted run with the same options finished in OUT."),
     allow_pickle: bool = typer.Option(False, help="Allow pickle checkpoints (unsafe: runs code from the file)."),

@@ -31,6 +31,16 @@ def check_backend(name: str) -> None:
         raise BackendError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
 
 
+def check_settings(backend: str, device: str, dtype: str, device_map: str | None) -> None:
+    """Backend, dtype and (for the local backend, whose device is this machine's) device, before any model."""
+    from circuitdiff.resources import check_device, parse_dtype
+
+    check_backend(backend)
+    parse_dtype(dtype)
+    if backend == "local":
+        check_device(device, device_map)
+
+
 def run_local(todo: Sequence[tuple[int, Any]], out: str, settings: RunSettings, on_done: OnDone,
               work: Work = run_job) -> None:
     for index, job in todo:

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from circuitdiff.cli.run_flags import Address, CpusPerJob, DeviceMap, Dtype, GpusPerJob
+
 MODEL_FORMS = "built-in name (tiny-gpt2, ...), local folder, folder/file.gguf or Hugging Face id."
 
 
@@ -30,12 +32,12 @@ def trajectory(
     progress: bool = typer.Option(True, help="Show progress bars (local backend)."),
     backend: str = typer.Option("local", help="local (one checkpoint after another, the teacher run once per task) "
                                 "| ray (one job per checkpoint)."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (auto, ray://head:10001); default: a local Ray instance."),
-    cpus_per_job: float = typer.Option(1.0, min=0.0, help="Ray: CPUs each checkpoint's job reserves."),
-    gpus_per_job: float = typer.Option(0.0, min=0.0, help="Ray: GPUs each checkpoint's job reserves."),
+    address: Address = None,
+    cpus_per_job: CpusPerJob = 1.0,
+    gpus_per_job: GpusPerJob = 0.0,
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
-    dtype: str = typer.Option("float32", help="Weights dtype: float32 | bfloat16 | float16."),
-    device_map: Optional[str] = typer.Option(None, help="'auto': shard models over all devices (needs accelerate)."),
+    dtype: Dtype = "float32",
+    device_map: DeviceMap = None,
 ) -> None:
     """Compare the teacher with every checkpoint of a distillation run: trajectory.parquet + trajectory.html.
 
@@ -43,8 +45,7 @@ def trajectory(
     On the local backend the teacher is loaded and run once per task for all checkpoints.
     """
     from circuitdiff.cli.parsing import parse_thresholds
-    from circuitdiff.resources import check_device, parse_dtype
-    from circuitdiff.sweep.backends import check_backend
+    from circuitdiff.sweep.backends import check_settings
     from circuitdiff.sweep.jobs import RunSettings
     from circuitdiff.options import CompareOptions
     from circuitdiff.trajectory.checkpoints import find_checkpoints
@@ -56,10 +57,7 @@ def trajectory(
                              circuits=circuits, circuit_thresholds=parse_thresholds(circuit_thresholds),
                              null_model=null_model, n_null=n_null, measure=measure)
     find_checkpoints(runs)  # a bad run folder, backend or device fails before any model loads
-    check_backend(backend)
-    parse_dtype(dtype)
-    if backend == "local":
-        check_device(device, device_map)
+    check_settings(backend, device, dtype, device_map)
     settings = RunSettings(device=device, dtype=dtype, device_map=device_map)
     folder = out if out is not None else (runs[0] / "trajectory" if len(runs) == 1 else Path("trajectory-out"))
     console = Console(stderr=True)
