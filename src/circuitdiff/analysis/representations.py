@@ -5,9 +5,8 @@ Plain data in (two ``ModelTaskRun``s and the matching), typed records out (``sch
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 
