@@ -154,6 +154,23 @@ class Adapter:
     def unembed(self) -> nn.Linear:
         return get_submodule(self.model, self.unembed_path)  # type: ignore[return-value]
 
+    def logits(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Float32 logits from final hidden states ``(..., d_model)``: every vocabulary row, or only the
+        rows ``vocab`` (long, ``(..., k)`` with ``hidden``'s leading shape), giving ``(..., k)``.
+
+        The read-out every metric is meant to go through: the LM head's own transform runs in the
+        model's dtype, then the hidden state and the unembedding rows are upcast so that the
+        product and its sum accumulate in float32 whatever the model's dtype. Families whose read-out
+        is not linear in the unembedding rows (Gemma's final soft-capping) override this method.
+        """
+        proj = self.unembed()
+        x = self.head_transform(hidden).float()
+        if vocab is None:
+            out = x @ proj.weight.float().T
+            return out if proj.bias is None else out + proj.bias.float()
+        out = (x.unsqueeze(-2) * proj.weight[vocab].float()).sum(-1)
+        return out if proj.bias is None else out + proj.bias[vocab].float()
+
     def logits_at(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits from final hidden states (any leading shape)."""
         return self.unembed()(self.head_transform(hidden))
