@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import spearmanr
 import transformers as T
 
 from circuitdiff.analysis.edges import EDGE_COLUMNS
@@ -51,6 +52,17 @@ def test_compare_with_exact_edges_writes_every_method_and_agrees_with_node_effec
     for role, layers in (("teacher", 2), ("student", 1)):
         summary = entry[role]["edges"]
         assert set(summary["spearman_vs_exact"]) == {"eap", "eap-ig"}
+        # agreement where it matters, recomputed here from edges.parquet with scipy/numpy
+        rows = edges[edges.model == role].pivot_table(index=["sender", "receiver", "channel"], columns="method",
+                                                      values="effect")
+        for method in ("eap", "eap-ig"):
+            found, exact, estimate = summary["agreement_vs_exact"][method], rows["exact"].values, rows[method].values
+            top = np.argsort(-np.abs(exact))[:found["top_k"]]
+            assert found["top_k"] == min(30, len(exact)) and found["n"] == len(exact)
+            assert found["spearman"] == pytest.approx(summary["spearman_vs_exact"][method])
+            assert found["top_k_spearman"] == pytest.approx(spearmanr(exact[top], estimate[top]).statistic)
+            cov = np.cov(exact, estimate, aweights=np.abs(exact))
+            assert found["weighted_correlation"] == pytest.approx(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]))
         # 2 heads x (q, k, v) + 1 MLP input per later layer, the same-layer MLP for heads, the logits for all
         n_components = layers * 3
         assert summary["n_edges"] == len(edges[(edges.model == role) & (edges.method == "exact")])

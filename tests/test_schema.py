@@ -47,6 +47,10 @@ def test_real_results_follow_the_json_schema_and_round_trip(real_run: Path) -> N
     typed = Results.read(data)
     assert typed.to_json() == data
     assert typed.tasks["ioi"].teacher.edges is not None  # --edges output is part of the contract
+    for record in (typed.tasks["ioi"].teacher, typed.tasks["ioi"].student):  # attribution against exact, 3 ways
+        agreement = record.attribution_agreement
+        assert agreement is not None and agreement.spearman == pytest.approx(record.attribution_spearman)
+        assert agreement.n == len(record.components) and agreement.top_k == min(10, len(record.components))
     # every warning line is one of the structured notes, written as 0.1.0 wrote it
     assert data["warnings"] == list(dict.fromkeys(n.line for n in typed.notes)) and typed.notes
     # the schema rejects what the types reject: a string score, an unknown key

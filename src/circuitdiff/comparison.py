@@ -13,11 +13,12 @@ from typing import Any
 
 import pandas as pd
 
+from circuitdiff.analysis.agreement import TOP_K_EDGES, agreement
 from circuitdiff.analysis.edges import EDGES_TABLE, compare_edge_circuits, edges_frame
 from circuitdiff.analysis.pair import PairAnalysis
 from circuitdiff.checkpoint import TaskRecord
 from circuitdiff.control import ControlTask
-from circuitdiff.interventions.edge_methods import EdgeMethod
+from circuitdiff.interventions.edge_methods import EdgeMethod, EdgeScores
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff.options import CompareOptions
 from circuitdiff.pipeline import ModelTaskRun
@@ -80,8 +81,18 @@ def _model_task_summary(run: ModelTaskRun) -> dict[str, Any]:
         "seq_len": run.seq_len,
         "attribution_spearman": run.attribution_spearman,
         "components": [asdict(e) for e in run.effects],
-        **({"edges": run.edges.to_json()} if run.edges is not None else {}),
+        **({"edges": _edges_entry(run.edges)} if run.edges is not None else {}),
+        **({"attribution_agreement": run.attribution_agreement} if run.attribution_agreement is not None else {}),
     }
+
+
+def _edges_entry(edges: EdgeScores) -> dict[str, Any]:
+    """The edge scores with, for an exact run, each gradient method's agreement with the exact edge effects."""
+    entry = edges.to_json()
+    if "exact" in edges.effects:
+        entry["agreement_vs_exact"] = {name: agreement(edges.effects["exact"], values, TOP_K_EDGES)
+                                       for name, values in edges.effects.items() if name != "exact"}
+    return entry
 
 
 def _task_entry(t_run: ModelTaskRun, s_run: ModelTaskRun, analysis: PairAnalysis) -> dict[str, Any]:

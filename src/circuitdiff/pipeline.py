@@ -6,15 +6,14 @@ downstream (analysis, report) reads only these.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 import torch
 
+from circuitdiff.analysis.agreement import TOP_K_COMPONENTS, agreement
 from circuitdiff.analysis.circuits import Circuit, CircuitCurve
 from circuitdiff.analysis.influence import (
     WITHHELD,
@@ -42,7 +41,7 @@ from circuitdiff.interventions.mlp_hidden import mlp_hidden_at
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel
-from circuitdiff.schema import Note
+from circuitdiff.schema import Agreement, Note
 from circuitdiff.tasks.base import Task
 from circuitdiff.tasks.encode import EncodedTask, encode_task
 from circuitdiff.tasks.roles import role_positions
@@ -168,8 +167,8 @@ def run_model_on_task(
     corrupted_np = None if corrupted is None else corrupted.logit_diff
     effects = component_effects(components, ablated_np, base, clean.logit_diff, ablation=ablation.value,
                                 corrupted=corrupted_np, n_boot=n_boot, seed=seed)
-    attribution_rho = _attribution_check(lm, task.name, base_batch, replacement, components, effects, notes,
-                                         memory_budget) if method is Method.EXACT else None
+    attribution = _attribution_check(lm, task.name, base_batch, replacement, components, effects, notes,
+                                     memory_budget) if method is Method.EXACT else None
     circuits, curve = _circuits(lm, task.name, ablation, base_batch, replacement, other, effects, clean.logit_diff,
                                 base, circuit_thresholds, progress, notes, seed=seed, memory_budget=memory_budget)
     edge_scores = None
@@ -180,7 +179,8 @@ def run_model_on_task(
     return ModelTaskRun(
         info=lm.info, task=task.name, n_prompts=len(task), ablation=ablation.value, method=method.value,
         components=components, clean=clean.logit_diff, base=base, ablated=ablated_np, corrupted=corrupted_np,
-        effects=effects, attribution_spearman=attribution_rho, circuits=circuits, circuit_curve=curve,
+        effects=effects, attribution_spearman=None if attribution is None else attribution.spearman, attribution_agreement=attribution,
+        circuits=circuits, circuit_curve=curve,
         edges=edge_scores, notes=notes, **_read_outs(lm, task, enc, clean, clean_batch, components),
     )
 
@@ -247,16 +247,14 @@ def task_replacement(ablation: Ablation, reference: ActivationCache | None, enc:
 
 def _attribution_check(lm: LoadedModel, task: str, base_batch: Batch, replacement: Replacement,
                        components: list[Component], effects: list[ComponentEffect], notes: list[Note],
-                       memory_budget: int) -> float:
-    """Rank correlation of a one-pass attribution estimate with the exact effects: how far a linear estimate gets."""
+                       memory_budget: int) -> Agreement:
+    """How far a one-pass attribution estimate gets: its agreement with the exact effects (``analysis.agreement``)."""
     estimate = attribution_effects(lm.adapter, base_batch, replacement, components, memory_budget=memory_budget)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rho = float(spearmanr(estimate.mean(1).numpy(), [e.effect for e in effects]).statistic)
-    if caught:
+    found = agreement(np.array([e.effect for e in effects]), estimate.double().mean(1).numpy(), TOP_K_COMPONENTS)
+    if found.spearman is None:
         notes.append(Note(task=task, model=lm.name, topic="attribution", code="attribution.undefined",
-                          text=f"attribution-vs-exact rank correlation undefined ({caught[0].message})"))
-    return rho
+                          text="attribution-vs-exact rank correlation undefined (a constant input)"))
+    return found
 
 
 def _circuits(lm: LoadedModel, task: str, ablation: Ablation, base_batch: Batch, replacement: Replacement,

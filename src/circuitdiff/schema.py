@@ -104,6 +104,23 @@ class ComponentRecord(Record):
 
 
 @dataclass
+class Agreement(Record):
+    """A cheap estimate (attribution, EAP, EAP-IG) against the exact effects (``analysis.agreement``).
+
+    The overall Spearman is dominated by the many near-zero items; the other two look where it matters.
+    """
+
+    n: int
+    spearman: float | None
+    """Rank correlation over all n items."""
+    top_k: int
+    top_k_spearman: float | None
+    """Rank correlation over the top_k items by exact |effect|."""
+    weighted_correlation: float | None
+    """Pearson correlation weighted by exact |effect|: near-zero items count for almost nothing."""
+
+
+@dataclass
 class ModelTaskRecord(Record):
     """One model on one task: its metrics and every component's effect."""
 
@@ -115,7 +132,10 @@ class ModelTaskRecord(Record):
     attribution_spearman: float | None
     components: list[ComponentRecord]
     edges: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
-    """Edge effects (``--edges``), see ``circuitdiff.interventions.edge_methods``."""
+    """Edge effects (``--edges``), see ``circuitdiff.interventions.edge_methods``; with exact edges also
+    ``agreement_vs_exact``: method -> ``Agreement`` of EAP and EAP-IG with the exact edge effects."""
+    attribution_agreement: Agreement | None = field(default=None, metadata=OMIT_NONE)
+    """Attribution patching against the exact component effects (exact runs only)."""
 
 
 @dataclass

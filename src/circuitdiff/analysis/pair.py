@@ -287,10 +287,12 @@ def _constant_notes(task: str, layer_frame: pd.DataFrame) -> list[Note]:
     constant = layer_frame.attrs.get("constant") or []
     if not constant:
         return []
+    why = ("every prompt ends in the same token at the same position" if all(c.endswith(" embed") for c in constant)
+           else "e.g. an embedding of a read token that never changes")
     return [Note(task=task, topic="similarity", code="similarity.constant_layer",
-                 text=f"layer CKA: the residual stream at the read position is the same on every prompt for "
-                      f"{', '.join(constant)} (e.g. an embedding of a read token that never changes): its CKA is "
-                      "set to 0, which means 'nothing to compare', not 'dissimilar'")]
+                 text=f"the layer-by-layer CKA figure has nothing to compare for {', '.join(constant)}: the residual "
+                      f"stream at the read position is the same on every prompt ({why}). It is drawn as 0, which "
+                      "does not mean 'dissimilar'; no other figure is affected.")]
 
 
 def analyse_runs(

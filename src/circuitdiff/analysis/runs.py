@@ -14,7 +14,7 @@ import numpy as np
 from circuitdiff.analysis.circuits import Circuit, CircuitCurve
 from circuitdiff.analysis.influence import ComponentEffect
 from circuitdiff.analysis.token_alignment import TokenSpans
-from circuitdiff.schema import Note
+from circuitdiff.schema import Agreement, Note
 
 if TYPE_CHECKING:
     from circuitdiff.interventions.edge_methods import EdgeScores
@@ -45,6 +45,8 @@ class ModelTaskRun:
     circuit_curve: CircuitCurve | None = None
     attribution_spearman: float | None = None
     """Rank correlation of attribution-patching estimates with the exact effects (exact runs only)."""
+    attribution_agreement: Agreement | None = None
+    """Attribution against the exact effects where it matters: top-k and magnitude-weighted (``analysis.agreement``)."""
     corrupted: np.ndarray | None = None
     """Corrupted-prompt metric per prompt (None without corrupted prompts)."""
     notes: list[Note] = field(default_factory=list)

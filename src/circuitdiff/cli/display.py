@@ -88,8 +88,10 @@ def _task_table(tr: TaskResult) -> Table:
                        ("worst5_mean_drop", f"heads only: worst-5% mean ({basis})"),
                        ("severity_tail", "heads only: severity tail")) if heads else ():
         table.add_row(label, _interval(ht.get(key)), _interval(hs.get(key)))
-    table.add_row("attribution vs exact (Spearman)", _fmt(t.attribution_spearman, ".2f"),
-                  _fmt(s.attribution_spearman, ".2f"))
+    from circuitdiff.report.text import agreement_rows
+
+    for row in agreement_rows(t, s):
+        table.add_row(*row)
     circuit = tr.circuit
     if "teacher" in circuit:
         table.add_row(f"circuit size (T={circuit['threshold']})", str(len(circuit["teacher"])), str(len(circuit["student"])))

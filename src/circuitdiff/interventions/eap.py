@@ -6,15 +6,23 @@ EAP estimates an edge's exact effect to first order:
 forward and one backward pass of the plain model in which every receiver input gets its own
 gradient (``intervene(split=True)``): d M/d x_r is the gradient through that receiver alone.
 
-EAP-IG replaces the gradient at the clean point by its average along a straight path
-(integrated gradients). circuitdiff's ablations (zero, mean, resample, patching) are
-defined on components, not on inputs, so the path runs in activation space: at step
-α_k = (k - 1/2)/m every component's output is shifted by α_k times its (ablated - clean)
-difference (Hanna et al.'s activation variant; midpoint rule). Cost: m forward and backward
-passes, each followed by one batched VJP per layer through the attention norm alone (all
-heads' q/k/v cotangents at once, ``SplitInputs.qkv_grads``), then one matrix product per
-receiver group for the scores. ``ig_steps=0`` is EAP. Where the metric is linear in the sender's write both equal
-exact edge patching, and over all edges EAP-IG adds up to the metric change along the path
+EAP-IG replaces the gradient at the clean point by its average along a path (integrated
+gradients). circuitdiff's ablations (zero, mean, resample, patching) are defined on
+components, so the path runs in activation space and moves every component at once: at
+step α_k = (k - 1/2)/m (midpoint rule, k = 1..m) one run of the model adds α_k times
+(ablated - clean) to every live component's output, the differences taken from the base
+run's cache (``_output_shifts``). Every edge's patch grows together along this one
+straight path. It is not Hanna et al.'s activation variant, which interpolates one node's
+activation at a time, and at α = 1 it is not the fully ablated model: a component whose
+inputs have already moved adds its full difference to a live output that is no longer the
+clean one. As m grows, an edge's score tends to Δ_s · ∫₀¹ dM/dx_r(α) dα along this path
+(the midpoint rule's error falls as 1/m²), and the scores over all edges add up to
+M(α = 1) - M(clean), the metric change along the path, not the effect of ablating
+everything. Cost: m forward and backward passes, each followed by one batched VJP per
+layer through the attention norm alone (all heads' q/k/v cotangents at once,
+``SplitInputs.qkv_grads``), then one matrix product per receiver group for the scores.
+``ig_steps=0`` is EAP. Where the metric is linear in the sender's write both equal exact
+edge patching, and over all edges EAP-IG adds up to the metric change along the path
 (both tested).
 """
 

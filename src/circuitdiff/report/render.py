@@ -33,6 +33,7 @@ from circuitdiff.report.data import (
 from circuitdiff.report.svg import RenderedFigure, render_figure
 from circuitdiff.report.text import (
     GLOSSARY,
+    agreement_rows,
     Verdict,
     alignment_sentences,
     concentration_verdict,
@@ -122,6 +123,8 @@ def _numbers(task: TaskResult) -> list[dict[str, str]]:
     if "teacher" in circuit:
         rows.append({"label": f"circuit size (threshold {fmt(circuit.get('threshold'))})",
                      "teacher": str(len(circuit["teacher"])), "student": str(len(circuit["student"]))})
+    rows += [{"label": label, "teacher": teacher, "student": student}
+             for label, teacher, student in agreement_rows(t, s)]
     return rows
 
 

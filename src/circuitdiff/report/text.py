@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from circuitdiff.report.data import Stat, concentration_stat, finite, fmt, null_reason, reason, similarity_label
-from circuitdiff.schema import Concentration, Finding, Results
+from circuitdiff.schema import Agreement, Concentration, Finding, ModelTaskRecord, Results
 
 GLOSSARY: list[tuple[str, str]] = [
     ("Influence (share of reliance)",
@@ -61,6 +61,12 @@ GLOSSARY: list[tuple[str, str]] = [
      "under the run's ablation; not under the other ablation type). Incompleteness (Wang et al. 2022): the largest "
      "gap, over sampled subsets K of the circuit, between removing K from the circuit and removing K from the "
      "whole model, as a share of clean (0: the circuit holds everything the model uses)."),
+    ("Estimate vs exact",
+     "How well a one-pass estimate (attribution patching for components; EAP and EAP-IG for edges) agrees with the "
+     "exact effects. 'all': Spearman rank correlation over every component or edge, dominated by the many with "
+     "near-zero effect, whose order is noise; 'top k': the same over the k largest exact effects; 'weighted': "
+     "Pearson correlation with each item weighted by its exact |effect|. A low 'all' beside high 'top k' and "
+     "'weighted' means the estimate gets the components that matter right."),
     ("Intervals",
      "95% bootstrap intervals over prompts, bias-corrected and accelerated (BCa; a component's effect, a plain "
      "mean, gets the percentile interval): the range the number would "
@@ -180,3 +186,30 @@ def overall_finding(verdicts: dict[str, Verdict]) -> str:
             parts.append(f"{label} on {len(tasks)} of {len(verdicts)} task{'s' if len(verdicts) > 1 else ''} "
                          f"({', '.join(tasks)})")
     return "The student " + "; it ".join(parts) + "."
+
+
+def _agreement_cell(a: Agreement | None) -> str:
+    return "n/a" if a is None else " / ".join(fmt(v, ".2f") for v in (a.spearman, a.top_k_spearman,
+                                                                     a.weighted_correlation))
+
+
+def agreement_rows(t: ModelTaskRecord, s: ModelTaskRecord) -> list[tuple[str, str, str]]:
+    """(label, teacher, student) rows: each estimate against exact as 'all / top k / weighted' (see the glossary).
+
+    Attribution against exact components, then EAP and EAP-IG against exact edges; files written
+    before these figures give the overall Spearman alone.
+    """
+    rows = []
+    ta, sa = t.attribution_agreement, s.attribution_agreement
+    if ta is not None and sa is not None:
+        rows.append((f"attribution vs exact (all / top {ta.top_k} / weighted)", _agreement_cell(ta), _agreement_cell(sa)))
+    elif t.attribution_spearman is not None or s.attribution_spearman is not None:
+        rows.append(("attribution vs exact (Spearman)", fmt(t.attribution_spearman, ".2f"),
+                     fmt(s.attribution_spearman, ".2f")))
+    te, se = (((r.edges or {}).get("agreement_vs_exact") or {}) for r in (t, s))
+    for method in te:
+        if method in se:
+            pair = [Agreement.from_json(e[method]) for e in (te, se)]
+            rows.append((f"{method.upper()} vs exact edges (all / top {pair[0].top_k} / weighted)",
+                         *map(_agreement_cell, pair)))
+    return rows
