@@ -1,4 +1,5 @@
-"""The API reference builds from the docstrings with every warning an error (``mkdocs build --strict``)."""
+"""The manual and the API reference build with every warning an error (``mkdocs build --strict``): the guides,
+the tutorial notebook with its figures, and the reference generated from the docstrings."""
 
 from __future__ import annotations
 
@@ -23,3 +24,9 @@ def test_api_reference_builds_strict(tmp_path: Path) -> None:
     # the reference is generated from the docstrings, parameters included
     assert "Compare a teacher with its student" in page and "(model, tokenizer)" in page
     assert "silences them" in page  # the ``progress`` argument's own line
+    # the tutorial notebook is a page of the site, its committed figures embedded
+    tutorial = (site / "tutorial" / "index.html").read_text(encoding="utf-8")
+    assert tutorial.count("data:image/png;base64") >= 4
+    for guide in ("reading-the-report", "trust", "your-pair", "edges", "lab", "large-models", "performance",
+                  "reproducing"):
+        assert (site / guide / "index.html").is_file(), guide
