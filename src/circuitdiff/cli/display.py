@@ -31,6 +31,8 @@ def _chance(al: Alignment) -> str:
 
 def print_summary(console: Console, results: Results | dict[str, Any], out: Path) -> None:
     """One table per task: influence, alignment with interval and null, concentration, preserved components."""
+    from circuitdiff.report.text import agreement_rows
+
     results = Results.read(results)
     control = f" (control: [cyan]{results.control.name}[/])" if results.control is not None else ""
     console.print(f"\n[bold]circuitdiff[/]: teacher [cyan]{results.teacher.name}[/] vs student "
@@ -52,6 +54,10 @@ def print_summary(console: Console, results: Results | dict[str, Any], out: Path
             best = ", ".join(f"{p.teacher}→{p.student} ({_fmt(p.similarity, '.2f')})" for p in tr.preserved[:3])
             worst = ", ".join(f"{p.teacher}→{p.student} ({_fmt(p.similarity, '.2f')})" for p in tr.preserved[-3:][::-1])
             console.print(f"most preserved: {best}\nleast preserved: {worst}")
+        if rows := agreement_rows(tr.teacher, tr.student):
+            console.print("checks of the one-pass shortcuts (every number above is exact):")
+            for label, teacher, student in rows:
+                console.print(f"  {label}: teacher {teacher}, student {student}", highlight=False)
     for line in note_lines(results.notes):
         console.print(f"[yellow]note:[/] {line}", highlight=False)
     tables = ", ".join(sorted(p.name for p in out.glob("*.parquet")))  # what was written: edges.parquet only with --edges
@@ -88,10 +94,6 @@ def _task_table(tr: TaskResult) -> Table:
                        ("worst5_mean_drop", f"heads only: worst-5% mean ({basis})"),
                        ("severity_tail", "heads only: severity tail")) if heads else ():
         table.add_row(label, _interval(ht.get(key)), _interval(hs.get(key)))
-    from circuitdiff.report.text import agreement_rows
-
-    for row in agreement_rows(t, s):
-        table.add_row(*row)
     circuit = tr.circuit
     if "teacher" in circuit:
         table.add_row(f"circuit size (T={circuit['threshold']})", str(len(circuit["teacher"])), str(len(circuit["student"])))
