@@ -114,3 +114,20 @@ def test_the_produced_notes_carry_role_topic_and_code(real_run: Path) -> None:
     circuit = {(n.role, n.code) for n in notes if n.topic == "circuit"}
     assert circuit == {("teacher", "circuit.no_signal"), ("student", "circuit.no_signal")}
     assert all(n.code.split(".")[0] == n.topic for n in notes)
+
+
+def test_the_summary_and_the_report_show_the_agreement_figures(real_run: Path) -> None:
+    from rich.console import Console
+
+    from circuitdiff.cli.display import print_summary
+    from circuitdiff.report.render import _numbers
+
+    typed = Results.read(_json(real_run))
+    task = typed.tasks["ioi"]
+    a = task.teacher.attribution_agreement
+    cell = " / ".join("—" if v is None else f"{v:.2f}" for v in (a.spearman, a.top_k_spearman, a.weighted_correlation))
+    console = Console(record=True, width=200)
+    print_summary(console, typed, real_run)
+    assert f"attribution vs exact (all / top {a.top_k} / weighted): teacher {cell}" in console.export_text()
+    row = next(r for r in _numbers(task) if r["label"].startswith("attribution vs exact"))
+    assert row["teacher"] == cell
