@@ -16,7 +16,9 @@ import transformers as T
 from circuitdiff.compare import compare
 from circuitdiff.integrations import CircuitDiffCallback
 from circuitdiff.models.loading import resolve
-from circuitdiff.options import OptionsError
+from circuitdiff.options import CompareOptions, OptionsError
+from circuitdiff.trajectory import find_checkpoints, run_trajectory
+from circuitdiff.trajectory.checkpoints import TrajectoryError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TEXTS = ["When Mary and John went to the store, John gave a drink to Mary.",
@@ -41,7 +43,7 @@ class Texts(torch.utils.data.Dataset):
 
 
 def train(out: Path, callback: CircuitDiffCallback | None, report_to: str = "none",
-          save_steps: int = STEPS) -> tuple[T.Trainer, list[float]]:
+          save_steps: int = EVERY) -> tuple[T.Trainer, list[float]]:
     """``STEPS`` seeded steps of the shipped tiny-distilgpt2 (with dropout) on ``TEXTS``; the per-step losses."""
     folder = resolve("tiny-distilgpt2")[0]
     tokenizer = T.AutoTokenizer.from_pretrained(folder)
@@ -126,3 +128,62 @@ def test_unknown_option_and_missing_tokenizer_are_named_errors() -> None:
         CircuitDiffCallback("tiny-gpt2", ["ioi"], n_prompt=8)
     with pytest.raises(OptionsError, match="every_n_steps"):
         CircuitDiffCallback("tiny-gpt2", ["ioi"], every_n_steps=0)
+
+
+def test_trajectory_reads_the_trainers_output_dir(run, tmp_path: Path) -> None:
+    """Its checkpoint-N folders, by step; each row what the callback said of the live model at that step."""
+    out, callback, _ = run
+    assert [(c.step, c.folder.name) for c in find_checkpoints([out])] == [
+        (2, "checkpoint-2"), (4, "checkpoint-4"), (5, "checkpoint-5")]
+    table = run_trajectory("tiny-gpt2", [out], ["ioi"], tmp_path, CompareOptions(**OPTIONS), progress=False)
+    live = callback.table().set_index("step")
+    assert list(table["step"]) == [2, 4, 5]
+    for _, row in table.iterrows():
+        assert row["alignment"] == live.loc[row["step"], "alignment"]
+        assert row["student_accuracy"] == live.loc[row["step"], "student_accuracy"]
+
+
+def test_trainer_state_gives_the_step_and_must_agree_with_the_name(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    source = resolve("tiny-distilgpt2")[0]
+    for name, step in (("early", 3), ("late", 9)):  # names without steps: trainer_state.json orders them
+        shutil.copytree(source, tmp_path / name)
+        (tmp_path / name / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    found = find_checkpoints([tmp_path / "late", tmp_path / "early"])
+    assert [(c.step, c.folder.name) for c in found] == [(3, "early"), (9, "late")]
+    shutil.copytree(source, tmp_path / "checkpoint-4")
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
+    with pytest.raises(TrajectoryError, match="named step 4 but its trainer_state.json says global_step 5"):
+        find_checkpoints([tmp_path / "checkpoint-4", tmp_path / "late"])
+
+
+def test_trl_gkd_trainer_runs_the_callback(tmp_path: Path) -> None:
+    """TRL's GKDTrainer (a Trainer subclass): the teacher distils into the student, the callback compares both."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    try:
+        from trl import GKDConfig, GKDTrainer
+    except ImportError:  # trl >= 1.x keeps it under experimental
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+    tokenizer = T.AutoTokenizer.from_pretrained(resolve("tiny-distilgpt2")[0])
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    chat = [{"role": "user", "content": TEXTS[0][:30]}, {"role": "assistant", "content": TEXTS[0][30:]}]
+    data = datasets.Dataset.from_list([{"messages": chat}] * 4)
+    args = GKDConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, lmbda=0.0,
+                     learning_rate=1e-3, report_to="none", use_cpu=True, save_strategy="no", max_length=32,
+                     disable_tqdm=True)
+    callback = CircuitDiffCallback("tiny-gpt2", ["ioi"], every_n_steps=2, **OPTIONS)
+    trainer = GKDTrainer(model=T.AutoModelForCausalLM.from_pretrained(resolve("tiny-distilgpt2")[0]),
+                         teacher_model=T.AutoModelForCausalLM.from_pretrained(resolve("tiny-gpt2")[0]), args=args,
+                         train_dataset=data, processing_class=tokenizer, callbacks=[callback])
+    trainer.train()
+    assert list(callback.table()["step"]) == [0, 2]
+    logged = [e for e in trainer.state.log_history if "circuitdiff/ioi/alignment" in e]
+    assert [e["step"] for e in logged] == [0, 2]
+    assert len({e["circuitdiff/ioi/alignment"] for e in logged}) > 1  # GKD moved the student
