@@ -30,7 +30,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def train(out: Path, steps: int, callback: Any = None) -> float:
+def train(out: Path, steps: int, callback: Any = None, report_to: str = "none") -> float:
     """Wall seconds of ``steps`` Trainer steps of the shipped student on the Austen sample."""
     import transformers as T
 
@@ -45,7 +45,7 @@ def train(out: Path, steps: int, callback: Any = None) -> float:
     T.set_seed(0)
     model = T.AutoModelForCausalLM.from_pretrained(folder)
     args = T.TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=3e-4,
-                               logging_steps=50, save_strategy="steps", save_steps=steps, report_to="none",
+                               logging_steps=50, save_strategy="steps", save_steps=steps, report_to=report_to,
                                use_cpu=True, seed=0, disable_tqdm=True)
     trainer = T.Trainer(model=model, args=args, train_dataset=blocks, processing_class=tokenizer,
                         callbacks=[callback] if callback is not None else None)

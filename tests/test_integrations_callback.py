@@ -88,6 +88,7 @@ def test_rows_at_step_zero_every_n_and_the_end(run) -> None:
     assert (out / "circuitdiff" / "trajectory.html").is_file()
     assert (out / "circuitdiff" / "steps" / "step-000004" / "results.json").is_file()
     assert len(table["alignment"].unique()) > 1  # the student really changed between comparisons
+    assert callback.shared.reused == {"teacher": 3, "null": 3}  # teacher and random students run at step 0 only
 
 
 def test_last_row_equals_a_plain_compare_of_the_saved_checkpoint(run) -> None:

@@ -136,7 +136,7 @@ class CircuitDiffCallback(TrainerCallback):
         from circuitdiff.compare import as_loaded_model, check_paths
         from circuitdiff.shared_runs import SharedRuns
 
-        self.handler = self.handler or _calling_handler()
+        self.handler = _calling_handler() or self.handler
         if self.log and self.handler is None:
             raise CircuitDiffError("CircuitDiffCallback found no Trainer calling it; pass trainer=... or log=False")
         self.tokenizer = self.tokenizer if self.tokenizer is not None else kwargs.get("processing_class")
