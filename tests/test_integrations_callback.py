@@ -131,7 +131,7 @@ def test_unknown_option_and_missing_tokenizer_are_named_errors() -> None:
         CircuitDiffCallback("tiny-gpt2", ["ioi"], every_n_steps=0)
 
 
-def test_trajectory_reads_the_trainers_output_dir(run, tmp_path: Path) -> None:
+def test_trajectory_reads_the_trainers_output_dir(run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Its checkpoint-N folders, by step; each row what the callback said of the live model at that step."""
     out, callback, _ = run
     assert [(c.step, c.folder.name) for c in find_checkpoints([out])] == [
@@ -142,6 +142,15 @@ def test_trajectory_reads_the_trainers_output_dir(run, tmp_path: Path) -> None:
     for _, row in table.iterrows():
         assert row["alignment"] == live.loc[row["step"], "alignment"]
         assert row["student_accuracy"] == live.loc[row["step"], "student_accuracy"]
+    from circuitdiff.cli.main import _mount_trajectory, run_app
+
+    _mount_trajectory()
+    code = run_app(["trajectory", str(out), "--teacher", "tiny-gpt2", "-t", "ioi", "--out", str(tmp_path),
+                    "--n-prompts", "8", "--n-boot", "20", "--n-null", "1", "--circuit-thresholds", "0.2",
+                    "--no-progress"])
+    said = capsys.readouterr()
+    assert code == 0 and said.err.count("finished earlier, reused") == 3  # the comparisons just made, reused
+    assert (tmp_path / "trajectory.html").is_file()
 
 
 def test_trainer_state_gives_the_step_and_must_agree_with_the_name(tmp_path: Path) -> None:
