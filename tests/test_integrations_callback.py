@@ -124,11 +124,17 @@ def test_tensorboard_event_files_hold_the_scalars(run) -> None:
     assert "train/loss" in scalars  # the Trainer's own scalars are still there
 
 
-def test_unknown_option_and_missing_tokenizer_are_named_errors() -> None:
+def test_unknown_option_and_missing_tokenizer_are_named_errors(tmp_path: Path) -> None:
     with pytest.raises(OptionsError, match="unknown option n_prompt"):
         CircuitDiffCallback("tiny-gpt2", ["ioi"], n_prompt=8)
     with pytest.raises(OptionsError, match="every_n_steps"):
         CircuitDiffCallback("tiny-gpt2", ["ioi"], every_n_steps=0)
+    model = T.AutoModelForCausalLM.from_pretrained(resolve("tiny-distilgpt2")[0])
+    args = T.TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to="none", use_cpu=True)
+    trainer = T.Trainer(model=model, args=args, train_dataset=[{"input_ids": [1, 2], "labels": [1, 2]}],
+                        callbacks=[CircuitDiffCallback("tiny-gpt2", ["ioi"])])  # no processing_class
+    with pytest.raises(OptionsError, match="needs the student's tokenizer"):
+        trainer.train()
 
 
 def test_trajectory_reads_the_trainers_output_dir(run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas on use only: ``circuitdiff --help`` imports this package
+    import pandas as pd
 
 TRAJECTORY_TABLE = "trajectory.parquet"
 COLUMNS = (
@@ -68,6 +69,8 @@ def trajectory_rows(step: int, checkpoint: str, results: dict[str, Any]) -> list
 
 def write_trajectory_table(rows: list[dict[str, Any]], out: Path) -> pd.DataFrame:
     """``OUT/trajectory.parquet`` from rows (``circuitdiff trajectory`` and the Trainer callback), returned too."""
+    import pandas as pd
+
     from circuitdiff.results import write_table
 
     table = pd.DataFrame(rows, columns=list(COLUMNS))
