@@ -26,7 +26,6 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler
 
 from circuitdiff.errors import CircuitDiffError
-from circuitdiff.options import CompareOptions, OptionsError
+from circuitdiff.options import OptionsError, with_options
 from circuitdiff.trajectory.rows import TRAJECTORY_TABLE, trajectory_rows, write_trajectory_table
 
 STEPS_DIR = "steps"
@@ -114,16 +113,12 @@ class CircuitDiffCallback(TrainerCallback):
                  out: str | Path | None = None, tokenizer: Any = None, null_cache: str | Path | None = None,
                  log: bool = True, report: bool = True, trainer: Any = None, n_prompts: int = 32,
                  **options: Any) -> None:
-        unknown = sorted(set(options) - {f.name for f in fields(CompareOptions)})
-        if unknown:
-            raise OptionsError(f"unknown option {', '.join(unknown)}; options are "
-                               f"{', '.join(f.name for f in fields(CompareOptions))}")
         if every_n_steps < 1:
             raise OptionsError(f"every_n_steps must be at least 1, got {every_n_steps}")
         self.teacher_spec, self.tasks = teacher, [tasks] if isinstance(tasks, str) else list(tasks)
         self.every_n_steps, self.out = every_n_steps, None if out is None else Path(out)
         self.tokenizer, self.null_cache, self.log, self.report = tokenizer, null_cache, log, report
-        self.options = replace(CompareOptions(), n_prompts=n_prompts, **options)
+        self.options = with_options(None, n_prompts=n_prompts, **options)
         self.handler: CallbackHandler | None = getattr(trainer, "callback_handler", None)
         self.shared: Any = None
         self.rows: list[dict[str, Any]] = []
