@@ -139,6 +139,8 @@ class CircuitDiffCallback(TrainerCallback):
             raise OptionsError("CircuitDiffCallback needs the student's tokenizer: give the Trainer a "
                                "processing_class or the callback tokenizer=...")
         self.out = self.out if self.out is not None else Path(args.output_dir) / "circuitdiff"
+        if not state.is_world_process_zero:  # several processes: the main one compares, the others train on
+            return
         check_paths(self.tasks, self.options, self.out)
         if self.shared is None:
             device = next(model.parameters()).device
