@@ -175,11 +175,9 @@ def test_trainer_state_gives_the_step_and_must_agree_with_the_name(tmp_path: Pat
         find_checkpoints([tmp_path / "checkpoint-4", tmp_path / "late"])
 
 
-def test_trl_gkd_trainer_runs_the_callback(tmp_path: Path) -> None:
+def test_trl_gkd_trainer_runs_the_callback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TRL's GKDTrainer (a Trainer subclass): the teacher distils into the student, the callback compares both."""
-    import os
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     try:

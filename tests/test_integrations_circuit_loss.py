@@ -16,24 +16,9 @@ from circuitdiff.lab import DataRecipe, DistillRecipe, OptimRecipe, init_student
 from circuitdiff.lab.build import Teacher, distil_loss_fn
 from circuitdiff.lab.circuit_loss import CircuitPair, CircuitTerm
 from circuitdiff.models.loading import resolve
+from test_circuit_loss import _batch, gpt2  # noqa: F401  (gpt2: the shipped teacher and tokenizer, a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def gpt2() -> tuple[torch.nn.Module, object]:
-    folder = resolve("tiny-gpt2")[0]
-    model = T.AutoModelForCausalLM.from_pretrained(folder).eval()
-    tok = T.AutoTokenizer.from_pretrained(folder)
-    tok.pad_token = tok.eos_token
-    return model, tok
-
-
-def _batch(tok: object) -> dict[str, torch.Tensor]:
-    enc = tok(["Then, Mary and John went to the store. John gave a drink to", "one two three four five six"],
-              return_tensors="pt", padding=True)
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
 def test_equals_the_labs_term_with_the_labs_pairs(gpt2, tmp_path) -> None:
