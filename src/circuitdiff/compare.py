@@ -12,7 +12,7 @@ import types
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET
 from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model, resolve
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.null_cache import NullCache, default_folder as default_null_folder
-from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum  # noqa: F401  (public here since 0.1)
+from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum, with_options  # noqa: F401  (public here since 0.1)
 from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
 from circuitdiff.progress import Progress, progress_bars
 from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
@@ -353,11 +353,7 @@ def compare(
     ``options.memory_budget <= 0`` means automatic (half the free accelerator memory).
     Every task, file and option is checked before a model is loaded.
     """
-    unknown = sorted(set(option_values) - {f.name for f in fields(CompareOptions)})
-    if unknown:
-        raise OptionsError(f"unknown option {', '.join(unknown)}; options are "
-                           f"{', '.join(f.name for f in fields(CompareOptions))}")
-    options = replace(options or CompareOptions(), **option_values)
+    options = with_options(options, **option_values)
     task_names = [tasks] if isinstance(tasks, str) else list(tasks)
     check_paths(task_names, options, out)
     if options.control is not None:

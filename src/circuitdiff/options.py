@@ -7,7 +7,7 @@ and the CLI can name the options without importing the pipeline.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import TypeVar
 
@@ -95,3 +95,12 @@ class CompareOptions:
             raise OptionsError(f"control must be a model name or path, got {self.control!r}")
         if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int):
             raise OptionsError(f"memory_budget must be a number of bytes (<= 0: automatic), got {self.memory_budget!r}")
+
+
+def with_options(options: CompareOptions | None, **values: object) -> CompareOptions:
+    """``options`` (default ``CompareOptions()``) with fields given by name; an unknown name is an ``OptionsError``."""
+    names = [f.name for f in fields(CompareOptions)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise OptionsError(f"unknown option {', '.join(unknown)}; options are {', '.join(names)}")
+    return replace(options or CompareOptions(), **values)  # type: ignore[arg-type]

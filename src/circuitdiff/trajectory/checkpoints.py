@@ -1,7 +1,14 @@
-"""Which model folders make up a run, and at which training step each one was saved."""
+"""Which model folders make up a run, and at which training step each one was saved.
+
+Layouts: a lab run (``RUN/checkpoints/step-NNNNNN``), a Hugging Face Trainer's ``output_dir``
+(``checkpoint-N`` folders, each with its ``trainer_state.json``), or model folders given in
+training order. A folder's step is the N in its name; a Trainer's ``trainer_state.json``
+(``global_step``) must agree with it, and gives the step of a folder whose name has none.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +16,8 @@ from pathlib import Path
 
 from circuitdiff.errors import CircuitDiffError
 
+TRAINER_STATE = "trainer_state.json"
+"""What ``transformers.Trainer`` saves beside each checkpoint's weights (``global_step`` among it)."""
 SNAPSHOTS_DIR = "checkpoints"
 """The lab keeps a run's snapshots here (``circuitdiff.lab.checkpoint.SNAPSHOTS_DIR``)."""
 _STEP = re.compile(r"(?:step|checkpoint)[-_]?(\d+)$")
@@ -34,9 +43,27 @@ def _is_model(folder: Path) -> bool:
     return (folder / "config.json").is_file()
 
 
+def _trainer_step(folder: Path) -> int | None:
+    """``global_step`` of the folder's ``trainer_state.json``, None without one."""
+    path = folder / TRAINER_STATE
+    if not path.is_file():
+        return None
+    try:
+        step = json.loads(path.read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise TrajectoryError(f"{path} is not a Trainer state with a global_step") from None
+    if not isinstance(step, int) or step < 0:
+        raise TrajectoryError(f"{path}: global_step must be a non-negative integer, got {step!r}")
+    return step
+
+
 def _step_of(folder: Path) -> int | None:
     match = _STEP.search(folder.name)
-    return None if match is None else int(match.group(1))
+    named = None if match is None else int(match.group(1))
+    saved = _trainer_step(folder)
+    if named is not None and saved is not None and named != saved:
+        raise TrajectoryError(f"{folder} is named step {named} but its {TRAINER_STATE} says global_step {saved}")
+    return named if named is not None else saved
 
 
 def _run_snapshots(run: Path) -> list[Path]:
@@ -50,10 +77,11 @@ def _run_snapshots(run: Path) -> list[Path]:
 
 
 def find_checkpoints(paths: Sequence[str | Path]) -> list[Checkpoint]:
-    """A lab run folder (its ``checkpoints/step-NNNNNN``), or model folders given in training order.
+    """A lab run folder (its ``checkpoints/step-NNNNNN``), a Trainer ``output_dir`` (its ``checkpoint-N``),
+    or model folders given in training order.
 
-    Folders named ``step-N`` / ``checkpoint-N`` (the lab's, Hugging Face Trainer's) are ordered
-    by N; other folders keep the order given and are numbered 0, 1, 2, ...
+    Folders with a step (named ``step-N`` / ``checkpoint-N``, or with a ``trainer_state.json``) are
+    ordered by it; otherwise folders keep the order given and are numbered 0, 1, 2, ...
     """
     if not paths:
         raise TrajectoryError("give a run folder or the checkpoint folders, in training order")
@@ -65,7 +93,7 @@ def find_checkpoints(paths: Sequence[str | Path]) -> list[Checkpoint]:
         folders = _run_snapshots(folders[0]) or ([folders[0]] if _is_model(folders[0]) else [])
         if not folders:
             raise TrajectoryError(f"{paths[0]} holds no checkpoints (model folders named step-N, e.g. from "
-                                  "'circuitdiff lab distil --save-every N')")
+                                  "'circuitdiff lab distil --save-every N', or a Trainer's checkpoint-N)")
     elif any(not _is_model(f) for f in folders):
         bad = next(f for f in folders if not _is_model(f))
         raise TrajectoryError(f"{bad} is not a model folder (no config.json); give one run folder or model folders")

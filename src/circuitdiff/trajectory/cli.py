@@ -15,7 +15,8 @@ MODEL_FORMS = "built-in name (tiny-gpt2, ...), local folder, folder/file.gguf or
 
 def trajectory(
     runs: list[Path] = typer.Argument(..., help="A run folder (its checkpoints/step-N folders, as "
-                                      "'lab distil --save-every N' writes), or model folders in training order."),
+                                      "'lab distil --save-every N' writes), a Trainer's output_dir (its "
+                                      "checkpoint-N folders), or model folders in training order."),
     teacher: str = typer.Option(..., help=f"Teacher: {MODEL_FORMS}"),
     task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Built-in task name or JSONL file; repeatable."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: RUN/trajectory for one run folder)."),

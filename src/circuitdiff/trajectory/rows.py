@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pandas on use only: ``circuitdiff --help`` imports this package
+    import pandas as pd
 
 TRAJECTORY_TABLE = "trajectory.parquet"
 COLUMNS = (
@@ -61,3 +65,14 @@ def task_row(step: int, checkpoint: str, task: str, entry: dict[str, Any]) -> di
 def trajectory_rows(step: int, checkpoint: str, results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every task's row for one checkpoint, in the results' task order."""
     return [task_row(step, checkpoint, task, entry) for task, entry in results["tasks"].items()]
+
+
+def write_trajectory_table(rows: list[dict[str, Any]], out: Path) -> pd.DataFrame:
+    """``OUT/trajectory.parquet`` from rows (``circuitdiff trajectory`` and the Trainer callback), returned too."""
+    import pandas as pd
+
+    from circuitdiff.results import write_table
+
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    write_table(Path(out) / TRAJECTORY_TABLE, table)
+    return table

@@ -22,11 +22,11 @@ import pandas as pd
 
 from circuitdiff.errors import CircuitDiffError
 from circuitdiff.options import CompareOptions
-from circuitdiff.results import RESULTS_JSON, read_results, write_json, write_table
+from circuitdiff.results import RESULTS_JSON, read_results, write_json
 from circuitdiff.schema import json_ready
 from circuitdiff.sweep.jobs import RunSettings
 from circuitdiff.trajectory.checkpoints import Checkpoint, TrajectoryError, find_checkpoints
-from circuitdiff.trajectory.rows import COLUMNS, TRAJECTORY_TABLE, trajectory_rows
+from circuitdiff.trajectory.rows import trajectory_rows, write_trajectory_table
 
 STEPS_DIR = "steps"
 DONE_FILE = "done.json"
@@ -173,6 +173,4 @@ def run_trajectory(teacher: Any, runs: Sequence[str | Path], tasks: Sequence[str
         raise TrajectoryError(f"{len(failed)} of {len(jobs)} checkpoints failed, first {checkpoint.label}: "
                               f"{error.splitlines()[0] if error else 'failed'} (finished ones are kept; rerun to resume)")
     rows = [row for i, c in enumerate(checkpoints) for row in trajectory_rows(c.step, str(c.folder), results[i])]
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    write_table(out / TRAJECTORY_TABLE, table)
-    return table
+    return write_trajectory_table(rows, out)
