@@ -9,6 +9,8 @@ float rounding, ~1e-7 relative, and tests compare every family with the unchange
 * GPT-2's ``gelu_new`` (eight elementwise passes written in Python) as PyTorch's fused
   ``gelu(approximate="tanh")``, the same formula (transformers' ``gelu_pytorch_tanh``).
 
+Attention whose scores are soft-capped (Gemma 2's ``attn_logit_softcapping``) stays ``eager``:
+fused SDPA has no cap, so switching would change the function (whatever ``_supports_sdpa`` says).
 Both are undone in ``finally``. The modules themselves are not replaced or re-implemented.
 """
 
@@ -40,6 +42,7 @@ def fast_kernels(adapter: Adapter, enabled: bool = True) -> Iterator[None]:
     old_attn = getattr(model.config, "_attn_implementation", None)
     switch = (
         old_attn == "eager"
+        and getattr(model.config, "attn_logit_softcapping", None) is None
         and getattr(model, "_supports_sdpa", False)
         and hasattr(model, "set_attn_implementation")
         and getattr(model, "_can_set_attn_implementation", lambda: False)()

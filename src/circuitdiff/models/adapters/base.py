@@ -8,11 +8,17 @@ the final hidden state into logits. For edges (``circuitdiff.interventions.graph
 names the norms whose inputs are the residual stream that q/k/v, the MLP and the logits
 read, and where each head's q, k and v columns sit in the projections; post-LN families
 set ``edges_refusal`` instead.
+
+An adapter is the single place a family's facts live: a subclass that sets ``model_types``
+registers itself (``circuitdiff.models.adapters`` imports every module of the package), carries a
+``tiny_config`` for the tests, and overrides the two operations whose defaults are linear:
+``residual_write`` (a component's write to the residual stream: sandwich norms, residual
+multipliers) and ``logits`` (the read-out: final soft-capping, logit scaling). See docs/families.md.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,8 +32,19 @@ def get_submodule(root: nn.Module, path: str) -> nn.Module:
     return root if not path else root.get_submodule(path)
 
 
+REGISTRY: dict[str, type[Adapter]] = {}
+"""``config.model_type`` -> adapter class, filled by ``Adapter.__init_subclass__``."""
+
+
 class Adapter:
     """Base class: subclasses set the class attributes and override only their quirks."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for model_type in cls.__dict__.get("model_types", ()):
+            if model_type in REGISTRY and REGISTRY[model_type] is not cls:
+                raise TypeError(f"model_type {model_type!r} claimed by {REGISTRY[model_type].__name__} and {cls.__name__}")
+            REGISTRY[model_type] = cls
 
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
@@ -62,6 +79,36 @@ class Adapter:
     """Path from the LM model to the final norm (its input is the residual stream the logits read)."""
     edges_refusal: ClassVar[str | None] = None
     """Why edges are not defined for this family (one line), or None where they are."""
+    write_is_linear: ClassVar[bool] = True
+    """A component's write is a linear function of its output alone (the output projection's rows
+    for a head, the output itself for an MLP, times a constant). False where a norm sits between the
+    sublayer and the residual add (Gemma 2/3, OLMo 2): a change's write then depends on the whole
+    sublayer's output, passed as ``base`` to ``residual_write``."""
+    mlp_reads_attn_norm: ClassVar[bool] = False
+    """The MLP reads the attention norm's output (one norm per block: GPT-J, Phi, Falcon-7B), so its
+    input receiver is the MLP module's input recomputed by that norm from the intervened stream."""
+    tiny_mlp_ratio: ClassVar[int] = 2
+    tiny_kv_divisor: ClassVar[int] = 1
+    """Query heads per key/value head in the tiny test model (2: grouped-query attention is exercised)."""
+    tiny_kwargs: ClassVar[dict[str, object]] = {}
+    """Config fields of this family's tiny test model beyond the common ones (``tiny_config``)."""
+
+    @classmethod
+    def tiny_config(cls, model_type: str | None = None, n_layers: int = 2, n_heads: int = 4, d_model: int = 32,
+                    vocab: int = 64) -> Any:
+        """A tiny random configuration of this family (tests, examples): ``n_layers`` blocks, ``d_model``
+        wide, token ids 0 (pad) and 1 (bos/eos) inside the vocabulary. Families whose config names
+        differ from the Llama-style ones override this; the others set ``tiny_kwargs``."""
+        from transformers import AutoConfig
+
+        kwargs: dict[str, object] = dict(
+            num_hidden_layers=n_layers, num_attention_heads=n_heads, hidden_size=d_model, head_dim=d_model // n_heads,
+            intermediate_size=cls.tiny_mlp_ratio * d_model, max_position_embeddings=64, vocab_size=vocab,
+            pad_token_id=0, bos_token_id=1, eos_token_id=1)
+        if cls.tiny_kv_divisor > 1:
+            kwargs["num_key_value_heads"] = n_heads // cls.tiny_kv_divisor
+        kwargs.update(cls.tiny_kwargs)
+        return AutoConfig.for_model(model_type or cls.model_types[0], **kwargs)
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -109,6 +156,25 @@ class Adapter:
         output are ``offset + h * stride + arange(d_head)``. ``k``/``v`` heads are key/value heads."""
         raise EdgesUnsupportedError(self.edges_refusal or f"{self.family}: no q/k/v projection map")
 
+    qkv_linear: ClassVar[bool] = True
+    """Each head's q/k/v columns are a Linear (or Conv1D) of ``attn_read``'s output: the fast EAP path
+    folds the norm into those columns. False where a norm spans the heads after the projection
+    (OLMo 2's q/k norms): EAP then takes a batched VJP of ``qkv_head`` itself."""
+
+    def attn_read(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        """What the q/k/v projections read from the residual stream ``resid``: the attention norm's output
+        (``forward``, so no hook fires)."""
+        return self.attn_norm(layer).forward(resid)
+
+    def qkv_head(self, layer: int, channel: str, resid: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Columns ``cols`` of the q/k/v module's output (``qkv_projection``) computed from the stream
+        ``resid``: only those columns of the real projection's weight and bias."""
+        module, _, _ = self.qkv_projection(layer, channel)
+        weight, bias = in_out_weight(module)
+        cols = cols.to(weight.device)
+        out = self.attn_read(layer, resid).to(weight.dtype) @ weight[:, cols]
+        return out if bias is None else out + bias[cols]
+
     def _edge_path(self, path: str | None) -> str:
         if path is None:
             raise EdgesUnsupportedError(self.edges_refusal or f"{self.family}: edges are not defined")
@@ -137,6 +203,49 @@ class Adapter:
             "fused_qkv": self.fused_qkv,
             "parallel_attention_mlp": self.parallel_attention_mlp,
         }
+
+    # --- writes to the residual stream ---------------------------------------------------
+    def residual_write(self, component: Component, delta: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """The change of the residual stream when ``component``'s output changes by ``delta``.
+
+        ``delta`` is in the component's own space ((..., d_head) for a head, (..., d_model) for an
+        MLP). Linear families (``write_is_linear``) need nothing else: a head's write is ``delta`` times
+        its rows of the output projection, an MLP's is ``delta`` (times ``residual_scale``); no bias, it
+        cancels in any change. Otherwise ``base`` is the whole sublayer's output before the change
+        (attention: the output projection's input with every head, (..., n_heads * d_head); MLP: its
+        output) and the write is ``sublayer_write``'s.
+        """
+        if component.head is not None and self.write_is_linear:
+            weight, _ = in_out_weight(self.attn_out(component.layer))
+            delta = delta.to(device=weight.device, dtype=weight.dtype)
+            sl = slice(component.head * self.d_head, (component.head + 1) * self.d_head)
+            return self._scaled(delta @ weight[sl])
+        if component.head is not None:
+            if base is None:
+                raise ValueError(f"{self.family}: a head's write depends on its layer's other heads: pass base")
+            full = torch.zeros_like(base)
+            full.unflatten(-1, (self.n_heads, self.d_head))[..., component.head, :] = delta.to(base)
+            delta = full
+        return self.sublayer_write(component.layer, component.head is None, delta, base)
+
+    def sublayer_write(self, layer: int, mlp: bool, delta: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
+        """The change of the residual stream when layer ``layer``'s attention (``mlp`` False: ``delta``
+        and ``base`` are output-projection inputs) or MLP output changes by ``delta`` from ``base``.
+        The default is linear (``base`` unused); sandwich-norm families override it."""
+        if mlp:
+            return self._scaled(delta)
+        weight, _ = in_out_weight(self.attn_out(layer))
+        return self._scaled(delta.to(device=weight.device, dtype=weight.dtype) @ weight)
+
+    @property
+    def residual_scale(self) -> float:
+        """What a sublayer's output is multiplied by before the residual add (Granite's
+        ``residual_multiplier``; 1 elsewhere)."""
+        return 1.0
+
+    def _scaled(self, write: torch.Tensor) -> torch.Tensor:
+        scale = self.residual_scale
+        return write if scale == 1.0 else write * scale
 
     # --- read-out --------------------------------------------------------------------
     def final_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -184,6 +293,13 @@ class Adapter:
         if proj.bias is not None:
             diff = diff + proj.bias[answer] - proj.bias[distractor]
         return diff
+
+
+def in_out_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight as (in, out), bias) of a Linear or of GPT-2's Conv1D (stored (in, out) already)."""
+    if isinstance(module, nn.Linear):
+        return module.weight.T, module.bias
+    return module.weight, module.bias  # type: ignore[return-value]
 
 
 def _in_features(module: nn.Module) -> int:

@@ -30,6 +30,8 @@ class LlamaAdapter(Adapter):
     attn_norm_path = "input_layernorm"
     mlp_norm_path = "post_attention_layernorm"
     final_norm_path = "model.norm"
+    tiny_mlp_ratio = 3
+    tiny_kv_divisor = 2  # grouped-query attention: 2 query heads per key/value head
 
     def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
         return get_submodule(self.blocks()[layer], f"self_attn.{channel}_proj"), 0, self.d_head
