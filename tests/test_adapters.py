@@ -128,8 +128,7 @@ def test_unsupported_architecture_is_named(tmp_path) -> None:
     from circuitdiff.errors import UnsupportedArchitectureError
     from tiny_models import word_tokenizer
 
-    T.OPTForCausalLM(T.OPTConfig(num_hidden_layers=1, hidden_size=16, ffn_dim=32, num_attention_heads=2, vocab_size=VOCAB,
-                                 word_embed_proj_dim=16)).save_pretrained(tmp_path)
+    T.BloomForCausalLM(T.BloomConfig(n_layer=1, hidden_size=16, n_head=2, vocab_size=VOCAB)).save_pretrained(tmp_path)
     word_tokenizer().save_pretrained(tmp_path)
-    with pytest.raises(UnsupportedArchitectureError, match="unsupported architecture 'opt'.*gpt2"):
+    with pytest.raises(UnsupportedArchitectureError, match="unsupported architecture 'bloom'.*gpt2"):
         load_model(str(tmp_path))

@@ -70,8 +70,8 @@ def _record(model: nn.Module, batch: Batch, module: nn.Module, pre: bool) -> tor
     """``module``'s first input (pre) or its output in a plain forward pass (hidden_states when passed by name)."""
     seen = {}
 
-    def keep(x: torch.Tensor) -> None:
-        seen.setdefault("x", x.detach().clone())
+    def keep(x: torch.Tensor) -> None:  # as (batch, seq, d), also where the model flattens rows (OPT's MLP)
+        seen.setdefault("x", x.detach().clone().view(len(batch), -1, x.shape[-1]))
 
     if pre:
         h = module.register_forward_pre_hook(lambda _m, args, kw: keep(args[0] if args else kw["hidden_states"]),
@@ -97,7 +97,7 @@ def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tens
     clean_mlp = _record(model, base, mlp, False)
     if sender.head is None:
         value = _record(model, ref, mlp, False).mean(0, keepdim=True).expand_as(clean_mlp)
-        hooks = [mlp.register_forward_hook(lambda _m, _a, out: value.to(_first(out)))]
+        hooks = [mlp.register_forward_hook(lambda _m, _a, out: value.to(_first(out)).reshape(_first(out).shape))]
     else:
         o_proj = adapter.attn_out(sender.layer)
         sl = slice(sender.head * adapter.d_head, (sender.head + 1) * adapter.d_head)
@@ -109,7 +109,7 @@ def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tens
             return (x, *args[1:])
 
         hooks = [o_proj.register_forward_pre_hook(set_head),
-                 mlp.register_forward_hook(lambda _m, _a, out: clean_mlp.to(_first(out)))]
+                 mlp.register_forward_hook(lambda _m, _a, out: clean_mlp.to(_first(out)).reshape(_first(out).shape))]
     patched = _record(model, base, block, False)
     for h in hooks:
         h.remove()
@@ -119,7 +119,7 @@ def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tens
 def _add_to_input(write: torch.Tensor):
     def add(_m, args, kwargs):
         if args:
-            return (args[0] + write.to(args[0]), *args[1:]), kwargs
+            return (args[0] + write.to(args[0]).reshape(args[0].shape), *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + write.to(kwargs["hidden_states"])}
     return add
 
@@ -147,7 +147,7 @@ def _reference_edge(model, adapter, base, ref, sender: Component, receiver: str,
     read = _record(model, base, reader, cols is None)
     h.remove()
     if cols is None:
-        h = reader.register_forward_pre_hook(lambda _m, args: (read.to(args[0]), *args[1:]))
+        h = reader.register_forward_pre_hook(lambda _m, args: (read.to(args[0]).reshape(args[0].shape), *args[1:]))
     else:
         def take_cols(_m, _a, out):
             out = out.clone()

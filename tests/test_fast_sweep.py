@@ -18,7 +18,7 @@ from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.prefix import needed_width
 from circuitdiff.interventions.exact import bytes_per_row, exact_sweep, plan_sweep, record_activations, rows_per_forward
 from circuitdiff.models.loading import LoadedModel, load_model
-from tiny_models import FAMILIES, VOCAB, save_tiny
+from tiny_models import CORE_FAMILIES, VOCAB, save_tiny
 
 
 def ragged_batch(n: int = 14, seq: int = 11, seed: int = 0, left_pad: bool = False) -> Batch:
@@ -39,7 +39,7 @@ def ragged_batch(n: int = 14, seq: int = 11, seed: int = 0, left_pad: bool = Fal
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=CORE_FAMILIES)
 def lm(request, tmp_path_factory) -> LoadedModel:
     folder = save_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=11, n_layers=3)
     return load_model(str(folder))

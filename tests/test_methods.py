@@ -12,13 +12,13 @@ from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.exact import bytes_per_row, exact_sweep, record_activations
 from circuitdiff.models.loading import LoadedModel, load_model
 from test_adapters import make_batch
-from tiny_models import FAMILIES, save_tiny
+from tiny_models import CORE_FAMILIES, save_tiny
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=CORE_FAMILIES)
 def lm(request, tmp_path_factory) -> LoadedModel:
     return load_model(str(save_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=8, n_layers=3)))
 

@@ -22,7 +22,8 @@ FAMILIES: tuple[str, ...] = tuple(a.model_types[0] for a in ADAPTERS)
 CORE_FAMILIES = ("gpt2", "bert", "distilbert", "llama", "gpt_neox")
 """The five structural kinds (fused/separate q/k/v, Conv1D, post-LN, parallel, GQA) for the slower
 whole-pipeline tests; every family goes through the invariant suite (test_invariants.py)."""
-EDGE_FAMILIES: tuple[str, ...] = tuple(t for t in FAMILIES if adapter_class_for(t).edges_refusal is None)
+EDGE_FAMILIES: tuple[str, ...] = tuple(t for t in CORE_FAMILIES if adapter_class_for(t).edges_refusal is None)
+"""The core families with edges, for the slower edge tests (test_invariants covers every family's edges)."""
 
 
 def tiny_config(family: str, n_layers: int = 2, n_heads: int = 4, d_model: int = 32):

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from circuitdiff.errors import EdgesUnsupportedError
+from circuitdiff.interventions.hooks import SequenceView
 from circuitdiff.interventions.norm_vjp import HeadFactors, fold_weight, head_factors, norm_kind, projection_offset
 from circuitdiff.models.adapters.base import Adapter, in_out_weight
 from circuitdiff.models.components import Component
@@ -307,21 +308,23 @@ def intervene(adapter: Adapter, interventions: Sequence[Intervention] = (), *,
         raise ValueError("split receiver inputs cannot be combined with interventions on receiver inputs")
     split_inputs = SplitInputs(adapter=adapter)
     handles: list[Any] = []
+    view = SequenceView(adapter)
     try:
         for layer in range(adapter.n_layers):
-            handles.extend(_layer_hooks(adapter, layer, by_site, split, split_inputs))
+            handles.extend(_layer_hooks(adapter, layer, by_site, split, split_inputs, view))
         final = by_site.get(Site("resid_final"), [])
         if final or split:
             hook = _input_hook(final, split, lambda x: setattr(split_inputs, "final", x))
             handles.append(adapter.final_norm().register_forward_pre_hook(hook, with_kwargs=True))
         yield split_inputs
     finally:
+        view.remove()
         for h in handles:
             h.remove()
 
 
 def _layer_hooks(adapter: Adapter, layer: int, by_site: dict[Site, list[Intervention]], split: bool,
-                 split_inputs: SplitInputs) -> list[Any]:
+                 split_inputs: SplitInputs, view: SequenceView) -> list[Any]:
     handles: list[Any] = []
     block = adapter.blocks()[layer]
     resid = by_site.get(Site("resid_pre", layer))
@@ -341,14 +344,15 @@ def _layer_hooks(adapter: Adapter, layer: int, by_site: dict[Site, list[Interven
         hook = _shared_norm_hook(adapter, layer, mlp_in, split, split_inputs, seen)
         handles.append(adapter.mlp_in(layer).register_forward_pre_hook(hook))
     elif mlp_in or split:
-        hook = _input_hook(mlp_in, split, lambda x: split_inputs.mlp.__setitem__(layer, x))
+        hook = _input_hook(mlp_in, split, lambda x: split_inputs.mlp.__setitem__(layer, x),
+                           lambda x: view.of(layer, x))
         handles.append(adapter.mlp_norm(layer).register_forward_pre_hook(hook, with_kwargs=True))
     heads = [iv for s, ivs in by_site.items() if s.kind == "head_out" and s.layer == layer for iv in ivs]
     if heads:
         handles.append(adapter.attn_out(layer).register_forward_pre_hook(_head_out_hook(adapter, heads)))
     mlp_out = by_site.get(Site("mlp_output", layer))
     if mlp_out:
-        handles.append(adapter.mlp_out(layer).register_forward_hook(_mlp_out_hook(mlp_out)))
+        handles.append(adapter.mlp_out(layer).register_forward_hook(_mlp_out_hook(mlp_out, lambda y: view.of(layer, y))))
     return handles
 
 
@@ -361,15 +365,19 @@ def _resid_pre_hook(todo: list[Intervention]) -> Callable[..., Any]:
     return hook
 
 
-def _input_hook(todo: list[Intervention], split: bool, keep: Callable[[torch.Tensor], None]) -> Callable[..., Any]:
-    """Pre-hook (``with_kwargs``) on a module that only one receiver reads (the MLP's norm, the final one)."""
+def _input_hook(todo: list[Intervention], split: bool, keep: Callable[[torch.Tensor], None],
+                sequences: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> Callable[..., Any]:
+    """Pre-hook (``with_kwargs``) on a module that only one receiver reads (the MLP's norm, the final one);
+    ``sequences`` views its input as (batch, seq, d)."""
 
     def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple:
-        x = args[0] if args else kwargs["hidden_states"]
+        flat = args[0] if args else kwargs["hidden_states"]
+        x = sequences(flat)
         x = _write_rows(x, todo) if todo else x.clone()
         if split and x.requires_grad:
             x.retain_grad()
         keep(x)
+        x = SequenceView.back(x, flat)
         if args:
             return (x, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": x}
@@ -407,10 +415,10 @@ def _head_out_hook(adapter: Adapter, todo: list[Intervention]) -> Callable[..., 
     return hook
 
 
-def _mlp_out_hook(todo: list[Intervention]) -> Callable[..., Any]:
+def _mlp_out_hook(todo: list[Intervention], sequences: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., Any]:
     def hook(_module: nn.Module, _args: tuple, output: Any) -> Any:
-        y = output[0] if isinstance(output, tuple) else output
-        y = _write_rows(y, todo)
+        flat = output[0] if isinstance(output, tuple) else output
+        y = SequenceView.back(_write_rows(sequences(flat), todo), flat)
         return (y, *output[1:]) if isinstance(output, tuple) else y
 
     return hook

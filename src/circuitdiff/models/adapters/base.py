@@ -79,11 +79,14 @@ class Adapter:
     """Path from the LM model to the final norm (its input is the residual stream the logits read)."""
     edges_refusal: ClassVar[str | None] = None
     """Why edges are not defined for this family (one line), or None where they are."""
-    write_is_linear: ClassVar[bool] = True
-    """A component's write is a linear function of its output alone (the output projection's rows
-    for a head, the output itself for an MLP, times a constant). False where a norm sits between the
-    sublayer and the residual add (Gemma 2/3, OLMo 2): a change's write then depends on the whole
-    sublayer's output, passed as ``base`` to ``residual_write``."""
+    post_attn_norm_path: ClassVar[str | None] = None
+    """Path from a block to a norm between the attention output projection and the residual add
+    (a sandwich norm: Gemma 2/3, OLMo 2), or None."""
+    post_mlp_norm_path: ClassVar[str | None] = None
+    """Path from a block to a norm between the MLP's output and the residual add, or None."""
+    mlp_rows_flat: ClassVar[bool] = False
+    """The MLP runs on (batch * seq, d) rows (OPT flattens the stream before its MLP norm): hooks view its
+    tensors as (batch, seq, d) with the shape of the block's input (``hooks.sequence_view``)."""
     mlp_reads_attn_norm: ClassVar[bool] = False
     """The MLP reads the attention norm's output (one norm per block: GPT-J, Phi, Falcon-7B), so its
     input receiver is the MLP module's input recomputed by that norm from the intervened stream."""
@@ -151,10 +154,16 @@ class Adapter:
     def final_norm(self) -> nn.Module:
         return get_submodule(self.model, self._edge_path(self.final_norm_path))
 
+    qkv_path: ClassVar[str | None] = None
+    """Path from a block to separate q/k/v projections, with ``{channel}`` for q, k or v (e.g.
+    ``self_attn.{channel}_proj``); fused projections override ``qkv_projection`` instead."""
+
     def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
         """(module, offset, stride) of a q/k/v channel: head ``h``'s columns of the module's
         output are ``offset + h * stride + arange(d_head)``. ``k``/``v`` heads are key/value heads."""
-        raise EdgesUnsupportedError(self.edges_refusal or f"{self.family}: no q/k/v projection map")
+        if self.qkv_path is None or self.edges_refusal is not None:
+            raise EdgesUnsupportedError(self.edges_refusal or f"{self.family}: no q/k/v projection map")
+        return get_submodule(self.blocks()[layer], self.qkv_path.format(channel=channel)), 0, self.d_head
 
     qkv_linear: ClassVar[bool] = True
     """Each head's q/k/v columns are a Linear (or Conv1D) of ``attn_read``'s output: the fast EAP path
@@ -228,14 +237,32 @@ class Adapter:
             delta = full
         return self.sublayer_write(component.layer, component.head is None, delta, base)
 
+    @property
+    def write_is_linear(self) -> bool:
+        """A component's write is a linear function of its output alone (the output projection's rows
+        for a head, the output itself for an MLP, times a constant). False with a sandwich norm: a
+        change's write then depends on the whole sublayer's output, passed as ``base``."""
+        return self.post_attn_norm_path is None and self.post_mlp_norm_path is None
+
     def sublayer_write(self, layer: int, mlp: bool, delta: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
         """The change of the residual stream when layer ``layer``'s attention (``mlp`` False: ``delta``
-        and ``base`` are output-projection inputs) or MLP output changes by ``delta`` from ``base``.
-        The default is linear (``base`` unused); sandwich-norm families override it."""
-        if mlp:
+        and ``base`` are output-projection inputs) or MLP output changes by ``delta`` from ``base``:
+        linear where no norm follows the sublayer, else that norm (the real module's ``forward``, so
+        no hook fires) of the output after the change minus of the output before it."""
+        post = self.post_mlp_norm_path if mlp else self.post_attn_norm_path
+        if post is None and mlp:
             return self._scaled(delta)
-        weight, _ = in_out_weight(self.attn_out(layer))
-        return self._scaled(delta.to(device=weight.device, dtype=weight.dtype) @ weight)
+        out = self.attn_out(layer)
+        weight, _ = in_out_weight(out)
+        if post is None:
+            return self._scaled(delta.to(device=weight.device, dtype=weight.dtype) @ weight)
+        if base is None:
+            raise ValueError(f"{self.family}: a write through a sandwich norm depends on the sublayer's output: pass base")
+        norm = get_submodule(self.blocks()[layer], post)
+        base = base.to(device=weight.device, dtype=weight.dtype)
+        after = base + delta.to(base)
+        before, after = (base, after) if mlp else (out.forward(base), out.forward(after))
+        return self._scaled(norm.forward(after) - norm.forward(before))
 
     @property
     def residual_scale(self) -> float:
@@ -282,17 +309,12 @@ class Adapter:
 
     def logits_at(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits from final hidden states (any leading shape)."""
-        return self.unembed()(self.head_transform(hidden))
+        return self.logits(hidden)
 
     def logit_difference(self, hidden: torch.Tensor, answer: torch.Tensor, distractor: torch.Tensor) -> torch.Tensor:
         """logit[answer] - logit[distractor] from hidden (rows, d_model), reading only two vocab rows."""
-        proj = self.unembed()
-        x = self.head_transform(hidden)
-        w = proj.weight[answer] - proj.weight[distractor]
-        diff = (x * w).sum(-1)
-        if proj.bias is not None:
-            diff = diff + proj.bias[answer] - proj.bias[distractor]
-        return diff
+        pair = self.logits(hidden, torch.stack([answer, distractor], dim=-1))
+        return pair[..., 0] - pair[..., 1]
 
 
 def in_out_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
