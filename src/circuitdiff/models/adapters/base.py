@@ -171,20 +171,6 @@ class Adapter:
         out = (x.unsqueeze(-2) * proj.weight[vocab].float()).sum(-1)
         return out if proj.bias is None else out + proj.bias[vocab].float()
 
-    def logits_at(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary logits from final hidden states (any leading shape)."""
-        return self.unembed()(self.head_transform(hidden))
-
-    def logit_difference(self, hidden: torch.Tensor, answer: torch.Tensor, distractor: torch.Tensor) -> torch.Tensor:
-        """logit[answer] - logit[distractor] from hidden (rows, d_model), reading only two vocab rows."""
-        proj = self.unembed()
-        x = self.head_transform(hidden)
-        w = proj.weight[answer] - proj.weight[distractor]
-        diff = (x * w).sum(-1)
-        if proj.bias is not None:
-            diff = diff + proj.bias[answer] - proj.bias[distractor]
-        return diff
-
 
 def _in_features(module: nn.Module) -> int:
     """Input width of a Linear or of GPT-2's Conv1D (whose weight is stored transposed)."""
