@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from circuitdiff.interventions.forward import Batch, logit_difference, read_hidden
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.models.adapters.base import zero_head_in_weights
 from circuitdiff.models.components import Component
@@ -29,6 +30,11 @@ def make_batch(n: int = 6, seq: int = 9, seed: int = 0) -> Batch:
 def lm(request, tmp_path_factory) -> LoadedModel:
     folder = save_tiny(request.param, tmp_path_factory.mktemp(request.param))
     return load_model(str(folder))
+
+
+def read_hidden(adapter, batch: Batch) -> torch.Tensor:  # noqa: ANN001
+    """The final hidden state at each row's read position, (rows, d_model)."""
+    return adapter.final_hidden(batch.input_ids, batch.attention_mask)[torch.arange(len(batch)), batch.read_pos]
 
 
 def plain_logits(lm: LoadedModel, batch: Batch) -> torch.Tensor:
@@ -70,7 +76,7 @@ def test_patching_recorded_values_back_is_bit_identical(lm: LoadedModel) -> None
 def test_read_out_at_metric_position_matches_full_logits(lm: LoadedModel) -> None:
     batch = make_batch()
     with torch.no_grad():
-        read = lm.adapter.logits_at(read_hidden(lm.adapter, batch))
+        read = lm.adapter.logits(read_hidden(lm.adapter, batch))
     torch.testing.assert_close(read, plain_logits(lm, batch), atol=1e-5, rtol=0)
 
 
@@ -79,19 +85,19 @@ def test_two_row_logit_difference_matches_full_logits(lm: LoadedModel) -> None:
     full = plain_logits(lm, batch)
     rows = torch.arange(len(batch))
     expected = full[rows, batch.answer_ids] - full[rows, batch.distractor_ids]
-    torch.testing.assert_close(logit_difference(lm.adapter, batch), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(read_metric(lm.adapter, batch), expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("layer,head", [(0, 0), (1, 3)])
 def test_zero_head_hook_equals_zeroed_output_projection(lm: LoadedModel, layer: int, head: int) -> None:
     batch = make_batch()
     rows = torch.arange(len(batch))
-    ablated = logit_difference(lm.adapter, batch, [Patch(Component(layer, head), rows)])
+    ablated = read_metric(lm.adapter, batch, [Patch(Component(layer, head), rows)])
     twin = copy.deepcopy(lm.model)
     twin_adapter = type(lm.adapter)(twin)
     zero_head_in_weights(twin_adapter.attn_out(layer), head, lm.adapter.d_head)
-    torch.testing.assert_close(ablated, logit_difference(twin_adapter, batch), atol=1e-5, rtol=0)
-    assert not torch.allclose(ablated, logit_difference(lm.adapter, batch), atol=1e-4)
+    torch.testing.assert_close(ablated, read_metric(twin_adapter, batch), atol=1e-5, rtol=0)
+    assert not torch.allclose(ablated, read_metric(lm.adapter, batch), atol=1e-4)
 
 
 @pytest.mark.parametrize("component", [Component(1, 2), Component(0, None), Component(1, None)], ids=str)

@@ -274,7 +274,7 @@ def test_shared_pruning_equals_sequential_reference(mean_setup, make_evaluator) 
 def test_states_and_stacked_sets_equal_full_forward_passes(family: str) -> None:
     """Every family: a chain of states grown from recorded prefixes, and stacked sets from the clean prefix,
     give the metric of one full hooked forward pass per set from the embeddings."""
-    from circuitdiff.interventions.forward import logit_difference
+    from circuitdiff.interventions.readout import read_metric
     from circuitdiff.interventions.hooks import Patch
     from test_adapters import make_batch
 
@@ -288,7 +288,7 @@ def test_states_and_stacked_sets_equal_full_forward_passes(family: str) -> None:
 
     def full(ablated: Iterable[Component]) -> float:
         patches = [Patch(c, rows, mean.values(c, rows)) for c in ablated]
-        return float(logit_difference(adapter, base, patches).double().mean())
+        return float(read_metric(adapter, base, patches).double().mean())
 
     gen = torch.Generator().manual_seed(0)
     order = [components[i] for i in torch.randperm(len(components), generator=gen)]

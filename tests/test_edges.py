@@ -10,7 +10,8 @@ from circuitdiff.errors import EdgesUnsupportedError
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics
-from circuitdiff.interventions.forward import Batch, logit_difference
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.graph import Intervention, Site, intervene
 from circuitdiff.interventions.norm_vjp import norm_kind
 from circuitdiff.interventions.exact import exact_sweep, record_activations
@@ -26,7 +27,7 @@ N, SEQ = 5, 7
 @torch.no_grad()
 def base_metric(adapter: Adapter, base: Batch) -> torch.Tensor:
     """Unablated metric per prompt: one plain forward pass, no patches."""
-    return logit_difference(adapter, base).cpu()
+    return read_metric(adapter, base).cpu()
 
 
 def _batches(seed: int = 0) -> tuple[Batch, Batch]:

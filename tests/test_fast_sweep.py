@@ -13,7 +13,8 @@ import torch
 
 from circuitdiff.interventions import exact as exact_module
 from circuitdiff.interventions.ablation import Ablation, Replacement
-from circuitdiff.interventions.forward import Batch, logit_difference
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.prefix import needed_width
 from circuitdiff.interventions.exact import bytes_per_row, exact_sweep, plan_sweep, record_activations, rows_per_forward
@@ -48,7 +49,7 @@ def lm(request, tmp_path_factory) -> LoadedModel:
 def one_at_a_time(lm: LoadedModel, base: Batch, replacement: Replacement) -> torch.Tensor:
     rows = torch.arange(len(base))
     return torch.stack(
-        [logit_difference(lm.adapter, base, [Patch(c, rows, replacement.values(c, rows))]) for c in lm.adapter.components()]
+        [read_metric(lm.adapter, base, [Patch(c, rows, replacement.values(c, rows))]) for c in lm.adapter.components()]
     )
 
 
@@ -78,7 +79,7 @@ def test_fast_sweep_equals_one_pass_per_component(lm: LoadedModel, ablation: Abl
     for budget in budgets:
         fast = exact_sweep(lm.adapter, base, replacement, components, memory_budget=budget)
         torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0, msg=lambda m: f"budget {budget}: {m}")
-    assert (reference - logit_difference(lm.adapter, base)).abs().amax(1).gt(1e-6).float().mean() > 0.5
+    assert (reference - read_metric(lm.adapter, base)).abs().amax(1).gt(1e-6).float().mean() > 0.5
 
 
 def test_left_padding(lm: LoadedModel, split_by_width: None) -> None:

@@ -28,7 +28,7 @@ from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edge_circuits import ablated_edges_metric
 from circuitdiff.interventions.edges import all_edges, exact_edge_metrics, receiver_name
 from circuitdiff.interventions.exact import exact_sweep, record_activations
-from circuitdiff.interventions.forward import logit_difference
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.models.adapters import adapter_class_for, adapter_for
 from circuitdiff.models.adapters.base import zero_head_in_weights
@@ -139,7 +139,7 @@ def test_zeroed_output_weights_equal_the_zero_hook(model_type: str) -> None:
     base, _ = _batches()
     rows = torch.arange(N)
     for component in (Component(0, 1), Component(adapter.n_layers - 1, 2), Component(0)):
-        hooked_value = logit_difference(adapter, base, [Patch(component, rows)])
+        hooked_value = read_metric(adapter, base, [Patch(component, rows)])
         twin = copy.deepcopy(model)
         twin_adapter = adapter_for(twin)
         with torch.no_grad():
@@ -216,7 +216,7 @@ def test_bfloat16_runs_and_agrees_with_float32(model_type: str) -> None:
     results = {}
     for dtype in (torch.float32, torch.bfloat16):
         model, adapter, base, cache, replacement = _setup(model_type, dtype)
-        clean = logit_difference(adapter, base)
+        clean = read_metric(adapter, base)
         out = [exact_sweep(adapter, base, replacement, adapter.components()) - clean]
         if adapter.edges_refusal is None:
             edges = all_edges(adapter)[::7]

@@ -27,13 +27,14 @@ import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.edges import Edge, sender_writes
-from circuitdiff.interventions.forward import Batch, read_hidden
+from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.graph import (HeadWeights, Intervention, Site, SplitInputs, check_edges_supported,
                                              intervene)
 from circuitdiff.interventions.hooks import Recording, hooked
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.norm_vjp import HeadFactors
 from circuitdiff.interventions.prefix import needed_width, trim
+from circuitdiff.interventions.readout import metric
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
@@ -186,8 +187,7 @@ def _step_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replaceme
         ivs = [Intervention(site, rows, lambda x, d=d, a=alpha: x + a * d.to(x)) for site, d in shifts.items()]
         with torch.enable_grad(), intervene(adapter, ivs, split=True) as split, \
                 hooked(adapter, record=record) as rec:
-            h = read_hidden(adapter, part)
-            adapter.logit_difference(h, part.answer_ids, part.distractor_ids).sum().backward()
+            metric(adapter, part, adapter.final_hidden(part.input_ids, part.attention_mask)).sum().backward()
         yield groups.grads(split, reuse), rec if record else None
 
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
-from circuitdiff.interventions.forward import Batch, read_hidden
+from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.graph import QKV, Intervention, Site, check_edges_supported, intervene
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import block_outputs, needed_width, repeat_rows, start_at, trim
+from circuitdiff.interventions.readout import metric
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
@@ -119,10 +120,9 @@ def sublayer_base(cache: ActivationCache, c: Component, prompts: torch.Tensor, w
 
 
 def patched_metric(adapter: Adapter, batch: Batch, interventions: Sequence[Intervention]) -> torch.Tensor:
-    """Per-row logit difference under the interventions."""
+    """Per-row metric under the interventions (``readout.metric``)."""
     with torch.no_grad(), intervene(adapter, interventions):
-        h = read_hidden(adapter, batch)
-        return adapter.logit_difference(h, batch.answer_ids, batch.distractor_ids).float()
+        return metric(adapter, batch, adapter.final_hidden(batch.input_ids, batch.attention_mask))
 
 
 def edge_intervention(edge: Edge, rows: torch.Tensor, write: torch.Tensor) -> Intervention:

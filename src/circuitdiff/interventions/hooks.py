@@ -149,9 +149,9 @@ def hooked(
                 if keep_grad and y.requires_grad:
                     y.retain_grad()
                 recording.mlps[layer] = y if keep_grad else y.detach()
-            if not todo:
+            if not todo and y is flat:
                 return None
-            y = view.back(y, flat)
+            y = view.back(y, flat)  # a flattened MLP continues from the (recorded) sequence view
             return (y, *output[1:]) if isinstance(output, tuple) else y
 
         return hook

@@ -307,15 +307,6 @@ class Adapter:
         out = (x.unsqueeze(-2) * proj.weight[vocab].float()).sum(-1)
         return out if proj.bias is None else out + proj.bias[vocab].float()
 
-    def logits_at(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary logits from final hidden states (any leading shape)."""
-        return self.logits(hidden)
-
-    def logit_difference(self, hidden: torch.Tensor, answer: torch.Tensor, distractor: torch.Tensor) -> torch.Tensor:
-        """logit[answer] - logit[distractor] from hidden (rows, d_model), reading only two vocab rows."""
-        pair = self.logits(hidden, torch.stack([answer, distractor], dim=-1))
-        return pair[..., 0] - pair[..., 1]
-
 
 def in_out_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight as (in, out), bias) of a Linear or of GPT-2's Conv1D (stored (in, out) already)."""
