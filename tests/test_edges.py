@@ -97,7 +97,7 @@ def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tens
     mlp = adapter.mlp_out(sender.layer)
     clean_mlp = _record(model, base, mlp, False)
     if sender.head is None:
-        value = _record(model, ref, mlp, False).mean(0, keepdim=True).expand_as(clean_mlp)
+        value = _record(model, ref, mlp, False).mean(0, keepdim=True).expand_as(clean_mlp).clone()
         hooks = [mlp.register_forward_hook(lambda _m, _a, out: value.to(_first(out)).reshape(_first(out).shape))]
     else:
         o_proj = adapter.attn_out(sender.layer)
@@ -142,8 +142,8 @@ def _reference_edge(model, adapter, base, ref, sender: Component, receiver: str,
         stream, reader, cols = adapter.mlp_norm(layer), adapter.mlp_in(layer), None
     else:
         head = int(receiver.split("KV")[-1] if "KV" in receiver else receiver.split(".H")[-1])
-        reader, offset, stride = adapter.qkv_projection(layer, channel)
-        stream, cols = adapter.attn_norm(layer), slice(offset + head * stride, offset + head * stride + adapter.d_head)
+        reader, _, _ = adapter.qkv_projection(layer, channel)
+        stream, cols = adapter.attn_norm(layer), adapter.qkv_columns(layer, channel, head)
     h = stream.register_forward_pre_hook(_add_to_input(write), with_kwargs=True)
     read = _record(model, base, reader, cols is None)
     h.remove()

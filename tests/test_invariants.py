@@ -57,7 +57,7 @@ def _plain_with(model: nn.Module, adapter, base, values: dict[Component, torch.T
         if c.head is None:
             def set_mlp(_m, _a, out, v=v):
                 y = _first(out)
-                new = torch.zeros_like(y) if v is None else v.to(y).expand(N, -1, y.shape[-1]).reshape(y.shape)
+                new = torch.zeros_like(y) if v is None else v.to(y).expand(N, -1, y.shape[-1]).reshape(y.shape).clone()
                 return y + new if shift else new
             handles.append(adapter.mlp_out(c.layer).register_forward_hook(set_mlp))
         else:
@@ -196,7 +196,7 @@ def test_exact_edges_equal_path_patching_by_hand(model_type: str) -> None:
     edges = all_edges(adapter)
     grouped = adapter.grouped_query_attention
     index = {(e.sender.name, receiver_name(e.receiver, grouped), e.channel): i for i, e in enumerate(edges)}
-    kv = "L1.KV1" if grouped else "L1.H1"
+    kv = f"L1.KV{adapter.n_kv_heads - 1}" if grouped else "L1.H1"
     cases = [("L0.H1", "L1.H2", "q"), ("L0.H3", kv, "k"), ("L0.MLP", kv, "v"), ("L0.MLP", "L1.MLP", "input"),
              ("L1.H0", "logits", "input"), ("L0.H2", "L1.MLP", "input")]
     if not adapter.parallel_attention_mlp:
@@ -207,6 +207,28 @@ def test_exact_edges_equal_path_patching_by_hand(model_type: str) -> None:
         expected = _reference_edge(model, adapter, base, ref, Component.parse(case[0]), *case[1:])
         assert expected.abs().max() > 1e-5, case
         torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-3, msg=f"{model_type} {case}")
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_mlp_hidden_and_kernels(model_type: str) -> None:
+    """The MLP's hidden activation at the read position is the down projection's input there (viewed as
+    (batch, seq, d_ff) by hand where the model flattens rows); soft-capped attention is never switched to SDPA."""
+    from circuitdiff.interventions.kernels import switches_attention
+    from circuitdiff.interventions.mlp_hidden import mlp_hidden_at
+
+    model = tiny_model(model_type)
+    model.set_attn_implementation("eager")
+    adapter = adapter_for(model)
+    base, _ = _batches()
+    seen = {}
+    h = adapter.mlp_down(0).register_forward_pre_hook(lambda _m, args: seen.__setitem__("x", args[0].detach().clone()))
+    with mlp_hidden_at(adapter, base.read_pos) as hidden:
+        _plain_metric(model, base)
+    h.remove()
+    expected = seen["x"].view(N, SEQ, -1)[torch.arange(N), base.read_pos]
+    torch.testing.assert_close(hidden[0], expected.float())
+    capped = getattr(model.config, "attn_logit_softcapping", None) is not None
+    assert not (capped and switches_attention(adapter))
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)

@@ -42,6 +42,7 @@ MODULES = {
     "opt": ("model.decoder.layers.{}.self_attn.out_proj", "model.decoder.layers.{}.fc2"),
     "gptj": ("transformer.h.{}.attn.out_proj", "transformer.h.{}.mlp.fc_out"),
     "phi": ("model.layers.{}.self_attn.dense", "model.layers.{}.mlp.fc2"),
+    "falcon": ("transformer.h.{}.self_attention.dense", "transformer.h.{}.mlp.dense_4h_to_h"),
 }
 D_HEAD = 32 // 4
 

@@ -263,9 +263,8 @@ def check_edges_supported(adapter: Adapter, context: str = "") -> None:
 
 def head_columns(adapter: Adapter, layer: int, channel: str, head: int) -> tuple[nn.Module, torch.Tensor]:
     """The projection module of a q/k/v channel and head ``head``'s output columns in it."""
-    module, offset, stride = adapter.qkv_projection(layer, channel)
-    start = offset + head * stride
-    return module, torch.arange(start, start + adapter.d_head)
+    module, _, _ = adapter.qkv_projection(layer, channel)
+    return module, adapter.qkv_columns(layer, channel, head)
 
 
 def n_channel_heads(adapter: Adapter, channel: str) -> int:

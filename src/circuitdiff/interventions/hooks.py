@@ -149,6 +149,8 @@ def hooked(
                 if keep_grad and y.requires_grad:
                     y.retain_grad()
                 recording.mlps[layer] = y if keep_grad else y.detach()
+            if adapter.mlp_output_mutated:
+                y = y.clone()  # the block adds into the returned tensor in place
             if not todo and y is flat:
                 return None
             y = view.back(y, flat)  # a flattened MLP continues from the (recorded) sequence view

@@ -165,6 +165,16 @@ class Adapter:
             raise EdgesUnsupportedError(self.edges_refusal or f"{self.family}: no q/k/v projection map")
         return get_submodule(self.blocks()[layer], self.qkv_path.format(channel=channel)), 0, self.d_head
 
+    def qkv_columns(self, layer: int, channel: str, head: int) -> torch.Tensor:
+        """Head ``head``'s columns of its q/k/v module's output: ``offset + head * stride + arange(d_head)``
+        from ``qkv_projection``; layouts that are not arithmetic in the head (Falcon's groups) override it."""
+        _, offset, stride = self.qkv_projection(layer, channel)
+        start = offset + head * stride
+        return torch.arange(start, start + self.d_head)
+
+    mlp_output_mutated: ClassVar[bool] = False
+    """The block adds into the MLP's output tensor in place (Falcon: ``mlp_output += attention_output``):
+    hooks hand the model a copy, so that what they record stays the MLP's output."""
     qkv_linear: ClassVar[bool] = True
     """Each head's q/k/v columns are a Linear (or Conv1D) of ``attn_read``'s output: the fast EAP path
     folds the norm into those columns. False where a norm spans the heads after the projection
