@@ -178,9 +178,9 @@ def test_every_edge_ablated_is_every_node_ablated(model_type: str) -> None:
 @pytest.mark.parametrize("model_type", EDGE_TYPES)
 def test_eap_ig_adds_up_over_all_edges(model_type: str) -> None:
     """Over every edge, EAP-IG sums to the metric change between the clean run and the path's end (every
-    component's output shifted by its ablated - clean difference, by plain hooks); float64, 40 steps."""
+    component's output shifted by its ablated - clean difference, by plain hooks); float64, 20 steps."""
     model, adapter, base, cache, replacement = _setup(model_type, torch.float64)
-    total = eap_scores(adapter, base, cache, replacement, all_edges(adapter), ig_steps=40).double().sum(0)
+    total = eap_scores(adapter, base, cache, replacement, all_edges(adapter), ig_steps=20).double().sum(0)
     rows = torch.arange(N)
     shifts = {c: replacement.values(c, rows) - cache.of(c) for c in adapter.components()}
     end = _plain_with(model, adapter, base, shifts, shift=True)
