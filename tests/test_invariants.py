@@ -30,6 +30,7 @@ from circuitdiff.interventions.edges import all_edges, exact_edge_metrics, recei
 from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch, hooked
+from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.models.adapters import adapter_class_for, adapter_for
 from circuitdiff.models.adapters.base import zero_head_in_weights
 from circuitdiff.models.components import Component
@@ -250,3 +251,20 @@ def test_bfloat16_runs_and_agrees_with_float32(model_type: str) -> None:
         scale = full.abs().max()
         assert scale > 1e-3
         assert (half - full).abs().max() <= 0.1 * scale, (model_type, float((half - full).abs().max() / scale))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("model_type", EDGE_TYPES)
+def test_a_silent_sender_edges_read_exactly_zero(model_type: str, dtype: torch.dtype) -> None:
+    """A head whose output-projection columns are zero writes nothing: every one of its edges, q/k/v
+    receivers included, reads the clean metric bit for bit in every dtype, as the same head does as a node."""
+    model, adapter, base, cache, replacement = _setup(model_type, dtype)
+    zero_head_in_weights(adapter.attn_out(0), 1, adapter.d_head)
+    cache = record_activations(adapter, base)
+    edges = all_edges(adapter, [Component(0, 1), Component(0, 2)])
+    got = exact_edge_metrics(adapter, base, cache, replacement, edges)
+    with fast_kernels(adapter):  # as the clean pass reads it
+        clean = read_metric(adapter, base)
+    silent = torch.tensor([e.sender == Component(0, 1) for e in edges])
+    assert torch.equal(got[silent], clean.expand(int(silent.sum()), -1))
+    assert (got[~silent] - clean).abs().max() > 1e-4  # the live head's edges do read something

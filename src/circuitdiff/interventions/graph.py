@@ -14,9 +14,10 @@ attention), each a tensor with a batch row per prompt copy:
 A q/k/v input site is what makes edges possible: every head reads the same residual
 stream, so changing what *one* head's query reads cannot be done by editing the stream.
 The hook on the real attention norm records its input; the hook on the real q/k/v
-projection then recomputes only that head's columns from the intervened input, with the
-real norm (``module.forward``, so no hook fires twice) and that head's columns of the real
-projection's weight and bias. Each adapter
+projection then recomputes only that head's columns from the intervened input and from the
+clean one, with the real norm (``module.forward``, so no hook fires twice) and that head's
+columns of the real projection's weight and bias, and adds the difference to the projection's
+own output: an intervention that changes nothing changes nothing, bit for bit, in any dtype. Each adapter
 says where its norms are and which projection columns a head's q, k, v occupy. Post-LN
 families (BERT, DistilBERT) refuse, with the adapter's one-line reason.
 """
@@ -447,9 +448,12 @@ def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]]
             for site, iv in todo:
                 rows = iv.rows.to(out.device)
                 _, cols = head_columns(adapter, layer, site.channel or "", site.index)
-                head = adapter.qkv_head(layer, site.channel or "", _apply(iv.value, resid[rows]), cols)
+                channel = site.channel or ""
+                # the change of the head's columns, added to the model's own: exactly 0 for an unchanged input
+                change = adapter.qkv_head(layer, channel, _apply(iv.value, resid[rows]), cols) \
+                    - adapter.qkv_head(layer, channel, resid[rows], cols)
                 part = out[rows]
-                part[..., cols.to(out.device)] = head.to(out.dtype)
+                part[..., cols.to(out.device)] += change.to(out.dtype)
                 out[rows] = part
             return out
 

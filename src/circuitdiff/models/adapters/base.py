@@ -187,12 +187,14 @@ class Adapter:
 
     def qkv_head(self, layer: int, channel: str, resid: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Columns ``cols`` of the q/k/v module's output (``qkv_projection``) computed from the stream
-        ``resid``: only those columns of the real projection's weight and bias."""
+        ``resid``: only those columns of the real projection's weight and bias, in float32 or wider (the
+        caller takes a difference of two of them)."""
         module, _, _ = self.qkv_projection(layer, channel)
         weight, bias = in_out_weight(module)
         cols = cols.to(weight.device)
-        out = self.attn_read(layer, resid).to(weight.dtype) @ weight[:, cols]
-        return out if bias is None else out + bias[cols]
+        wide = torch.promote_types(weight.dtype, torch.float32)
+        out = self.attn_read(layer, resid).to(wide) @ weight[:, cols].to(wide)
+        return out if bias is None else out + bias[cols].to(wide)
 
     def _edge_path(self, path: str | None) -> str:
         if path is None:
