@@ -31,14 +31,17 @@ from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.kernels import fast_kernels
-from circuitdiff.models.adapters import adapter_class_for, adapter_for
+from circuitdiff.models.adapters import adapter_for
 from circuitdiff.models.adapters.base import zero_head_in_weights
 from circuitdiff.models.components import Component
 from test_edges import N, SEQ, _batches, _first, _plain_metric, _reference_edge, _strong
-from tiny_models import MODEL_TYPES, tiny_model
+from tiny_models import VARIANTS, tiny_model
+from tiny_models import MODEL_TYPES as REGISTERED
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-EDGE_TYPES = [t for t in MODEL_TYPES if adapter_class_for(t).edges_refusal is None]
+MODEL_TYPES = REGISTERED + tuple(VARIANTS)
+"""Every registered model type, and the other layouts of some (Falcon's, OPT-350m's, sequential GPT-NeoX)."""
+EDGE_TYPES = [t for t in MODEL_TYPES if adapter_for(tiny_model(t, n_layers=1)).edges_refusal is None]
 
 
 def _setup(model_type: str, dtype: torch.dtype = torch.float32, seed: int = 0):

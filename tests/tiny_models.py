@@ -26,12 +26,27 @@ EDGE_FAMILIES: tuple[str, ...] = tuple(t for t in CORE_FAMILIES if adapter_class
 """The core families with edges, for the slower edge tests (test_invariants covers every family's edges)."""
 
 
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "falcon-7b": ("falcon", {"new_decoder_architecture": False, "multi_query": True, "parallel_attn": True, "bias": False,
+                             "num_kv_heads": None}),
+    "falcon-rw": ("falcon", {"new_decoder_architecture": False, "multi_query": False, "parallel_attn": False, "alibi": True,
+                             "num_kv_heads": None}),
+    "falcon-2ln": ("falcon", {"num_ln_in_parallel_attn": 2}),
+    "opt-350m": ("opt", {"do_layer_norm_before": False, "word_embed_proj_dim": 16}),
+    "gpt_neox-sequential": ("gpt_neox", {"use_parallel_residual": False}),
+}
+"""Other layouts of a family, as (model type, config fields over its tiny config), for the invariant suite."""
+
+
 def tiny_config(family: str, n_layers: int = 2, n_heads: int = 4, d_model: int = 32):
-    return adapter_class_for(family).tiny_config(family, n_layers=n_layers, n_heads=n_heads, d_model=d_model, vocab=VOCAB)
+    base, overrides = VARIANTS.get(family, (family, {}))
+    config = adapter_class_for(base).tiny_config(base, n_layers=n_layers, n_heads=n_heads, d_model=d_model, vocab=VOCAB)
+    return type(config)(**{**config.to_dict(), **overrides}) if overrides else config
 
 
 def model_class(family: str) -> type:
-    return T.AutoModelForMaskedLM if adapter_class_for(family).masked_lm else T.AutoModelForCausalLM
+    base = VARIANTS.get(family, (family,))[0]
+    return T.AutoModelForMaskedLM if adapter_class_for(base).masked_lm else T.AutoModelForCausalLM
 
 
 def tiny_model(family: str, seed: int = 0, **kw: int) -> T.PreTrainedModel:

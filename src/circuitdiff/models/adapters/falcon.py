@@ -41,6 +41,8 @@ class FalconAdapter(Adapter):
         config = model.config
         self.new_arch = bool(config.new_decoder_architecture)
         self.multi_query = bool(config.multi_query) and not self.new_arch
+        if not self.new_arch:  # as FalconAttention counts them (the config's own count can disagree)
+            self.n_kv_heads = 1 if self.multi_query else self.n_heads
         self.parallel_attention_mlp = self.new_arch or bool(config.parallel_attn)  # type: ignore[misc]
         if self.new_arch and getattr(config, "num_ln_in_parallel_attn", None) == 2:
             self.attn_norm_path, self.mlp_norm_path = "ln_attn", "ln_mlp"  # type: ignore[misc]
