@@ -34,7 +34,8 @@ from circuitdiff.circuits.evaluation import CircuitEvaluator
 from circuitdiff.circuits.pruning import prune_thresholds
 from circuitdiff.circuits.scoring import pruning_order
 from circuitdiff.interventions.ablation import Ablation, Replacement
-from circuitdiff.interventions.forward import Batch, logit_difference
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.exact import exact_sweep, plan_sweep, record_activations, rows_per_forward
@@ -69,7 +70,7 @@ class OldAblatedMetric:
                 rows = (torch.tensor(variants)[:, None] * n + self.prompts[None, :]).flatten()
                 value = self.replacement.values(c, self.prompts)
                 patches.append(Patch(c, rows, None if value is None else value.repeat(len(variants), 1, 1)))
-            diff = logit_difference(self.adapter, self.base.repeat(len(chunk)), patches)
+            diff = read_metric(self.adapter, self.base.repeat(len(chunk)), patches)
             out.extend(diff.view(len(chunk), n).mean(1).tolist())
             self.evaluations += len(chunk)
         return out
@@ -123,7 +124,7 @@ def bench(lm: LoadedModel, label: str, task_name: str, args: argparse.Namespace,
     if extreme_answers:
         with torch.no_grad():
             h = lm.adapter.final_hidden(base.input_ids, base.attention_mask)[torch.arange(len(base)), base.read_pos]
-            order = lm.adapter.logits_at(h).argsort(-1)
+            order = lm.adapter.logits(h).argsort(-1)
         base = Batch(base.input_ids, base.attention_mask, base.read_pos, order[:, -1], order[:, 0])
     reference = record_activations(lm.adapter, corrupted if corrupted is not None else base)
     ablation = Ablation(args.ablation)
@@ -131,7 +132,8 @@ def bench(lm: LoadedModel, label: str, task_name: str, args: argparse.Namespace,
     cross = other_ablation(ablation)
     other = Replacement(cross, reference, n_base=len(base), seed=args.seed) if cross else None
     comps = lm.adapter.components()
-    clean = float(logit_difference(lm.adapter, base).double().mean())  # the unablated metric
+    with fast_kernels(lm.adapter):  # the unablated metric, under the kernels of the sweep
+        clean = float(read_metric(lm.adapter, base).double().mean())
     effects = (exact_sweep(lm.adapter, base, replacement, comps) - clean).mean(1).tolist()
     thresholds = SWEEP_THRESHOLDS
     evaluators: list[Evaluator] = []

@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import all_edges, exact_edge_metrics
-from circuitdiff.interventions.forward import logit_difference, read_hidden
+from circuitdiff.interventions.readout import metric, read_metric
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.exact import record_activations
 from circuitdiff.models.loading import load_model
@@ -71,7 +71,7 @@ def forward_backward(adapter, batch) -> None:  # noqa: ANN001
     handle = embed.register_forward_hook(lambda _m, _a, out: out.requires_grad_(True))
     try:
         with torch.enable_grad(), fast_kernels(adapter):
-            diff = adapter.logit_difference(read_hidden(adapter, batch), batch.answer_ids, batch.distractor_ids)
+            diff = metric(adapter, batch, adapter.final_hidden(batch.input_ids, batch.attention_mask))
             diff.sum().backward()
     finally:
         handle.remove()
@@ -99,7 +99,7 @@ def main() -> None:
     eap_scores(adapter, base.select(torch.arange(2)), cache, replacement, edges)  # warm-up (allocator, kernels)
     t_fb, c_fb = median_both(lambda: forward_backward(adapter, base))
     with fast_kernels(adapter):
-        t_fwd = median_time(lambda: logit_difference(adapter, base.repeat(8))) / 8
+        t_fwd = median_time(lambda: read_metric(adapter, base.repeat(8))) / 8
     t_eap, c_eap, eap = timed_both(lambda: eap_scores(adapter, base, cache, replacement, edges))
     t_ig, c_ig, ig = timed_both(lambda: eap_scores(adapter, base, cache, replacement, edges, ig_steps=args.ig_steps))
     print(f"fwd+bwd {t_fb:.2f}s  forward (per copy of 8) {t_fwd:.2f}s  eap {t_eap:.2f}s  eap-ig({args.ig_steps}) {t_ig:.2f}s")
@@ -109,7 +109,7 @@ def main() -> None:
     top = np.argsort(-np.abs(ig.mean(1).numpy()), kind="stable")[: args.top].tolist()
     chosen = [edges[i] for i in top]
     with fast_kernels(adapter):
-        clean = logit_difference(adapter, base)
+        clean = read_metric(adapter, base)
     t_exact, patched = timed(lambda: exact_edge_metrics(adapter, base, cache, replacement, chosen))
     exact = (patched - clean).mean(1).numpy()
     blocks = sum((adapter.n_layers - e.receiver_layer(adapter.n_layers)) / adapter.n_layers for e in chosen)

@@ -7,7 +7,7 @@ from scipy.stats import spearmanr
 
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.attribution import attribution_effects
-from circuitdiff.interventions.forward import logit_difference
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.models.adapters import adapter_for
 from test_adapters import make_batch
@@ -34,7 +34,7 @@ def test_attribution_is_exact_where_the_metric_is_linear() -> None:
     base, reference = make_batch(seed=1), make_batch(seed=2)
     replacement = Replacement(Ablation.MEAN, record_activations(adapter, reference), n_base=len(base))
     last = [c for c in adapter.components() if c.layer == adapter.n_layers - 1]
-    exact = exact_sweep(adapter, base, replacement, last) - logit_difference(adapter, base)
+    exact = exact_sweep(adapter, base, replacement, last) - read_metric(adapter, base)
     estimate = attribution_effects(adapter, base, replacement, last)
     torch.testing.assert_close(estimate, exact, atol=1e-4, rtol=1e-4)
     assert exact[:-1].abs().max() > 1e-2  # the heads really do something
@@ -45,6 +45,6 @@ def test_attribution_ranks_components_like_exact_ablation() -> None:
     base = make_batch(n=16, seed=5)
     replacement = Replacement(Ablation.ZERO, None, n_base=len(base))
     comps = adapter.components()
-    exact = (exact_sweep(adapter, base, replacement, comps) - logit_difference(adapter, base)).mean(1)
+    exact = (exact_sweep(adapter, base, replacement, comps) - read_metric(adapter, base)).mean(1)
     estimate = attribution_effects(adapter, base, replacement, comps, micro_batch=5).mean(1)
     assert spearmanr(exact.numpy(), estimate.numpy()).statistic > 0.8

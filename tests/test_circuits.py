@@ -22,7 +22,7 @@ from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.models.adapters import adapter_for
 from circuitdiff.models.adapters.base import zero_head_in_weights
 from circuitdiff.models.components import Component
-from tiny_models import VOCAB, tiny_model
+from tiny_models import FAMILIES, VOCAB, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PLANTED = {Component(0, 1), Component(1, 2), Component(1, None)}
@@ -270,11 +270,11 @@ def test_shared_pruning_equals_sequential_reference(mean_setup, make_evaluator) 
     assert len(sizes) >= 3  # the thresholds disagree, so their states diverged and were tracked apart
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bert", "distilbert", "llama", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_states_and_stacked_sets_equal_full_forward_passes(family: str) -> None:
     """Every family: a chain of states grown from recorded prefixes, and stacked sets from the clean prefix,
     give the metric of one full hooked forward pass per set from the embeddings."""
-    from circuitdiff.interventions.forward import logit_difference
+    from circuitdiff.interventions.readout import read_metric
     from circuitdiff.interventions.hooks import Patch
     from test_adapters import make_batch
 
@@ -288,7 +288,7 @@ def test_states_and_stacked_sets_equal_full_forward_passes(family: str) -> None:
 
     def full(ablated: Iterable[Component]) -> float:
         patches = [Patch(c, rows, mean.values(c, rows)) for c in ablated]
-        return float(logit_difference(adapter, base, patches).double().mean())
+        return float(read_metric(adapter, base, patches).double().mean())
 
     gen = torch.Generator().manual_seed(0)
     order = [components[i] for i in torch.randperm(len(components), generator=gen)]

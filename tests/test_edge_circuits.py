@@ -11,7 +11,7 @@ from circuitdiff.analysis.matching import Match
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.edge_circuits import ablated_edges_metric, evaluate_edge_circuit, select_top_k
 from circuitdiff.interventions.edges import all_edges, exact_edge_metrics, receiver_name
-from circuitdiff.interventions.forward import logit_difference
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.exact import record_activations
 from circuitdiff.models.adapters import adapter_for
@@ -39,7 +39,7 @@ def test_running_circuits_agrees_with_edge_and_node_patching(family: str) -> Non
     for c in adapter.components():
         values = replacement.values(c, prompts)
         patches.append(Patch(c, prompts, values))
-    all_nodes = logit_difference(adapter, base, patches)
+    all_nodes = read_metric(adapter, base, patches)
     every = ablated_edges_metric(adapter, base, cache, replacement, edges)
     assert (all_nodes - clean).abs().max() > 1e-3
     torch.testing.assert_close(every, all_nodes, atol=1e-4, rtol=1e-4)

@@ -10,23 +10,24 @@ from circuitdiff.errors import EdgesUnsupportedError
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.eap import eap_scores
 from circuitdiff.interventions.edges import Edge, all_edges, exact_edge_metrics
-from circuitdiff.interventions.forward import Batch, logit_difference
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.graph import Intervention, Site, intervene
+from circuitdiff.interventions.norm_vjp import norm_kind
 from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.models.adapters import adapter_for
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
-from tiny_models import tiny_model
+from tiny_models import EDGE_FAMILIES, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-EDGE_FAMILIES = ("gpt2", "llama", "gpt_neox")
 N, SEQ = 5, 7
 
 
 @torch.no_grad()
 def base_metric(adapter: Adapter, base: Batch) -> torch.Tensor:
     """Unablated metric per prompt: one plain forward pass, no patches."""
-    return logit_difference(adapter, base).cpu()
+    return read_metric(adapter, base).cpu()
 
 
 def _batches(seed: int = 0) -> tuple[Batch, Batch]:
@@ -67,82 +68,96 @@ def _plain_metric(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 
 def _record(model: nn.Module, batch: Batch, module: nn.Module, pre: bool) -> torch.Tensor:
+    """``module``'s first input (pre) or its output in a plain forward pass (hidden_states when passed by name)."""
     seen = {}
+
+    def keep(x: torch.Tensor) -> None:  # as (batch, seq, d), also where the model flattens rows (OPT's MLP)
+        seen.setdefault("x", x.detach().clone().view(len(batch), -1, x.shape[-1]))
+
     if pre:
-        h = module.register_forward_pre_hook(lambda _m, args: seen.setdefault("x", args[0].detach().clone()))
+        h = module.register_forward_pre_hook(lambda _m, args, kw: keep(args[0] if args else kw["hidden_states"]),
+                                             with_kwargs=True)
     else:
-        h = module.register_forward_hook(lambda _m, _a, out: seen.setdefault("x", out.detach().clone()))
+        h = module.register_forward_hook(lambda _m, _a, out: keep(_first(out)))
     _plain_metric(model, batch)
     h.remove()
     return seen["x"]
 
 
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
 def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tensor:
-    """Mean-ablated minus clean write of ``sender`` to the residual stream, from plain hooks only."""
+    """Mean-ablated minus clean write of ``sender`` to the residual stream, from plain hooks only: the block's
+    output with the sender set to its mean over the reference run (and the block's MLP held at its clean
+    output, so that only the sender's own write differs), minus the clean block output. No formula for a
+    write is assumed: sandwich norms and residual multipliers are whatever the real block does."""
     block = adapter.blocks()[sender.layer]
+    mlp = adapter.mlp_out(sender.layer)
+    clean_mlp = _record(model, base, mlp, False)
     if sender.head is None:
-        mlp = block.mlp if hasattr(block, "mlp") else None
-        clean, other = _record(model, base, mlp, False), _record(model, ref, mlp, False)
-        return other.mean(0, keepdim=True) - clean
-    o_proj = adapter.attn_out(sender.layer)
-    sl = slice(sender.head * adapter.d_head, (sender.head + 1) * adapter.d_head)
-    clean, other = _record(model, base, o_proj, True)[..., sl], _record(model, ref, o_proj, True)[..., sl]
-    x = torch.zeros(N, SEQ, adapter.n_heads * adapter.d_head, dtype=o_proj.weight.dtype)
-    x[..., sl] = other.mean(0, keepdim=True) - clean
-    with torch.no_grad():
-        return o_proj(x) - o_proj(torch.zeros_like(x))
-
-
-# where each family's q/k/v projection and head columns are, written out independently here
-def _projection(family: str, block: nn.Module, channel: str, head: int, d_head: int, d_model: int):
-    c = "qkv".index(channel)
-    if family == "gpt2":
-        return block.attn.c_attn, c * d_model + head * d_head
-    if family == "llama":
-        return getattr(block.self_attn, f"{channel}_proj"), head * d_head
-    return block.attention.query_key_value, head * 3 * d_head + c * d_head
-
-
-def _norms(family: str, model: nn.Module, block: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
-    if family == "gpt2":
-        return block.ln_1, block.ln_2, model.transformer.ln_f
-    final = model.model.norm if family == "llama" else model.gpt_neox.final_layer_norm
-    return block.input_layernorm, block.post_attention_layernorm, final
-
-
-def _reference_edge(family: str, model, adapter, base, ref, sender: Component, receiver: str, channel: str,
-                    scale: float = 1.0) -> torch.Tensor:
-    """Path patching by hand: run A feeds the patched stream to the receiver's norm; run B takes only its columns."""
-    write = scale * _reference_write(model, adapter, base, ref, sender)
-    add = lambda _m, args: (args[0] + write, *args[1:])  # noqa: E731
-    if receiver == "logits":
-        norm = _norms(family, model, adapter.blocks()[0])[2]
+        value = _record(model, ref, mlp, False).mean(0, keepdim=True).expand_as(clean_mlp).clone()
+        hooks = [mlp.register_forward_hook(lambda _m, _a, out: value.to(_first(out)).reshape(_first(out).shape))]
     else:
-        layer = int(receiver[1:receiver.index(".")])
-        block = adapter.blocks()[layer]
-        attn_norm, mlp_norm, _ = _norms(family, model, block)
-        norm = mlp_norm if receiver.endswith("MLP") else None
-    if norm is not None:
-        h = norm.register_forward_pre_hook(add)
+        o_proj = adapter.attn_out(sender.layer)
+        sl = slice(sender.head * adapter.d_head, (sender.head + 1) * adapter.d_head)
+        mean = _record(model, ref, o_proj, True)[..., sl].mean(0, keepdim=True)
+
+        def set_head(_m, args):
+            x = args[0].clone()
+            x[..., sl] = mean.to(x)
+            return (x, *args[1:])
+
+        hooks = [o_proj.register_forward_pre_hook(set_head),
+                 mlp.register_forward_hook(lambda _m, _a, out: clean_mlp.to(_first(out)).reshape(_first(out).shape))]
+    patched = _record(model, base, block, False)
+    for h in hooks:
+        h.remove()
+    return patched - _record(model, base, block, False)
+
+
+def _add_to_input(write: torch.Tensor):
+    def add(_m, args, kwargs):
+        if args:
+            return (args[0] + write.to(args[0]).reshape(args[0].shape), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + write.to(kwargs["hidden_states"])}
+    return add
+
+
+def _reference_edge(model, adapter, base, ref, sender: Component, receiver: str, channel: str,
+                    scale: float = 1.0) -> torch.Tensor:
+    """Path patching by hand: run A feeds the stream plus the sender's write to the module that reads the
+    receiver's residual stream and records what the receiver reads from it (the MLP's input, or the q/k/v
+    module's output); run B is the clean run with only the receiver's part replaced by that record."""
+    write = scale * _reference_write(model, adapter, base, ref, sender)
+    clean = _plain_metric(model, base)
+    if receiver == "logits":
+        h = adapter.final_norm().register_forward_pre_hook(_add_to_input(write), with_kwargs=True)
         patched = _plain_metric(model, base)
         h.remove()
-        return patched - _plain_metric(model, base)
-    head = int(receiver.split("KV")[-1] if "KV" in receiver else receiver.split(".H")[-1])
-    proj, start = _projection(family, block, channel, head, adapter.d_head, adapter.d_model)
-    cols = slice(start, start + adapter.d_head)
-    h = attn_norm.register_forward_pre_hook(add)
-    patched_proj = _record(model, base, proj, False)
+        return patched - clean
+    layer = int(receiver[1:receiver.index(".")])
+    if receiver.endswith("MLP"):
+        stream, reader, cols = adapter.mlp_norm(layer), adapter.mlp_in(layer), None
+    else:
+        head = int(receiver.split("KV")[-1] if "KV" in receiver else receiver.split(".H")[-1])
+        reader, _, _ = adapter.qkv_projection(layer, channel)
+        stream, cols = adapter.attn_norm(layer), adapter.qkv_columns(layer, channel, head)
+    h = stream.register_forward_pre_hook(_add_to_input(write), with_kwargs=True)
+    read = _record(model, base, reader, cols is None)
     h.remove()
-
-    def take_cols(_m, _a, out):
-        out = out.clone()
-        out[..., cols] = patched_proj[..., cols]
-        return out
-
-    h = proj.register_forward_hook(take_cols)
+    if cols is None:
+        h = reader.register_forward_pre_hook(lambda _m, args: (read.to(args[0]).reshape(args[0].shape), *args[1:]))
+    else:
+        def take_cols(_m, _a, out):
+            out = out.clone()
+            out[..., cols] = read[..., cols]
+            return out
+        h = reader.register_forward_hook(take_cols)
     patched = _plain_metric(model, base)
     h.remove()
-    return patched - _plain_metric(model, base)
+    return patched - clean
 
 
 def _named(edges: list[Edge], grouped: bool) -> dict[tuple[str, str, str], int]:
@@ -166,7 +181,7 @@ def test_exact_edge_effects_match_plain_hook_reference(family: str) -> None:
     index = _named(edges, grouped)
     effects = exact_edge_metrics(adapter, base, cache, replacement, edges) - base_metric(adapter, base)
     for sender, receiver, channel in cases:
-        expected = _reference_edge(family, model, adapter, base, ref, Component.parse(sender), receiver, channel)
+        expected = _reference_edge(model, adapter, base, ref, Component.parse(sender), receiver, channel)
         got = effects[index[(sender, receiver, channel)]]
         assert expected.abs().max() > 1e-5, (sender, receiver, channel)  # the edge does something
         torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-3, msg=f"{family} {sender}->{receiver}.{channel}")
@@ -184,11 +199,11 @@ def test_eap_is_the_derivative_of_path_patching_along_the_sender_write(family: s
              ("L0.H2", "logits", "input")]
     chosen = [edges[index[c]] for c in cases]
     scores = eap_scores(adapter, base, cache, replacement, chosen).double()
-    eps = 1e-2 if family == "llama" else 1e-4  # Llama's RMSNorm computes in float32 even in a float64 model
+    eps = 1e-2 if norm_kind(adapter.final_norm()) == "rms" else 1e-4  # transformers' RMSNorms compute in float32
     for case, score in zip(cases, scores):
         sender = Component.parse(case[0])
-        up = _reference_edge(family, model, adapter, base, ref, sender, *case[1:], scale=eps)
-        down = _reference_edge(family, model, adapter, base, ref, sender, *case[1:], scale=-eps)
+        up = _reference_edge(model, adapter, base, ref, sender, *case[1:], scale=eps)
+        down = _reference_edge(model, adapter, base, ref, sender, *case[1:], scale=-eps)
         derivative = (up - down) / (2 * eps)
         assert derivative.abs().max() > 1e-4, case
         torch.testing.assert_close(score, derivative, atol=5e-5, rtol=1e-3, msg=str(case))
@@ -301,7 +316,7 @@ def test_eap_ig_is_complete_over_all_edges(family: str) -> None:
         handles.append(adapter.attn_out(layer).register_forward_pre_hook(
             lambda _m, args, d=heads: (args[0] + d.to(args[0]),)))
         mlp = replacement.values(Component(layer), prompts) - cache.of(Component(layer))
-        handles.append(adapter.blocks()[layer].mlp.register_forward_hook(lambda _m, _a, out, d=mlp: out + d.to(out)))
+        handles.append(adapter.mlp_out(layer).register_forward_hook(lambda _m, _a, out, d=mlp: out + d.to(out)))
     shifted = _plain_metric(model, base)
     for h in handles:
         h.remove()

@@ -13,12 +13,13 @@ import torch
 
 from circuitdiff.interventions import exact as exact_module
 from circuitdiff.interventions.ablation import Ablation, Replacement
-from circuitdiff.interventions.forward import Batch, logit_difference
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.prefix import needed_width
 from circuitdiff.interventions.exact import bytes_per_row, exact_sweep, plan_sweep, record_activations, rows_per_forward
 from circuitdiff.models.loading import LoadedModel, load_model
-from tiny_models import FAMILIES, VOCAB, save_tiny
+from tiny_models import CORE_FAMILIES, VOCAB, save_tiny
 
 
 def ragged_batch(n: int = 14, seq: int = 11, seed: int = 0, left_pad: bool = False) -> Batch:
@@ -39,7 +40,7 @@ def ragged_batch(n: int = 14, seq: int = 11, seed: int = 0, left_pad: bool = Fal
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=CORE_FAMILIES)
 def lm(request, tmp_path_factory) -> LoadedModel:
     folder = save_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=11, n_layers=3)
     return load_model(str(folder))
@@ -48,7 +49,7 @@ def lm(request, tmp_path_factory) -> LoadedModel:
 def one_at_a_time(lm: LoadedModel, base: Batch, replacement: Replacement) -> torch.Tensor:
     rows = torch.arange(len(base))
     return torch.stack(
-        [logit_difference(lm.adapter, base, [Patch(c, rows, replacement.values(c, rows))]) for c in lm.adapter.components()]
+        [read_metric(lm.adapter, base, [Patch(c, rows, replacement.values(c, rows))]) for c in lm.adapter.components()]
     )
 
 
@@ -78,7 +79,7 @@ def test_fast_sweep_equals_one_pass_per_component(lm: LoadedModel, ablation: Abl
     for budget in budgets:
         fast = exact_sweep(lm.adapter, base, replacement, components, memory_budget=budget)
         torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0, msg=lambda m: f"budget {budget}: {m}")
-    assert (reference - logit_difference(lm.adapter, base)).abs().amax(1).gt(1e-6).float().mean() > 0.5
+    assert (reference - read_metric(lm.adapter, base)).abs().amax(1).gt(1e-6).float().mean() > 0.5
 
 
 def test_left_padding(lm: LoadedModel, split_by_width: None) -> None:

@@ -91,9 +91,8 @@ def test_without_silenced_layers_the_student_differs() -> None:
 
 
 def test_unsupported_teacher_is_a_lab_error() -> None:
-    teacher = T.OPTForCausalLM(T.OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, ffn_dim=32,
-                                           num_attention_heads=2, max_position_embeddings=32))
-    with pytest.raises(LabError, match="unsupported architecture 'opt'"):
+    teacher = T.BloomForCausalLM(T.BloomConfig(vocab_size=64, hidden_size=16, n_layer=2, n_head=2))
+    with pytest.raises(LabError, match="unsupported architecture 'bloom'"):
         init_student(teacher)
 
 

@@ -77,3 +77,32 @@ def test_generic_batched_vjp_path_gives_the_same_eap_scores(family: str, monkeyp
     for a, b in zip(closed, generic):
         assert a.abs().max() > 1e-3
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_norms_are_classed_by_what_they_compute() -> None:
+    """LayerNorm, RMSNorm (``w * x / rms``) and Gemma's ``(1 + w) * x / rms`` are recognised whatever their
+    class is called, with the weight they effectively apply; a module that is no norm is not."""
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.olmo2.modeling_olmo2 import Olmo2RMSNorm
+    from transformers.models.phi3.modeling_phi3 import Phi3RMSNorm
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    from circuitdiff.interventions.norm_vjp import norm_spec
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, D) * 2 + 0.3
+    for cls in (LlamaRMSNorm, Qwen3RMSNorm, Phi3RMSNorm, Olmo2RMSNorm, GemmaRMSNorm):
+        norm = cls(D, eps=1e-5)
+        with torch.no_grad():
+            norm.weight.normal_()
+        spec = norm_spec(norm)
+        assert spec is not None and spec.kind == "rms", cls.__name__
+        expected = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * spec.weight.float()
+        torch.testing.assert_close(norm(x), expected, atol=1e-5, rtol=1e-5)
+    gemma = GemmaRMSNorm(D)
+    torch.testing.assert_close(norm_spec(gemma).weight, 1 + gemma.weight.double())
+    assert norm_spec(_layer_norm()).kind == "layer"
+    assert norm_spec(nn.Linear(D, D)) is None  # a 2-D weight: no norm
+    scaled = nn.LayerNorm(D)
+    scaled.forward = lambda t: 2 * nn.functional.layer_norm(t, (D,))  # behaves as no candidate does
+    assert norm_spec(scaled) is None

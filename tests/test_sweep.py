@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from circuitdiff.interventions.ablation import Ablation, Replacement
-from circuitdiff.interventions.forward import logit_difference
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.exact import exact_sweep, record_activations
 from circuitdiff.models.loading import LoadedModel, load_model
 from test_adapters import make_batch
-from tiny_models import FAMILIES, save_tiny
+from tiny_models import CORE_FAMILIES, save_tiny
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=CORE_FAMILIES)
 def lm(request, tmp_path_factory) -> LoadedModel:
     return load_model(str(save_tiny(request.param, tmp_path_factory.mktemp(request.param), seed=5)))
 
@@ -31,11 +31,11 @@ def test_batched_sweep_equals_one_at_a_time(lm: LoadedModel, ablation: Ablation)
     tiny_budget = exact_sweep(lm.adapter, base, replacement, components, memory_budget=1)  # one row per pass
     rows = torch.arange(len(base))
     single = torch.stack(
-        [logit_difference(lm.adapter, base, [Patch(c, rows, replacement.values(c, rows))]) for c in components]
+        [read_metric(lm.adapter, base, [Patch(c, rows, replacement.values(c, rows))]) for c in components]
     )
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
     torch.testing.assert_close(tiny_budget, single, atol=1e-5, rtol=0)
-    baseline = logit_difference(lm.adapter, base)
+    baseline = read_metric(lm.adapter, base)
     assert (single - baseline).abs().amax(1).gt(1e-6).float().mean() > 0.5, "most ablations should move the metric"
 
 

@@ -1,4 +1,8 @@
-"""Tiny random models of every supported family, saved like a user's local checkpoint."""
+"""Tiny random models of every registered family, saved like a user's local checkpoint.
+
+The families and their configurations come from the adapter registry (``Adapter.tiny_config``):
+a family added as one adapter file is built here, and covered by the invariant suite, unchanged.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +12,46 @@ import torch
 import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from circuitdiff.models.adapters import ADAPTERS, SUPPORTED_MODEL_TYPES, adapter_class_for
+
 VOCAB = 64
-FAMILIES = ("gpt2", "bert", "distilbert", "llama", "gpt_neox")
+MODEL_TYPES: tuple[str, ...] = SUPPORTED_MODEL_TYPES
+"""Every registered ``config.model_type`` (Mistral, Qwen2 and Qwen3 beside Llama)."""
+FAMILIES: tuple[str, ...] = tuple(a.model_types[0] for a in ADAPTERS)
+"""One model type per adapter class."""
+CORE_FAMILIES = ("gpt2", "bert", "distilbert", "llama", "gpt_neox")
+"""The five structural kinds (fused/separate q/k/v, Conv1D, post-LN, parallel, GQA) for the slower
+whole-pipeline tests; every family goes through the invariant suite (test_invariants.py)."""
+EDGE_FAMILIES: tuple[str, ...] = tuple(t for t in CORE_FAMILIES if adapter_class_for(t).edges_refusal is None)
+"""The core families with edges, for the slower edge tests (test_invariants covers every family's edges)."""
+
+
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "falcon-7b": ("falcon", {"new_decoder_architecture": False, "multi_query": True, "parallel_attn": True, "bias": False,
+                             "num_kv_heads": None}),
+    "falcon-rw": ("falcon", {"new_decoder_architecture": False, "multi_query": False, "parallel_attn": False, "alibi": True,
+                             "num_kv_heads": None}),
+    "falcon-2ln": ("falcon", {"num_ln_in_parallel_attn": 2}),
+    "opt-350m": ("opt", {"do_layer_norm_before": False, "word_embed_proj_dim": 16}),
+    "gpt_neox-sequential": ("gpt_neox", {"use_parallel_residual": False}),
+}
+"""Other layouts of a family, as (model type, config fields over its tiny config), for the invariant suite."""
 
 
 def tiny_config(family: str, n_layers: int = 2, n_heads: int = 4, d_model: int = 32):
-    common = dict(vocab_size=VOCAB)
-    if family == "gpt2":
-        return T.GPT2Config(n_layer=n_layers, n_head=n_heads, n_embd=d_model, n_positions=64, bos_token_id=1, eos_token_id=1, **common)
-    if family == "bert":
-        return T.BertConfig(num_hidden_layers=n_layers, num_attention_heads=n_heads, hidden_size=d_model,
-                            intermediate_size=4 * d_model, max_position_embeddings=64, **common)
-    if family == "distilbert":
-        return T.DistilBertConfig(n_layers=n_layers, n_heads=n_heads, dim=d_model, hidden_dim=4 * d_model,
-                                  max_position_embeddings=64, **common)
-    if family == "llama":  # grouped-query attention: 2 query heads per key/value head
-        return T.LlamaConfig(num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_heads // 2,
-                             hidden_size=d_model, intermediate_size=3 * d_model, max_position_embeddings=64,
-                             bos_token_id=1, eos_token_id=1, pad_token_id=0, **common)
-    if family == "gpt_neox":
-        return T.GPTNeoXConfig(num_hidden_layers=n_layers, num_attention_heads=n_heads, hidden_size=d_model,
-                               intermediate_size=4 * d_model, max_position_embeddings=64, bos_token_id=1, eos_token_id=1, **common)
-    raise ValueError(family)
+    base, overrides = VARIANTS.get(family, (family, {}))
+    config = adapter_class_for(base).tiny_config(base, n_layers=n_layers, n_heads=n_heads, d_model=d_model, vocab=VOCAB)
+    return type(config)(**{**config.to_dict(), **overrides}) if overrides else config
 
 
-MODEL_CLASSES = {
-    "gpt2": T.GPT2LMHeadModel,
-    "bert": T.BertForMaskedLM,
-    "distilbert": T.DistilBertForMaskedLM,
-    "llama": T.LlamaForCausalLM,
-    "gpt_neox": T.GPTNeoXForCausalLM,
-}
+def model_class(family: str) -> type:
+    base = VARIANTS.get(family, (family,))[0]
+    return T.AutoModelForMaskedLM if adapter_class_for(base).masked_lm else T.AutoModelForCausalLM
 
 
 def tiny_model(family: str, seed: int = 0, **kw: int) -> T.PreTrainedModel:
     torch.manual_seed(seed)
-    model = MODEL_CLASSES[family](tiny_config(family, **kw))
+    model = model_class(family).from_config(tiny_config(family, **kw))
     _randomise_norms(model, seed)
     return model.eval()
 

@@ -33,8 +33,7 @@ from circuitdiff.errors import TaskEncodingError
 from circuitdiff.interventions.ablation import Ablation, ActivationCache
 from circuitdiff.interventions.attribution import attribute
 from circuitdiff.interventions.forward import Batch
-from circuitdiff.interventions.hooks import hooked
-from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep, rows_per_forward
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep, record_activations
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff.pipeline import batches, task_replacement
 from circuitdiff.tasks.encode import EncodedTask
@@ -115,14 +114,7 @@ def _draw_rows(model: torch.nn.Module, embedding: torch.nn.Embedding, seed: int,
 @torch.no_grad()
 def _cache(lm: LoadedModel, batch: Batch, memory_budget: int) -> ActivationCache:
     """Every component's activations on ``batch``: the reference that mean/resample/patching replace with."""
-    step = rows_per_forward(lm.adapter, batch.input_ids.shape[1], memory_budget)
-    recs = []
-    for start in range(0, len(batch), step):
-        part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
-        with hooked(lm.adapter, record=True) as rec:
-            lm.adapter.base_forward(part.input_ids, part.attention_mask)
-        recs.append(rec)
-    cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu())
+    cache = record_activations(lm.adapter, batch, memory_budget)
     return ActivationCache(cache.heads.cpu(), cache.mlps.cpu(), cache.mask.cpu())
 
 

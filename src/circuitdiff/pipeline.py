@@ -34,6 +34,8 @@ from circuitdiff.interventions.ablation import (
 )
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
+from circuitdiff.interventions.kernels import fast_kernels, switches_attention
+from circuitdiff.interventions.readout import answer_probability, metric
 from circuitdiff.interventions.attribution import attribution_effects
 from circuitdiff.interventions.edge_methods import EdgeMethod, base_cache_for, score_edges
 from circuitdiff.interventions.methods import Method, ablated_metrics
@@ -79,21 +81,31 @@ def batches(enc: EncodedTask, device: torch.device) -> tuple[Batch, Batch | None
 
 @torch.no_grad()
 def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> CleanPass:
-    """Unpatched run in micro-batches recording components, residuals and attention at the read position."""
+    """Unpatched run in micro-batches recording components, residuals and attention at the read position.
+
+    The metric and the activations come from a pass under the kernels every sweep, circuit and
+    edge pass runs (``fast_kernels``) and through the same read-out (``readout.metric``), so an
+    effect is the component's and nothing else; attention weights, which only eager attention
+    returns, come from an eager pass of their own where the kernels differ.
+    """
     adapter = lm.adapter
     step = rows_per_forward(adapter, batch.input_ids.shape[1], memory_budget)
+    separate_attention = switches_attention(adapter)
     recs, diffs, probs, resid, attn, hidden = [], [], [], [], [], []
     for start in range(0, len(batch), step):
         part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
         rows = torch.arange(len(part), device=part.input_ids.device)
-        with hooked(adapter, record=True) as rec, mlp_hidden_at(adapter, part.read_pos) as mlp_h:
-            out = adapter.base_forward(part.input_ids, part.attention_mask, output_hidden_states=True, output_attentions=True)
-        logits = adapter.logits_at(out.last_hidden_state[rows, part.read_pos]).float()
-        diffs.append(logits[rows, part.answer_ids] - logits[rows, part.distractor_ids])
-        probs.append(logits.softmax(-1)[rows, part.answer_ids])
+        with fast_kernels(adapter), hooked(adapter, record=True) as rec, \
+                mlp_hidden_at(adapter, part.read_pos) as mlp_h:
+            out = adapter.base_forward(part.input_ids, part.attention_mask, output_hidden_states=True,
+                                       output_attentions=not separate_attention)
+        diffs.append(metric(adapter, part, out.last_hidden_state))
+        probs.append(answer_probability(adapter, part, out.last_hidden_state))
         resid.append(torch.stack([h[rows, part.read_pos] for h in out.hidden_states]).float().cpu())
-        if out.attentions:  # None when the model was not loaded with eager attention
-            attn.append(torch.stack([a[rows, :, part.read_pos] for a in out.attentions]).float().cpu())
+        attentions = (adapter.base_forward(part.input_ids, part.attention_mask, output_attentions=True).attentions
+                      if separate_attention else out.attentions)
+        if attentions:  # None when the model was not loaded with eager attention
+            attn.append(torch.stack([a[rows, :, part.read_pos] for a in attentions]).float().cpu())
         recs.append(rec)
         hidden.append(mlp_h)
     cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu())

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from circuitdiff.interventions.ablation import Replacement
-from circuitdiff.interventions.forward import Batch, logit_difference
+from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import Patch
 from circuitdiff.interventions.prefix import block_outputs, needed_width, start_at, trim
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, MIN_PASS_TOKENS, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
@@ -185,7 +186,7 @@ class CircuitEvaluator:
     def _clean_metric(self) -> float:
         self.passes += 1
         self.block_rows += self.n * self.adapter.n_layers
-        return float(logit_difference(self.adapter, self.base).double().mean())
+        return float(read_metric(self.adapter, self.base).double().mean())
 
     def _value(self, c: Component) -> torch.Tensor | None:
         if c not in self._values:
@@ -216,7 +217,7 @@ class CircuitEvaluator:
                    for l in range(start, adapter.n_layers - 1)] if record else []
         try:
             with start_at(adapter, start, prefix):
-                diff = logit_difference(adapter, self.base.repeat(k), patches)
+                diff = read_metric(adapter, self.base.repeat(k), patches)
         finally:
             for h in handles:
                 h.remove()

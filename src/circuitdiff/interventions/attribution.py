@@ -12,10 +12,11 @@ from collections.abc import Sequence
 import torch
 
 from circuitdiff.interventions.ablation import Replacement
-from circuitdiff.interventions.forward import Batch, read_hidden
+from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked, last_mlp_at
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.exact import rows_per_forward
+from circuitdiff.interventions.readout import metric, read_positions
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -89,8 +90,9 @@ def _attribute(
 
     The last MLP runs at the read positions only: its gradient elsewhere is exactly zero.
     """
-    with torch.enable_grad(), last_mlp_at(adapter, part.read_pos), hooked(adapter, record=True, keep_grad=True) as rec:
-        diff = adapter.logit_difference(read_hidden(adapter, part), part.answer_ids, part.distractor_ids)
+    with torch.enable_grad(), last_mlp_at(adapter, read_positions(part)), \
+            hooked(adapter, record=True, keep_grad=True) as rec:
+        diff = metric(adapter, part, adapter.final_hidden(part.input_ids, part.attention_mask))
         diff.sum().backward()  # rows are independent: each prompt gets its own gradient
     with torch.no_grad():
         for j, c in enumerate(components):
@@ -100,4 +102,4 @@ def _attribute(
             out[j, prompts] = (grad * delta).flatten(1).sum(1).float().cpu()
             if reads is not None:
                 reads.setdefault(c.name, []).append(act[torch.arange(len(part)), part.read_pos].double().cpu())
-    return diff.detach().float().cpu()
+    return diff.detach().cpu()

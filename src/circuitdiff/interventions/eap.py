@@ -29,18 +29,20 @@ edge patching, and over all edges EAP-IG adds up to the metric change along the 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.edges import Edge, sender_writes
-from circuitdiff.interventions.forward import Batch, read_hidden
+from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.graph import (HeadWeights, Intervention, Site, SplitInputs, check_edges_supported,
                                              intervene)
+from circuitdiff.interventions.hooks import Recording, hooked
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.norm_vjp import HeadFactors
 from circuitdiff.interventions.prefix import needed_width, trim
+from circuitdiff.interventions.readout import metric
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
@@ -89,10 +91,14 @@ def eap_scores(
                 prompts = order[start:start + step]
                 width = int(widths[prompts].max())
                 part = trim(base.select(prompts.to(base.input_ids.device)), width)
-                grads = _summed_receiver_grads(adapter, part, base_cache, replacement, prompts, width, groups,
-                                               ig_steps, reuse)
-                writes = sender_writes(adapter, base_cache, replacement, senders, prompts, width)
-                scores = _scores(writes, senders, grads, upstream) / max(1, ig_steps)  # (m, S, columns)
+                if adapter.write_is_linear or ig_steps <= 0:
+                    grads = _summed_receiver_grads(adapter, part, base_cache, replacement, prompts, width, groups,
+                                                   ig_steps, reuse)
+                    writes = sender_writes(adapter, base_cache, replacement, senders, prompts, width)
+                    scores = _scores(writes, senders, grads, upstream) / max(1, ig_steps)  # (m, S, columns)
+                else:
+                    scores = _stepwise_scores(adapter, part, base_cache, replacement, prompts, width, groups, ig_steps,
+                                              reuse, senders, upstream)
                 out[:, prompts] = scores[:, pick_s, pick_r].T.cpu()
     finally:
         handle.remove()
@@ -167,19 +173,55 @@ def _summed_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache
     factors that add up over the steps and are multiplied out once at the end
     (``SplitInputs.qkv_factors``), or for other norms come from one batched VJP per step.
     """
+    total: list[torch.Tensor] = []
+    for grads, _ in _step_grads(adapter, part, cache, replacement, prompts, width, groups, ig_steps, reuse):
+        total = grads if not total else [t.add_(g) for t, g in zip(total, grads)]  # type: ignore[arg-type]
+    return _materialized(total, (len(part), width, adapter.d_model))
+
+
+def _materialized(grads: list, shape: tuple[int, int, int]) -> list[torch.Tensor]:
+    return [t.materialize().view(-1, *shape) if isinstance(t, HeadFactors) else t for t in grads]
+
+
+def _step_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement, prompts: torch.Tensor,
+                width: int, groups: _ReceiverGroups, ig_steps: int, reuse: HeadWeights,
+                record: bool = False) -> Iterator[tuple[list, Recording | None]]:
+    """Per IG step: the receiver gradients (``_ReceiverGroups.grads``), and with ``record`` every
+    component's output in that step's run (what a non-linear write is taken at)."""
     alphas = [0.0] if ig_steps <= 0 else [(k + 0.5) / ig_steps for k in range(ig_steps)]
     shifts = _output_shifts(adapter, cache, replacement, prompts, width) if ig_steps > 0 else {}
-    total: list[torch.Tensor] = []
     rows = torch.arange(len(part), device=part.input_ids.device)
     for alpha in alphas:
         ivs = [Intervention(site, rows, lambda x, d=d, a=alpha: x + a * d.to(x)) for site, d in shifts.items()]
-        with torch.enable_grad(), intervene(adapter, ivs, split=True) as split:
-            h = read_hidden(adapter, part)
-            adapter.logit_difference(h, part.answer_ids, part.distractor_ids).sum().backward()
-        grads = groups.grads(split, reuse)
-        total = grads if not total else [t.add_(g) for t, g in zip(total, grads)]  # type: ignore[arg-type]
+        with torch.enable_grad(), intervene(adapter, ivs, split=True) as split, \
+                hooked(adapter, record=record) as rec:
+            metric(adapter, part, adapter.final_hidden(part.input_ids, part.attention_mask)).sum().backward()
+        yield groups.grads(split, reuse), rec if record else None
+
+
+def _stepwise_scores(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement,
+                     prompts: torch.Tensor, width: int, groups: _ReceiverGroups, ig_steps: int, reuse: HeadWeights,
+                     senders: list[Component], upstream: list[int]) -> torch.Tensor:
+    """EAP-IG where a write is not linear in the sender's output (sandwich norms): at each step the
+    sender's write is the derivative of its sublayer's write at that step's own outputs along the
+    sender's (ablated - clean) difference (``residual_write`` through ``torch.func.jvp``), so that
+    over all edges the scores add up to the metric change along the path, as for linear writes."""
+    shifts = _output_shifts(adapter, cache, replacement, prompts, width)
     shape = (len(part), width, adapter.d_model)
-    return [t.materialize().view(-1, *shape) if isinstance(t, HeadFactors) else t for t in total]
+    total = None
+    for grads, rec in _step_grads(adapter, part, cache, replacement, prompts, width, groups, ig_steps, reuse, True):
+        assert rec is not None
+        writes = {}
+        for c in senders:
+            live = rec.mlps[c.layer] if c.head is None else rec.heads_flat[c.layer]
+            delta = shifts[Site.output_of(c)].to(live)
+            _, writes[c] = torch.func.jvp(lambda t, c=c, live=live, delta=delta:
+                                          adapter.residual_write(c, t * delta, live.detach()),
+                                          (torch.zeros((), dtype=live.dtype),), (torch.ones((), dtype=live.dtype),))
+        step = _scores(writes, senders, _materialized(grads, shape), upstream)
+        total = step if total is None else total + step
+    assert total is not None
+    return total / ig_steps
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import torch
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.edges import Edge, patched_metric, reads, receiver_name
 from circuitdiff.interventions.forward import Batch
-from circuitdiff.interventions.graph import Intervention, Site, in_out_weight
+from circuitdiff.interventions.graph import Intervention, Site
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import needed_width, trim
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
@@ -73,13 +73,6 @@ def _replacement_writes(adapter: Adapter, cache: ActivationCache, replacement: R
     return out
 
 
-def _write(adapter: Adapter, c: Component, output: torch.Tensor) -> torch.Tensor:
-    """A sender's write to the residual stream from its output (no bias: it cancels in differences)."""
-    weight, _ = in_out_weight(adapter.attn_out(c.layer))
-    output = output.to(device=weight.device, dtype=weight.dtype)
-    return output if c.head is None else output @ weight[c.head * adapter.d_head:(c.head + 1) * adapter.d_head]
-
-
 def _stage(site: Site) -> tuple[int, str]:
     """Receivers that read the same senders: a layer's heads, a layer's MLP, the logits."""
     return (-1, "final") if site.kind == "resid_final" else (site.layer, "mlp" if site.kind == "mlp_input" else "attn")
@@ -89,32 +82,62 @@ def _circuit_interventions(adapter: Adapter, ablated: Sequence[Edge], ablated_ou
                            rows: torch.Tensor) -> list[Intervention]:
     """Record every sender's output, then subtract (live - ablated) writes of the ablated senders at each receiver.
 
-    A receiver that has most of its senders ablated subtracts the total over all its senders
-    (one sum per stage, shared by the stage's receivers) and adds back the kept ones.
+    With linear writes a receiver that has most of its senders ablated subtracts the total over all
+    its senders (one sum per stage, shared by the stage's receivers) and adds back the kept ones.
+    Without (``Adapter.write_is_linear`` False) the ablated heads of one layer are one change of that
+    layer's attention output (``Adapter.sublayer_write`` from its live output), so that ablating every
+    edge is ablating every node.
     """
     components = adapter.components()
     live: dict[Component, torch.Tensor] = {}
-    diffs: dict[Component, torch.Tensor] = {}
-    totals: dict[tuple[int, str], torch.Tensor] = {}
+    diffs: dict[object, torch.Tensor] = {}
 
     def recorder(c: Component) -> Callable[[torch.Tensor], torch.Tensor]:
         def keep(x: torch.Tensor) -> torch.Tensor:
             live[c] = x
-            diffs.pop(c, None)
+            for key in [k for k in diffs if k == c or (isinstance(k, tuple) and k[0] == c.layer)]:
+                del diffs[key]
             return x
         return keep
 
     def diff(c: Component) -> torch.Tensor:
         if c not in diffs:
-            diffs[c] = _write(adapter, c, live[c] - ablated_out[c].to(live[c]))
+            diffs[c] = adapter.residual_write(c, live[c] - ablated_out[c].to(live[c]))
         return diffs[c]
+
+    def layer_diff(layer: int, heads: frozenset[int]) -> torch.Tensor:
+        """live - ablated write of ``heads`` of ``layer`` together (non-linear writes)."""
+        key = (layer, heads)
+        if key not in diffs:
+            parts = [live[Component(layer, h)] for h in range(adapter.n_heads)]
+            now = torch.cat(parts, dim=-1)
+            moved = torch.cat([ablated_out[Component(layer, h)].to(p) if h in heads else p for h, p in enumerate(parts)],
+                              dim=-1)
+            diffs[key] = -adapter.sublayer_write(layer, False, moved - now, now)
+        return diffs[key]
+
+    def nonlinear_removed(gone: set[Component]) -> torch.Tensor:
+        total = None
+        for layer in sorted({c.layer for c in gone}):
+            heads = frozenset(c.head for c in gone if c.layer == layer and c.head is not None)
+            parts = [layer_diff(layer, heads)] if heads else []
+            mlp = Component(layer)
+            if mlp in gone:
+                parts.append(-adapter.sublayer_write(layer, True, ablated_out[mlp].to(live[mlp]) - live[mlp], live[mlp]))
+            for part in parts:
+                total = part if total is None else total + part
+        assert total is not None
+        return total
 
     by_receiver: dict[Site, set[Component]] = {}
     for e in ablated:
         by_receiver.setdefault(e.receiver, set()).add(e.sender)
     upstream = {_stage(r): [c for c in components if reads(adapter, c, r)] for r in by_receiver}
+    totals: dict[tuple[int, str], torch.Tensor] = {}
 
     def removed(site: Site, gone: set[Component]) -> torch.Tensor:
+        if not adapter.write_is_linear:
+            return nonlinear_removed(gone)
         senders = upstream[_stage(site)]
         if 2 * len(gone) <= len(senders):
             return sum(diff(c) for c in senders if c in gone)  # type: ignore[return-value]

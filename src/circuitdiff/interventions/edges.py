@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
-from circuitdiff.interventions.forward import Batch, read_hidden
-from circuitdiff.interventions.graph import QKV, Intervention, Site, check_edges_supported, in_out_weight, intervene
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.graph import QKV, Intervention, Site, check_edges_supported, intervene
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import block_outputs, needed_width, repeat_rows, start_at, trim
+from circuitdiff.interventions.readout import metric
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
@@ -94,7 +95,8 @@ def all_edges(adapter: Adapter, senders: Sequence[Component] | None = None) -> l
 @torch.no_grad()
 def sender_writes(adapter: Adapter, cache: ActivationCache, replacement: Replacement, senders: Sequence[Component],
                   prompts: torch.Tensor, width: int | None = None) -> dict[Component, torch.Tensor]:
-    """(ablated - clean) write to the residual stream of each sender, (len(prompts), width, d_model).
+    """(ablated - clean) write to the residual stream of each sender, (len(prompts), width, d_model):
+    ``Adapter.residual_write`` of the output change, from the clean run (``sublayer_base``).
 
     ``cache`` holds the base run's own activations (the prompts the metric is read on).
     """
@@ -104,19 +106,23 @@ def sender_writes(adapter: Adapter, cache: ActivationCache, replacement: Replace
         target = replacement.values(c, prompts)
         delta = -clean if target is None else target.to(clean) - clean
         delta = delta[:, :width] if width is not None else delta
-        weight, _ = in_out_weight(adapter.attn_out(c.layer))
-        delta = delta.to(device=weight.device, dtype=weight.dtype)
-        if c.head is not None:
-            delta = delta @ weight[c.head * adapter.d_head:(c.head + 1) * adapter.d_head]
-        out[c] = delta
+        base = None if adapter.write_is_linear else sublayer_base(cache, c, prompts, width)
+        out[c] = adapter.residual_write(c, delta, base)
     return out
 
 
+def sublayer_base(cache: ActivationCache, c: Component, prompts: torch.Tensor, width: int | None) -> torch.Tensor:
+    """The clean output of ``c``'s whole sublayer (every head's slice of the output-projection input, or the
+    MLP's output): what a non-linear write (``Adapter.write_is_linear`` False) is taken from."""
+    x = cache.mlps[c.layer] if c.head is None else cache.heads[c.layer].flatten(-2)
+    x = x[prompts]
+    return x[:, :width] if width is not None else x
+
+
 def patched_metric(adapter: Adapter, batch: Batch, interventions: Sequence[Intervention]) -> torch.Tensor:
-    """Per-row logit difference under the interventions."""
+    """Per-row metric under the interventions (``readout.metric``)."""
     with torch.no_grad(), intervene(adapter, interventions):
-        h = read_hidden(adapter, batch)
-        return adapter.logit_difference(h, batch.answer_ids, batch.distractor_ids).float()
+        return metric(adapter, batch, adapter.final_hidden(batch.input_ids, batch.attention_mask))
 
 
 def edge_intervention(edge: Edge, rows: torch.Tensor, write: torch.Tensor) -> Intervention:

@@ -19,10 +19,11 @@ import torch
 
 from circuitdiff.interventions.ablation import ActivationCache, Replacement
 from circuitdiff.interventions.choices import DEFAULT_MEMORY_BUDGET
-from circuitdiff.interventions.forward import Batch, logit_difference, read_hidden
+from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.prefix import block_outputs, needed_width, repeat_rows, start_at, trim
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.components import Component
 
@@ -59,14 +60,19 @@ def _element_size(adapter: Adapter) -> int:
 
 @torch.no_grad()
 def record_activations(adapter: Adapter, batch: Batch, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> ActivationCache:
-    """Every component's activation on every prompt of ``batch``, in micro-batches."""
+    """Every component's activation on every prompt of ``batch``, in micro-batches.
+
+    Under the kernels of the passes that patch them in (``fast_kernels``): a prompt patched with
+    its own recorded activation then reads exactly its unpatched metric.
+    """
     step = rows_per_forward(adapter, batch.input_ids.shape[1], memory_budget)
     recordings = []
-    for start in range(0, len(batch), step):
-        part = batch.select(torch.arange(start, min(start + step, len(batch))))
-        with hooked(adapter, record=True) as rec:
-            read_hidden(adapter, part)
-        recordings.append(rec)
+    with fast_kernels(adapter):
+        for start in range(0, len(batch), step):
+            part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
+            with hooked(adapter, record=True) as rec:
+                adapter.base_forward(part.input_ids, part.attention_mask)
+            recordings.append(rec)
     return ActivationCache.from_recordings(recordings, batch.attention_mask)
 
 
@@ -173,7 +179,7 @@ def _run_chunk(
             rows = torch.arange(j * m, (j + 1) * m, device=device)
             patches.append(Patch(components[i], rows, None if values is None else values[:, :w]))
         with start_at(adapter, layer, repeat_rows(prefix.get(layer - 1), k)):
-            diff = logit_difference(adapter, part.repeat(k), patches)
+            diff = read_metric(adapter, part.repeat(k), patches)
         out[torch.tensor(idx)[:, None], prompts[None, :]] = diff.view(k, m).cpu()
         if progress is not None:
             progress(k * m / len(base))

@@ -14,9 +14,10 @@ attention), each a tensor with a batch row per prompt copy:
 A q/k/v input site is what makes edges possible: every head reads the same residual
 stream, so changing what *one* head's query reads cannot be done by editing the stream.
 The hook on the real attention norm records its input; the hook on the real q/k/v
-projection then recomputes only that head's columns from the intervened input, with the
-real norm (``module.forward``, so no hook fires twice) and that head's columns of the real
-projection's weight and bias. Each adapter
+projection then recomputes only that head's columns from the intervened input and from the
+clean one, with the real norm (``module.forward``, so no hook fires twice) and that head's
+columns of the real projection's weight and bias, and adds the difference to the projection's
+own output: an intervention that changes nothing changes nothing, bit for bit, in any dtype. Each adapter
 says where its norms are and which projection columns a head's q, k, v occupy. Post-LN
 families (BERT, DistilBERT) refuse, with the adapter's one-line reason.
 """
@@ -34,8 +35,9 @@ import torch
 from torch import nn
 
 from circuitdiff.errors import EdgesUnsupportedError
+from circuitdiff.interventions.hooks import SequenceView
 from circuitdiff.interventions.norm_vjp import HeadFactors, fold_weight, head_factors, norm_kind, projection_offset
-from circuitdiff.models.adapters.base import Adapter
+from circuitdiff.models.adapters.base import Adapter, in_out_weight
 from circuitdiff.models.components import Component
 
 QKV = ("q", "k", "v")
@@ -156,6 +158,7 @@ class SplitInputs:
     resid: dict[int, torch.Tensor] = field(default_factory=dict)
     norms: dict[int, nn.Module] = field(default_factory=dict)
     columns: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    adapter: Adapter | None = None
 
     def qkv_grads(self, layer: int, reuse: HeadWeights | None = None) -> torch.Tensor:
         """d(objective)/d(each head's q, k, v input), after ``backward``: (n_q + 2 n_kv, b, s, d_model).
@@ -172,6 +175,8 @@ class SplitInputs:
         x = self.resid[layer]
         if factors is not None:
             return factors.materialize().view(-1, *x.shape)  # float32 or wider, whatever the model's dtype
+        if self.adapter is not None and not self.adapter.qkv_linear:
+            return self._composite_grads(layer)
         parts = self._by_projection(layer)
         shape = (sum(len(cols) for _, _, cols in parts), x.shape[0] * x.shape[1], x.shape[2])
         cotangents, row = None, 0
@@ -189,11 +194,33 @@ class SplitInputs:
                                        is_grads_batched=True)
         return g
 
+    def _composite_grads(self, layer: int) -> torch.Tensor:
+        """``qkv_grads`` where a head's q/k/v is not a column slice of one Linear of the normed stream
+        (``Adapter.qkv_linear`` False): one batched VJP per channel of the adapter's own ``qkv_head``
+        over all of that channel's columns, each head's cotangent its gradient at its own columns."""
+        assert self.adapter is not None
+        x = self.resid[layer].detach().requires_grad_(True)
+        out = []
+        for channel in QKV:
+            _, output = self.projections[(layer, channel)]
+            if output.grad is None:
+                raise RuntimeError(f"no gradient reached layer {layer}'s {channel} projection")
+            cols = self.columns[(layer, channel)]
+            every = cols.flatten()
+            cot = torch.zeros(len(cols), *x.shape[:-1], len(every), dtype=output.dtype, device=output.device)
+            for i, c in enumerate(cols):
+                cot[i, ..., i * cols.shape[1]:(i + 1) * cols.shape[1]] = output.grad[..., c.to(output.device)]
+            with torch.enable_grad():
+                y = self.adapter.qkv_head(layer, channel, x, every)
+                (g,) = torch.autograd.grad(y, x, cot.to(y.dtype), is_grads_batched=True)
+            out.append(g)
+        return torch.cat(out)
+
     def qkv_factors(self, layer: int, reuse: HeadWeights) -> HeadFactors | None:
         """``qkv_grads`` before its big product, for a LayerNorm or RMSNorm (else None): factors that
         add up over IG steps (``norm_vjp.HeadFactors``)."""
         norm = self.norms[layer]
-        if norm_kind(norm) is None:
+        if norm_kind(norm) is None or (self.adapter is not None and not self.adapter.qkv_linear):
             return None
         parts = self._by_projection(layer)
         folded = [reuse.weight((layer, i), module, cols, norm) for i, (module, _, cols) in enumerate(parts)]
@@ -235,18 +262,10 @@ def check_edges_supported(adapter: Adapter, context: str = "") -> None:
         raise EdgesUnsupportedError(f"{context}{adapter.edges_refusal}")
 
 
-def in_out_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(weight as (in, out), bias) of a Linear or of GPT-2's Conv1D (stored (in, out) already)."""
-    if isinstance(module, nn.Linear):
-        return module.weight.T, module.bias
-    return module.weight, module.bias
-
-
 def head_columns(adapter: Adapter, layer: int, channel: str, head: int) -> tuple[nn.Module, torch.Tensor]:
     """The projection module of a q/k/v channel and head ``head``'s output columns in it."""
-    module, offset, stride = adapter.qkv_projection(layer, channel)
-    start = offset + head * stride
-    return module, torch.arange(start, start + adapter.d_head)
+    module, _, _ = adapter.qkv_projection(layer, channel)
+    return module, adapter.qkv_columns(layer, channel, head)
 
 
 def n_channel_heads(adapter: Adapter, channel: str) -> int:
@@ -287,41 +306,53 @@ def intervene(adapter: Adapter, interventions: Sequence[Intervention] = (), *,
         check_edges_supported(adapter)
     if split and any(s.kind in RECEIVER_INPUTS for s in by_site):
         raise ValueError("split receiver inputs cannot be combined with interventions on receiver inputs")
-    split_inputs = SplitInputs()
+    split_inputs = SplitInputs(adapter=adapter)
     handles: list[Any] = []
+    view = SequenceView(adapter)
     try:
         for layer in range(adapter.n_layers):
-            handles.extend(_layer_hooks(adapter, layer, by_site, split, split_inputs))
+            handles.extend(_layer_hooks(adapter, layer, by_site, split, split_inputs, view))
         final = by_site.get(Site("resid_final"), [])
         if final or split:
             hook = _input_hook(final, split, lambda x: setattr(split_inputs, "final", x))
-            handles.append(adapter.final_norm().register_forward_pre_hook(hook))
+            handles.append(adapter.final_norm().register_forward_pre_hook(hook, with_kwargs=True))
         yield split_inputs
     finally:
+        view.remove()
         for h in handles:
             h.remove()
 
 
 def _layer_hooks(adapter: Adapter, layer: int, by_site: dict[Site, list[Intervention]], split: bool,
-                 split_inputs: SplitInputs) -> list[Any]:
+                 split_inputs: SplitInputs, view: SequenceView) -> list[Any]:
     handles: list[Any] = []
     block = adapter.blocks()[layer]
     resid = by_site.get(Site("resid_pre", layer))
     if resid:
         handles.append(block.register_forward_pre_hook(_resid_pre_hook(resid), with_kwargs=True))
     qkv = {s: v for s, v in by_site.items() if s.layer == layer and s.channel is not None}
-    if qkv or split:
-        handles.extend(_qkv_hooks(adapter, layer, qkv, split, split_inputs))
     mlp_in = by_site.get(Site("mlp_input", layer), [])
-    if mlp_in or split:
-        hook = _input_hook(mlp_in, split, lambda x: split_inputs.mlp.__setitem__(layer, x))
-        handles.append(adapter.mlp_norm(layer).register_forward_pre_hook(hook))
+    shared = adapter.mlp_reads_attn_norm and bool(mlp_in or split)
+    seen: dict[str, torch.Tensor] = {}
+    if qkv or split or shared:  # the stream the attention reads, as its norm (or the attention) receives it
+        handles.append(adapter.attn_norm(layer).register_forward_pre_hook(
+            lambda _m, args, kwargs: seen.__setitem__("resid", args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True))
+    if qkv or split:
+        handles.extend(_qkv_hooks(adapter, layer, qkv, split, split_inputs, seen))
+    if shared:
+        hook = _shared_norm_hook(adapter, layer, mlp_in, split, split_inputs, seen)
+        handles.append(adapter.mlp_in(layer).register_forward_pre_hook(hook))
+    elif mlp_in or split:
+        hook = _input_hook(mlp_in, split, lambda x: split_inputs.mlp.__setitem__(layer, x),
+                           lambda x: view.of(layer, x))
+        handles.append(adapter.mlp_norm(layer).register_forward_pre_hook(hook, with_kwargs=True))
     heads = [iv for s, ivs in by_site.items() if s.kind == "head_out" and s.layer == layer for iv in ivs]
     if heads:
         handles.append(adapter.attn_out(layer).register_forward_pre_hook(_head_out_hook(adapter, heads)))
     mlp_out = by_site.get(Site("mlp_output", layer))
     if mlp_out:
-        handles.append(adapter.mlp_out(layer).register_forward_hook(_mlp_out_hook(mlp_out)))
+        handles.append(adapter.mlp_out(layer).register_forward_hook(_mlp_out_hook(mlp_out, lambda y: view.of(layer, y))))
     return handles
 
 
@@ -334,15 +365,37 @@ def _resid_pre_hook(todo: list[Intervention]) -> Callable[..., Any]:
     return hook
 
 
-def _input_hook(todo: list[Intervention], split: bool, keep: Callable[[torch.Tensor], None]) -> Callable[..., Any]:
-    """Pre-hook on a norm that only one receiver reads (the MLP's, the final one)."""
+def _input_hook(todo: list[Intervention], split: bool, keep: Callable[[torch.Tensor], None],
+                sequences: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> Callable[..., Any]:
+    """Pre-hook (``with_kwargs``) on a module that only one receiver reads (the MLP's norm, the final one);
+    ``sequences`` views its input as (batch, seq, d)."""
 
-    def hook(_module: nn.Module, args: tuple) -> tuple:
-        x = _write_rows(args[0], todo) if todo else args[0].clone()
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple:
+        flat = args[0] if args else kwargs["hidden_states"]
+        x = sequences(flat)
+        x = _write_rows(x, todo) if todo else x.clone()
         if split and x.requires_grad:
             x.retain_grad()
         keep(x)
-        return (x, *args[1:])
+        x = SequenceView.back(x, flat)
+        if args:
+            return (x, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": x}
+
+    return hook
+
+
+def _shared_norm_hook(adapter: Adapter, layer: int, todo: list[Intervention], split: bool, split_inputs: SplitInputs,
+                      seen: dict[str, torch.Tensor]) -> Callable[..., Any]:
+    """Pre-hook on the MLP of a block whose one norm feeds attention and MLP (``mlp_reads_attn_norm``):
+    the MLP's input is that norm recomputed from its own copy of the stream, intervened on ``todo``."""
+
+    def hook(_module: nn.Module, args: tuple) -> tuple:
+        x = _write_rows(seen["resid"], todo) if todo else seen["resid"].clone()
+        if split and x.requires_grad:
+            x.retain_grad()
+        split_inputs.mlp[layer] = x
+        return (adapter.attn_read(layer, x).to(args[0].dtype), *args[1:])
 
     return hook
 
@@ -362,21 +415,20 @@ def _head_out_hook(adapter: Adapter, todo: list[Intervention]) -> Callable[..., 
     return hook
 
 
-def _mlp_out_hook(todo: list[Intervention]) -> Callable[..., Any]:
+def _mlp_out_hook(todo: list[Intervention], sequences: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., Any]:
     def hook(_module: nn.Module, _args: tuple, output: Any) -> Any:
-        y = output[0] if isinstance(output, tuple) else output
-        y = _write_rows(y, todo)
+        flat = output[0] if isinstance(output, tuple) else output
+        y = SequenceView.back(_write_rows(sequences(flat), todo), flat)
         return (y, *output[1:]) if isinstance(output, tuple) else y
 
     return hook
 
 
 def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]], split: bool,
-               split_inputs: SplitInputs) -> list[Any]:
-    """Record the attention norm's input; rewrite the projection columns of intervened (or all) heads."""
-    norm = adapter.attn_norm(layer)
-    seen: dict[str, torch.Tensor] = {}
-    handles = [norm.register_forward_pre_hook(lambda _m, args: seen.__setitem__("resid", args[0]))]
+               split_inputs: SplitInputs, seen: dict[str, torch.Tensor]) -> list[Any]:
+    """Rewrite the q/k/v module's columns of intervened heads from their intervened stream (``seen``
+    holds the stream the attention read, recorded by the caller's hook); with ``split`` keep them all."""
+    handles: list[Any] = []
     modules: dict[int, tuple[nn.Module, list[str]]] = {}
     for channel in QKV:
         module, _, _ = adapter.qkv_projection(layer, channel)
@@ -390,18 +442,18 @@ def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]]
                  todo: list[tuple[Site, Intervention]] = todo) -> torch.Tensor | None:
             resid = seen["resid"]
             if split:
-                _keep_projection(adapter, layer, channels, mod, norm, resid, output, split_inputs)
+                _keep_projection(adapter, layer, channels, mod, resid, output, split_inputs)
                 return None
             out = output.clone()
             for site, iv in todo:
                 rows = iv.rows.to(out.device)
                 _, cols = head_columns(adapter, layer, site.channel or "", site.index)
-                new_input = _apply(iv.value, resid[rows])
-                cols = cols.to(out.device)
-                weight, bias = in_out_weight(mod)  # only this head's columns of the real projection
-                head = norm.forward(new_input).to(weight.dtype) @ weight[:, cols]
+                channel = site.channel or ""
+                # the change of the head's columns, added to the model's own: exactly 0 for an unchanged input
+                change = adapter.qkv_head(layer, channel, _apply(iv.value, resid[rows]), cols) \
+                    - adapter.qkv_head(layer, channel, resid[rows], cols)
                 part = out[rows]
-                part[..., cols] = (head if bias is None else head + bias[cols]).to(out.dtype)
+                part[..., cols.to(out.device)] += change.to(out.dtype)
                 out[rows] = part
             return out
 
@@ -409,13 +461,13 @@ def _qkv_hooks(adapter: Adapter, layer: int, qkv: dict[Site, list[Intervention]]
     return handles
 
 
-def _keep_projection(adapter: Adapter, layer: int, channels: list[str], module: nn.Module, norm: nn.Module,
-                     resid: torch.Tensor, output: torch.Tensor, split_inputs: SplitInputs) -> None:
+def _keep_projection(adapter: Adapter, layer: int, channels: list[str], module: nn.Module, resid: torch.Tensor,
+                     output: torch.Tensor, split_inputs: SplitInputs) -> None:
     """Keep what ``SplitInputs.qkv_grad`` needs: the projection output (with its gradient), the stream, the norm."""
     if output.requires_grad:
         output.retain_grad()
     split_inputs.resid[layer] = resid.detach()
-    split_inputs.norms[layer] = norm
+    split_inputs.norms[layer] = adapter.attn_norm(layer)
     for channel in channels:
         n = n_channel_heads(adapter, channel)
         split_inputs.projections[(layer, channel)] = (module, output)

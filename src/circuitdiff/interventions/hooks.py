@@ -69,6 +69,34 @@ def _stack_values(patches: list[Patch], shape: tuple[int, ...], ref: torch.Tenso
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
+class SequenceView:
+    """Each block's (batch, seq) as it runs, where the adapter's MLP sees flattened rows (``mlp_rows_flat``):
+    ``of(layer, y)`` is ``y`` as (batch, seq, d), ``back(y, like)`` undoes it. A no-op elsewhere."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.shapes: dict[int, tuple[int, int]] = {}
+        self.handles = []
+        if adapter.mlp_rows_flat:
+            for layer, block in enumerate(adapter.blocks()):
+                self.handles.append(block.register_forward_pre_hook(
+                    lambda _m, args, kw, layer=layer: self._keep(layer, args[0] if args else kw["hidden_states"]),
+                    with_kwargs=True))
+
+    def _keep(self, layer: int, x: torch.Tensor) -> None:
+        self.shapes[layer] = (x.shape[0], x.shape[1])
+
+    def of(self, layer: int, y: torch.Tensor) -> torch.Tensor:
+        return y.view(*self.shapes[layer], y.shape[-1]) if y.dim() == 2 and layer in self.shapes else y
+
+    @staticmethod
+    def back(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return y.reshape(like.shape) if y.shape != like.shape else y
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 @contextmanager
 def hooked(
     adapter: Adapter,
@@ -110,7 +138,8 @@ def hooked(
 
     def mlp_hook(layer: int):
         def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple | None:
-            y = output[0] if isinstance(output, tuple) else output
+            flat = output[0] if isinstance(output, tuple) else output
+            y = view.of(layer, flat)
             todo = mlp_patches.get(layer)
             if todo:
                 rows = torch.cat([p.rows for p in todo]).to(y.device)
@@ -120,13 +149,17 @@ def hooked(
                 if keep_grad and y.requires_grad:
                     y.retain_grad()
                 recording.mlps[layer] = y if keep_grad else y.detach()
-            if not todo:
+            if adapter.mlp_output_mutated:
+                y = y.clone()  # the block adds into the returned tensor in place
+            if not todo and y is flat:
                 return None
+            y = view.back(y, flat)  # a flattened MLP continues from the (recorded) sequence view
             return (y, *output[1:]) if isinstance(output, tuple) else y
 
         return hook
 
     handles = []
+    view = SequenceView(adapter)
     try:
         for layer in range(adapter.n_layers):
             if record or layer in head_patches:
@@ -135,6 +168,7 @@ def hooked(
                 handles.append(adapter.mlp_out(layer).register_forward_hook(mlp_hook(layer)))
         yield recording
     finally:
+        view.remove()
         for h in handles:
             h.remove()
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import torch
 
+from circuitdiff.interventions.hooks import SequenceView
 from circuitdiff.models.adapters.base import Adapter
 
 
@@ -24,9 +25,11 @@ def mlp_hidden_at(adapter: Adapter, read_pos: torch.Tensor) -> Iterator[list[tor
     handles = []
     rows = torch.arange(read_pos.shape[0], device=read_pos.device)
 
+    view = SequenceView(adapter)  # OPT's MLP runs on flattened (batch * seq) rows
+
     def hook_for(layer: int):  # noqa: ANN202
         def hook(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            found[layer] = args[0][rows, read_pos].detach().float().cpu()
+            found[layer] = view.of(layer, args[0])[rows, read_pos].detach().float().cpu()
         return hook
 
     n_layers = len(adapter.blocks())
@@ -38,6 +41,7 @@ def mlp_hidden_at(adapter: Adapter, read_pos: torch.Tensor) -> Iterator[list[tor
     try:
         yield out
     finally:
+        view.remove()
         for h in handles:
             h.remove()
         if len(found) == n_layers:

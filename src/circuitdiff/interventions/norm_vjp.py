@@ -14,6 +14,11 @@ one batched matrix product per layer and one in-place pass, with nothing per hea
 d_model but the result; over IG steps the factors add up, so that product is made once.
 Generic autograd (``is_grads_batched``) stays the path for any
 other norm; a test holds both equal to autograd through the real modules.
+
+Which norm a module is, is decided by what it computes, not by its class name: ``norm_spec``
+runs it on a fixed probe and compares with LayerNorm, RMSNorm with weight ``w`` and RMSNorm with
+``1 + w`` (Gemma), using the module's own parameters and epsilon. A norm that is none of them
+(or hides its parameters) takes the generic path.
 """
 
 from __future__ import annotations
@@ -23,41 +28,95 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
-"""Classes computing ``weight * x / rms(x)`` (in float32, as transformers writes them); Gemma's
-``(1 + weight)`` variant is not among them and takes the generic path."""
+@dataclass(frozen=True)
+class NormSpec:
+    """What a norm module computes: ``layer`` (LayerNorm) or ``rms`` (RMSNorm), with the weight it
+    effectively multiplies by (Gemma's ``1 + weight`` already added), its bias and epsilon."""
+
+    kind: str
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    eps: float
+
+
+_PROBE_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-5}
+"""float64: transformers' RMSNorms compute in float32 whatever the input."""
+
+
+def norm_spec(norm: nn.Module) -> NormSpec | None:
+    """Classify ``norm`` by behaviour: the first candidate formula that reproduces its output on a
+    fixed probe (relative error below float rounding of its dtype), else None."""
+    weight = getattr(norm, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() != 1:
+        return None
+    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
+    if not isinstance(eps, float) or any(True for _ in norm.children()):
+        return None
+    size = weight.shape[0] if isinstance(weight, torch.Tensor) else getattr(norm, "normalized_shape", (None,))[0]
+    if not isinstance(size, int):
+        return None
+    bias = getattr(norm, "bias", None)
+    bias = bias.detach() if isinstance(bias, torch.Tensor) else None
+    w = weight.detach() if isinstance(weight, torch.Tensor) else None
+    dtype = w.dtype if w is not None else torch.float32
+    x = torch.randn(4, size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = (x * 3 + 0.5).to(dtype=dtype, device=w.device if w is not None else "cpu")
+    with torch.no_grad():
+        got = norm.forward(x).double()
+    candidates = [NormSpec("layer", w, bias, eps), NormSpec("rms", w, None, eps)]
+    if w is not None and bias is None:
+        candidates.append(NormSpec("rms", 1 + w.double(), None, eps))
+    tol = _PROBE_TOLERANCE.get(dtype, 2e-2)
+    for spec in candidates:
+        if spec.kind == "rms" and bias is not None:
+            continue
+        want = _apply_spec(spec, x.double())
+        if bool(((got - want).abs() <= tol * (1 + want.abs())).all()):
+            return spec
+    return None
+
+
+def _apply_spec(spec: NormSpec, x: torch.Tensor) -> torch.Tensor:
+    x_hat, _ = _normalised_with(spec, x.unsqueeze(0))
+    out = x_hat.view_as(x)
+    if spec.weight is not None:
+        out = out * spec.weight.to(out)
+    return out if spec.bias is None else out + spec.bias.to(out)
 
 
 def norm_kind(norm: nn.Module) -> str | None:
     """``layer`` or ``rms`` where the closed form is known to be this module's VJP, else None."""
-    if type(norm) is nn.LayerNorm and len(norm.normalized_shape) == 1:
-        return "layer"
-    if type(norm).__name__ in RMS_NORMS and isinstance(getattr(norm, "weight", None), torch.Tensor):
-        return "rms"
-    return None
+    spec = norm_spec(norm)
+    return None if spec is None else spec.kind
 
 
 def fold_weight(norm: nn.Module, heads: torch.Tensor) -> torch.Tensor:
     """``W*`` from the heads' projection weights (n, d_head, d_model): the norm's weight folded
     in, centred over d_model for LayerNorm (that is the mean-subtraction term)."""
     heads = heads.to(torch.promote_types(heads.dtype, torch.float32))  # half-precision models: fold in float32
-    w = norm.weight.detach() if norm.weight is not None else None
-    folded = heads * w.to(heads) if w is not None else heads.clone()
-    if norm_kind(norm) == "layer":
+    spec = norm_spec(norm)
+    assert spec is not None, "fold_weight needs a LayerNorm or RMSNorm (norm_kind)"
+    folded = heads * spec.weight.to(heads) if spec.weight is not None else heads.clone()
+    if spec.kind == "layer":
         folded = folded - folded.mean(-1, keepdim=True)
     return folded
 
 
 def _normalised(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̂, r) per position in float32 or wider, x (b, s, d) -> (b*s, d), (b*s, 1)."""
+    spec = norm_spec(norm)
+    assert spec is not None
+    return _normalised_with(spec, x)
+
+
+def _normalised_with(spec: NormSpec, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.detach().flatten(0, 1)
     x = x.to(torch.promote_types(x.dtype, torch.float32))
-    if norm_kind(norm) == "layer":
+    if spec.kind == "layer":
         var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
-        r = torch.rsqrt(var + norm.eps)
+        r = torch.rsqrt(var + spec.eps)
         return (x - mean) * r, r
-    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
-    r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + spec.eps)
     return x * r, r
 
 
@@ -99,7 +158,8 @@ def projection_offset(norm: nn.Module, weight: torch.Tensor, bias: torch.Tensor 
     weight (n, d_head, d_model) plus the projection's own bias (n, d_head), so that
     ``W*_h^T x̂ = projection output - offset`` (the mean term vanishes: x̂ sums to 0 in LayerNorm)."""
     offset = torch.zeros(weight.shape[:2], dtype=weight.dtype, device=weight.device)
-    norm_bias = getattr(norm, "bias", None) if norm_kind(norm) == "layer" else None
+    spec = norm_spec(norm)
+    norm_bias = spec.bias if spec is not None and spec.kind == "layer" else None
     if norm_bias is not None:
         offset += weight @ norm_bias.detach().to(weight)
     if bias is not None:

@@ -12,7 +12,11 @@ from typing import Any
 import torch
 
 from circuitdiff.errors import TaskEncodingError
+from circuitdiff.interventions.forward import Batch
+from circuitdiff.interventions.kernels import fast_kernels
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.lab.recipe import ALL_TASKS, Kind
+from circuitdiff.models.adapters import adapter_for
 from circuitdiff.tasks import encode_task, get_task
 from circuitdiff.tasks.encode import drop_multi_token_items
 
@@ -21,7 +25,8 @@ from circuitdiff.tasks.encode import drop_multi_token_items
 def logit_diffs(model: Any, tokenizer: Any, task_name: str, n_prompts: int, seed: int, masked: bool,
                 batch_size: int = 128) -> torch.Tensor:
     """Answer-minus-distractor logit per prompt (float32, shape (n_prompts,), fewer for a task
-    such as ``facts`` that drops the items this tokenizer cannot answer in one token)."""
+    such as ``facts`` that drops the items this tokenizer cannot answer in one token), read the
+    way every circuitdiff metric is (``interventions.readout``)."""
     (task,), _ = drop_multi_token_items([get_task(task_name, n_prompts, seed, masked)], [tokenizer])
     enc = encode_task(task, tokenizer)
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
@@ -29,13 +34,13 @@ def logit_diffs(model: Any, tokenizer: Any, task_name: str, n_prompts: int, seed
         raise TaskEncodingError(f"task '{task_name}' prompts are longer than the model context ({context} tokens)")
     was_training = model.training
     model.eval()
+    adapter = adapter_for(model)
+    batch = Batch(enc.input_ids, enc.attention_mask, enc.read_pos, enc.answer_ids, enc.distractor_ids)
     out = []
-    for start in range(0, enc.n, batch_size):
-        sl = slice(start, start + batch_size)
-        logits = model(input_ids=enc.input_ids[sl], attention_mask=enc.attention_mask[sl]).logits
-        rows = torch.arange(logits.shape[0])
-        at = logits[rows, enc.read_pos[sl]].float()
-        out.append(at[rows, enc.answer_ids[sl]] - at[rows, enc.distractor_ids[sl]])
+    with fast_kernels(adapter):
+        for start in range(0, enc.n, batch_size):
+            rows = torch.arange(start, min(start + batch_size, enc.n))
+            out.append(read_metric(adapter, batch.select(rows).to(next(model.parameters()).device)).cpu())
     model.train(was_training)
     return torch.cat(out)
 

@@ -1,26 +1,31 @@
-"""Registry: pick the adapter from ``config.model_type`` so teacher and student share names."""
+"""Registry: pick the adapter from ``config.model_type`` so teacher and student share names.
+
+Every module of this package is imported here, and an ``Adapter`` subclass that sets
+``model_types`` registers itself (``base.REGISTRY``): a new family is one file in this folder.
+"""
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from torch import nn
 
 from circuitdiff.errors import UnsupportedArchitectureError
-from circuitdiff.models.adapters.base import Adapter
-from circuitdiff.models.adapters.bert import BertAdapter
-from circuitdiff.models.adapters.distilbert import DistilBertAdapter
-from circuitdiff.models.adapters.gpt2 import GPT2Adapter
-from circuitdiff.models.adapters.gpt_neox import GPTNeoXAdapter
-from circuitdiff.models.adapters.llama import LlamaAdapter
+from circuitdiff.models.adapters.base import REGISTRY, Adapter
 
-ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, BertAdapter, DistilBertAdapter, LlamaAdapter, GPTNeoXAdapter)
-_BY_TYPE: dict[str, type[Adapter]] = {t: a for a in ADAPTERS for t in a.model_types}
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_BY_TYPE))
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+ADAPTERS: tuple[type[Adapter], ...] = tuple(dict.fromkeys(REGISTRY[t] for t in sorted(REGISTRY)))
+"""Every registered adapter class, once."""
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(REGISTRY))
 
 
 def adapter_class_for(model_type: str) -> type[Adapter]:
     """The adapter class for a config's ``model_type``; a clear error for anything else."""
     try:
-        return _BY_TYPE[model_type]
+        return REGISTRY[model_type]
     except KeyError:
         raise UnsupportedArchitectureError(
             f"unsupported architecture '{model_type}'; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"

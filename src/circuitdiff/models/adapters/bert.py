@@ -19,6 +19,7 @@ class BertAdapter(Adapter):
     mlp_down_path = "output.dense"
     unembed_path = "cls.predictions.decoder"
     base_kwargs = {}  # encoders take no KV-cache flag
+    tiny_mlp_ratio = 4
     edges_refusal = (f"edges are not defined for post-LayerNorm {family}: every sublayer's write is renormalised "
                      "together with the whole residual stream, so no receiver reads one sender's contribution additively")
 

@@ -9,6 +9,8 @@ recomputed from its own residual input by the real ``ln_1`` and ``c_attn``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from circuitdiff.models.adapters.base import Adapter, get_submodule
@@ -28,6 +30,14 @@ class GPT2Adapter(Adapter):
     attn_norm_path = "ln_1"
     mlp_norm_path = "ln_2"
     final_norm_path = "transformer.ln_f"
+
+    @classmethod
+    def tiny_config(cls, model_type: str | None = None, n_layers: int = 2, n_heads: int = 4, d_model: int = 32,
+                    vocab: int = 64) -> Any:
+        from transformers import GPT2Config
+
+        return GPT2Config(n_layer=n_layers, n_head=n_heads, n_embd=d_model, n_positions=64, bos_token_id=1,
+                          eos_token_id=1, vocab_size=vocab)
 
     def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
         module = get_submodule(self.blocks()[layer], "attn.c_attn")

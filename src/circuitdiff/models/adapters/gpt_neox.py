@@ -29,6 +29,7 @@ class GPTNeoXAdapter(Adapter):
     attn_norm_path = "input_layernorm"
     mlp_norm_path = "post_attention_layernorm"
     final_norm_path = "gpt_neox.final_layer_norm"
+    tiny_mlp_ratio = 4
 
     @property  # type: ignore[override]
     def parallel_attention_mlp(self) -> bool:

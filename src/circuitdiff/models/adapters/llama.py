@@ -1,4 +1,7 @@
-"""Llama family (Llama, Mistral, Qwen2/3, SmolLM): RMSNorm, rotary, grouped-query attention.
+"""Llama family (Llama, Mistral, Qwen2/3, SmolLM 1-3, Gemma): RMSNorm, rotary, grouped-query attention.
+
+Gemma (1) has the same modules; its `(1 + weight)` RMSNorm is recognised by behaviour (`norm_vjp`),
+its embedding scale runs inside the base model. SmolLM3 skips rotary on some layers, inside attention.
 
 With grouped-query attention several query heads share one key/value head; a head
 here is a *query* head, whose output is its own slice of ``o_proj``'s input.
@@ -14,14 +17,12 @@ applied after the projections, so a patched k is rotated like a clean one.
 
 from __future__ import annotations
 
-from torch import nn
-
-from circuitdiff.models.adapters.base import Adapter, get_submodule
+from circuitdiff.models.adapters.base import Adapter
 
 
 class LlamaAdapter(Adapter):
     family = "llama"
-    model_types = ("llama", "mistral", "qwen2", "qwen3")
+    model_types = ("llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3")
     layers_path = "model.layers"
     attn_out_path = "self_attn.o_proj"
     mlp_out_path = "mlp"
@@ -29,7 +30,7 @@ class LlamaAdapter(Adapter):
     unembed_path = "lm_head"
     attn_norm_path = "input_layernorm"
     mlp_norm_path = "post_attention_layernorm"
+    qkv_path = "self_attn.{channel}_proj"
     final_norm_path = "model.norm"
-
-    def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, int, int]:
-        return get_submodule(self.blocks()[layer], f"self_attn.{channel}_proj"), 0, self.d_head
+    tiny_mlp_ratio = 3
+    tiny_kv_divisor = 2  # grouped-query attention: 2 query heads per key/value head
