@@ -31,7 +31,7 @@ from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_mode
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.null_cache import NullCache, default_folder as default_null_folder
 from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum  # noqa: F401  (public here since 0.1)
-from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
+from circuitdiff.pipeline import ModelTaskRun, model_context, refuse_multi_token, run_model_on_task
 from circuitdiff.progress import Progress, progress_bars
 from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
 from circuitdiff.schema import Note
@@ -48,18 +48,29 @@ def task_for_model(name: str, lm: LoadedModel, options: CompareOptions) -> Task:
     return task
 
 
+def multi_token_unsupported(options: CompareOptions) -> list[str]:
+    """The requested analyses that do not take multi-token answers yet (each refuses them by name)."""
+    return (["circuit discovery (pass --no-circuits)"] if options.circuits and options.circuit_thresholds else []) + \
+        ([f"edge scoring ({options.edges})"] if options.edges != "none" else [])
+
+
 def prepare_tasks(teacher: LoadedModel, student: LoadedModel, names: Sequence[str], options: CompareOptions) -> list[PreparedTask]:
     """Build and tokenise every task for both models; fails before any forward pass."""
     prepared = []
     models = (teacher, student)
     for name in names:
         tasks, dropped = [task_for_model(name, lm, options) for lm in models], None
-        if not options.first_token:  # e.g. facts: drop what either tokenizer splits, keep the rest
+        unsupported = multi_token_unsupported(options)
+        if not options.first_token and unsupported:  # e.g. facts: drop what either tokenizer splits, keep the rest
             tasks, dropped = drop_multi_token_items(tasks, [lm.tokenizer for lm in models])
             if dropped:
                 warnings.warn(dropped, stacklevel=1)
-        sides = [(task, encode_task(task, lm.tokenizer, first_token=options.first_token))
+        sides = [(task, encode_task(task, lm.tokenizer, first_token=options.first_token,
+                                    max_length=model_context(lm)))
                  for task, lm in zip(tasks, models, strict=True)]
+        for _, enc in sides:
+            for analysis in unsupported:
+                refuse_multi_token(enc, analysis)
         if len(sides[0][0]) < MIN_PROMPTS:
             why = f" ({dropped}; or ask for more with --n-prompts)" if dropped else ""
             raise TaskFileError(f"task '{name}' has {len(sides[0][0])} prompts; circuitdiff needs at least {MIN_PROMPTS}{why}")
@@ -170,7 +181,12 @@ def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel]
     notes = []
     for lm, (task, _) in zip(models, (item.teacher, item.student)):
         try:
-            encode_task(task, lm.tokenizer, first_token=False)
+            enc = encode_task(task, lm.tokenizer, first_token=False)
+            split = 0 if enc.answer_tokens is None or enc.distractor_tokens is None else int(
+                (enc.answer_tokens.ge(0).sum(1).gt(1) | enc.distractor_tokens.ge(0).sum(1).gt(1)).sum())
+            if split:
+                raise TaskEncodingError(f"task '{task.name}': {split} of {len(task)} items have an answer or "
+                                        "distractor of several tokens")
         except TaskEncodingError as exc:
             detail = str(exc).split(": ", 1)[-1]
             notes.append(Note(task=item.name, model=lm.name, topic="tokenisation", code="tokenisation.first_token",
