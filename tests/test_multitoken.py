@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from circuitdiff.circuits.buckets import circuit_evaluator
 from circuitdiff.errors import TaskEncodingError
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.attribution import attribute
+from circuitdiff.interventions.edge_methods import EdgeMethod
 from circuitdiff.interventions.exact import exact_sweep
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.readout import read_metric
@@ -118,34 +120,45 @@ def test_shared_first_token_scores_the_second_alone(saved, one_torch_thread) -> 
 def _plain_metric(lm: LoadedModel, family: str, task: Task, target, values) -> np.ndarray:
     """The reference metric with ``target`` = (layer, head or None) replaced by ``values(branch, row)``
     ((seq, d) or None = zero) through plain forward (pre-)hooks on the written-out modules."""
-    head_out, mlp_out = MODULES[family]
-    layer, head = target
+    return _plain_set_metric(lm, family, task, [target], lambda _t, b, r: values(b, r))
+
+
+def _plain_set_metric(lm: LoadedModel, family: str, task: Task, targets, values) -> np.ndarray:
+    """The reference metric with every (layer, head or None) of ``targets`` replaced at once by
+    ``values(target, branch, row)``."""
     out = []
     for row, p in enumerate(task.prompts):
         total = 0.0
         for branch, sign, cont in ((0, 1.0, p.answer), (1, -1.0, p.distractor)):
-            value = values(branch, row)  # the last continuation token is read by no position: left as it is
-
-            def pre(_m, args, value=value):
-                x = args[0].clone()
-                n = x.shape[1] if value is None else min(x.shape[1], value.shape[0])
-                x[0, :n, head * D_HEAD:(head + 1) * D_HEAD] = 0 if value is None else value[:n].to(x)
-                return (x, *args[1:])
-
-            def post(_m, _a, output, value=value):
-                y = output.clone()
-                n = y.shape[1] if value is None else min(y.shape[1], value.shape[0])
-                y[0, :n] = 0 if value is None else value[:n].to(y)
-                return y
-
-            module = lm.model.get_submodule((head_out if head is not None else mlp_out).format(layer))
-            handle = (module.register_forward_pre_hook(pre) if head is not None else module.register_forward_hook(post))
+            handles = [_install(lm, family, t, values(t, branch, row)) for t in targets]
             try:
                 total += sign * reference_logprob(lm.model, p.prompt, cont)
             finally:
-                handle.remove()
+                for h in handles:
+                    h.remove()
         out.append(total)
     return np.array(out)
+
+
+def _install(lm: LoadedModel, family: str, target, value):
+    """A plain hook replacing ``target`` = (layer, head or None) by ``value`` ((seq, d); None = zero)."""
+    head_out, mlp_out = MODULES[family]
+    layer, head = target
+
+    def pre(_m, args):
+        x = args[0].clone()
+        n = x.shape[1] if value is None else min(x.shape[1], value.shape[0])  # the last token is read by nothing
+        x[0, :n, head * D_HEAD:(head + 1) * D_HEAD] = 0 if value is None else value[:n].to(x)
+        return (x, *args[1:])
+
+    def post(_m, _a, output):
+        y = output.clone()
+        n = y.shape[1] if value is None else min(y.shape[1], value.shape[0])
+        y[0, :n] = 0 if value is None else value[:n].to(y)
+        return y
+
+    module = lm.model.get_submodule((head_out if head is not None else mlp_out).format(layer))
+    return module.register_forward_pre_hook(pre) if head is not None else module.register_forward_hook(post)
 
 
 def _plain_means(lm: LoadedModel, family: str, task: Task, enc) -> dict:
@@ -248,15 +261,24 @@ def test_one_token_numbers_unchanged(one_torch_thread) -> None:
         assert np.abs(run.ablated - np.array(recorded[key]["ablated"])).max() <= 1e-6
 
 
-def test_multi_token_pipeline_runs_and_refuses_what_it_cannot(saved, one_torch_thread) -> None:
+def test_multi_token_pipeline_runs_circuits_and_refuses_edges(saved, one_torch_thread) -> None:
     lm = load_model(str(saved[1]))
     task = multi_task(n=8)
     run = run_model_on_task(lm, task, Ablation.MEAN, n_boot=20)
     np.testing.assert_allclose(run.clean, reference_metric(lm.model, task), atol=1e-4)
     assert run.ablated.shape == (len(lm.adapter.components()), len(task))
     assert run.read_acts[lm.adapter.components()[0].name].shape[0] == len(task)
-    with pytest.raises(TaskEncodingError, match="circuit discovery .* does not support multi-token"):
-        run_model_on_task(lm, task, Ablation.MEAN, circuit_thresholds=(0.2,), n_boot=5)
+    with pytest.raises(TaskEncodingError, match="edge scoring .* does not support multi-token"):
+        run_model_on_task(lm, task, Ablation.MEAN, edges=EdgeMethod.EAP, n_boot=5)
+    # circuits need a clearly positive clean metric: each item's preferred continuation made its answer
+    ref = reference_metric(lm.model, task)
+    task = Task("preferred", tuple(p if m > 0 else TaskPrompt(p.prompt, p.distractor, p.answer, template=p.template)
+                                   for p, m in zip(task.prompts, ref)))
+    found = run_model_on_task(lm, task, Ablation.ZERO, circuit_thresholds=(0.2,), n_boot=5)
+    (circuit,) = found.circuits  # faithfulness: the metric with everything outside the circuit zeroed, over clean
+    outside = [(c.layer, c.head) for c in lm.adapter.components() if c.name not in circuit.components]
+    ablated = _plain_set_metric(lm, saved[0], task, outside, lambda *_: None).mean()
+    assert circuit.faithfulness == pytest.approx(ablated / reference_metric(lm.model, task).mean(), abs=1e-4)
 
 
 def test_bad_multi_token_input_is_refused_by_name() -> None:
@@ -273,3 +295,31 @@ def test_bad_multi_token_input_is_refused_by_name() -> None:
         encode_task(masked, tok)
     first = encode_task(long, tok, first_token=True)
     assert first.branches == 1 and first.answer_ids.tolist() == tok(" w20")["input_ids"]
+
+
+@pytest.mark.parametrize("ablation", [Ablation.ZERO, Ablation.MEAN], ids=lambda a: a.value)
+def test_circuit_sets_against_plain_hooks(saved, ablation: Ablation, one_torch_thread) -> None:
+    """Sets of components ablated at once, by the circuit search's evaluator (stacked variants, prefixes of
+    ablated states, width buckets), against plain hooks: the mean over prompts of the reference metric."""
+    family, path = saved
+    lm = load_model(str(path))
+    task = multi_task(n=6)
+    enc = encode_task(task, lm.tokenizer)
+    batch, _ = batches(enc, lm.device)
+    clean = clean_pass(lm, batch)
+    replacement = task_replacement(ablation, clean.cache, enc, int(batch.input_ids.shape[0]), 0, False)
+    by_name = {c.name: c for c in lm.adapter.components()}
+    sets = [["L0.H1", "L1.MLP"], ["L0.MLP", "L1.H2", "L1.H3"], ["L1.H0"], ["L1.H1", "L1.MLP"], ["L1.H3"]]  # 3 from L1
+    with fast_kernels(lm.adapter):
+        evaluator = circuit_evaluator(lm.adapter, batch, replacement, memory_budget=1 << 20)
+        got = evaluator.ablated([[by_name[n] for n in names] for names in sets])
+        evaluator.prefix(frozenset())  # the clean prefix
+        (_, state), = evaluator.extend([(frozenset(), by_name["L0.H2"])])  # records the state's prefix
+        (extended, _), = evaluator.extend([(state, by_name["L1.MLP"])])  # starts from it
+    means = _plain_means(lm, family, task, enc) if ablation is Ablation.MEAN else {}
+    value = lambda t, b, _r: means.get((*t, b))  # noqa: E731
+    for names, mean in zip(sets, got):
+        targets = [(by_name[n].layer, by_name[n].head) for n in names]
+        assert mean == pytest.approx(_plain_set_metric(lm, family, task, targets, value).mean(), abs=1e-3), names
+    expected = _plain_set_metric(lm, family, task, [(0, 2), (1, None)], value).mean()
+    assert extended == pytest.approx(expected, abs=1e-3)

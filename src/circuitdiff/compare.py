@@ -50,8 +50,7 @@ def task_for_model(name: str, lm: LoadedModel, options: CompareOptions) -> Task:
 
 def multi_token_unsupported(options: CompareOptions) -> list[str]:
     """The requested analyses that do not take multi-token answers yet (each refuses them by name)."""
-    return (["circuit discovery (pass --no-circuits)"] if options.circuits and options.circuit_thresholds else []) + \
-        ([f"edge scoring ({options.edges})"] if options.edges != "none" else [])
+    return [f"edge scoring ({options.edges})"] if options.edges != "none" else []
 
 
 def prepare_tasks(teacher: LoadedModel, student: LoadedModel, names: Sequence[str], options: CompareOptions) -> list[PreparedTask]:
@@ -61,7 +60,8 @@ def prepare_tasks(teacher: LoadedModel, student: LoadedModel, names: Sequence[st
     for name in names:
         tasks, dropped = [task_for_model(name, lm, options) for lm in models], None
         unsupported = multi_token_unsupported(options)
-        if not options.first_token and unsupported:  # e.g. facts: drop what either tokenizer splits, keep the rest
+        masked = any(lm.adapter.masked_lm for lm in models)  # a masked LM scores one [MASK]: one-token answers only
+        if not options.first_token and (unsupported or masked):  # facts: drop what a tokenizer splits, keep the rest
             tasks, dropped = drop_multi_token_items(tasks, [lm.tokenizer for lm in models])
             if dropped:
                 warnings.warn(dropped, stacklevel=1)

@@ -46,7 +46,7 @@ from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff.schema import Note
 from circuitdiff.tasks.base import Task
-from circuitdiff.tasks.encode import EncodedTask, encode_task
+from circuitdiff.tasks.encode import EncodedTask, encode_task, refuse_multi_token
 from circuitdiff.tasks.roles import role_positions
 from circuitdiff.tasks.spans import token_spans
 
@@ -107,14 +107,6 @@ def model_context(lm: LoadedModel) -> int | None:
     config = lm.model.config
     value = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     return int(value) if isinstance(value, int) else None
-
-
-def refuse_multi_token(enc: EncodedTask, analysis: str) -> None:
-    """Stop with one line where an analysis does not support multi-token answers yet."""
-    if enc.branches > 1:
-        raise TaskEncodingError(f"task '{enc.task_name}': {analysis} does not support multi-token answers yet "
-                                "(an answer or distractor is several tokens for this tokenizer); "
-                                "use --first-token to score first tokens")
 
 
 @torch.no_grad()
@@ -206,8 +198,6 @@ def run_model_on_task(
     clean_batch, corrupted_batch = batches(enc, lm.device)
     if ablation.needs_corrupted and corrupted_batch is None:
         raise TaskEncodingError(f"{ablation.value} patching needs corrupted prompts; task '{task.name}' has none")
-    if circuit_thresholds:
-        refuse_multi_token(enc, "circuit discovery (pass --no-circuits)")
     if edges is not EdgeMethod.NONE:
         refuse_multi_token(enc, f"edge scoring ({edges.value})")
     name, adapter = lm.name, lm.adapter

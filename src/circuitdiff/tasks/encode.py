@@ -446,3 +446,11 @@ def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: 
         corrupted_distractor_input_ids=cd_ids,
         corrupted_distractor_attention_mask=cd_att,
     )
+
+
+def refuse_multi_token(enc: EncodedTask, analysis: str) -> None:
+    """Stop with one line where an analysis does not support multi-token answers yet."""
+    if enc.branches > 1:
+        raise TaskEncodingError(f"task '{enc.task_name}': {analysis} does not support multi-token answers yet "
+                                "(an answer or distractor is several tokens for this tokenizer); "
+                                "use --first-token to score first tokens")
