@@ -91,8 +91,10 @@ def _task_table(tr: TaskResult) -> Table:
     table.add_row("attribution vs exact (Spearman)", _fmt(t.attribution_spearman, ".2f"),
                   _fmt(s.attribution_spearman, ".2f"))
     circuit = tr.circuit
-    if "teacher" in circuit:
-        table.add_row(f"circuit size (T={circuit['threshold']})", str(len(circuit["teacher"])), str(len(circuit["student"])))
+    default = next((e for e in circuit.get("thresholds") or [] if e["threshold"] == circuit.get("threshold")), None)
+    if default is not None:
+        table.add_row(f"circuit size (T={circuit['threshold']})",
+                      *(str(default[role]["size"]) if default.get(role) else "none" for role in ("teacher", "student")))
     return table
 
 

@@ -195,17 +195,31 @@ def _circuit(results: Results, name: str) -> dict[str, Any]:
             return {"rows": [], "missing": "circuit discovery was switched off for this run"}
         why = [n.text for n in task_notes(results, name) if n.topic == "circuit" and n.role is not None]
         return {"rows": [], "missing": "; ".join(why) or "no circuit was found"}
-    rows = [{"threshold": fmt(e["threshold"]), "teacher": _circuit_cell(e["teacher"]), "student": _circuit_cell(e["student"]),
-             "jaccard": fmt(e.get("overlap_jaccard")), "recall": fmt(e.get("teacher_recall"), ".0%"),
+    compared = any(e.get("overlap_jaccard") is not None for e in entries)
+    rows = [{"threshold": fmt(e["threshold"]), "teacher": _circuit_cell(e.get("teacher")),
+             "student": _circuit_cell(e.get("student")),
+             "jaccard": fmt(e.get("overlap_jaccard")) if compared else "withheld",
+             "recall": fmt(e.get("teacher_recall"), ".0%") if compared else "withheld",
+             "across": {role: _threshold_overlap_cell(e, role) for role in ("teacher", "student")},
              "default": finite(e["threshold"]) == finite(circuit.get("threshold"))} for e in entries]
-    return {"rows": rows, "missing": None}
+    nested = circuit.get("nested") or {}
+    return {"rows": rows, "missing": None, "withheld": circuit.get("comparison_withheld"),
+            "not_nested": [role for role, flag in nested.items() if flag is False]}
 
 
-def _circuit_cell(c: dict[str, Any]) -> str:
+def _circuit_cell(c: dict[str, Any] | None) -> str:
     """Size, faithfulness (own ablation; under the other one) and Wang et al.'s incompleteness gap."""
+    if not c:
+        return "none"
     other = f", {c['other_ablation']} {fmt(c.get('faithfulness_other'))}" if c.get("other_ablation") else ""
     return (f"{c['size']} (faithful {fmt(c.get('faithfulness'))}{other}; "
             f"incompleteness {fmt(c.get('completeness_gap'))})")
+
+
+def _threshold_overlap_cell(entry: dict[str, Any], role: str) -> str:
+    """'T=0.1: 0.39, T=0.3: 0.50': this circuit's Jaccard overlap with the model's circuit at each other threshold."""
+    overlaps = (entry.get("overlap_with_thresholds") or {}).get(role) or []
+    return ", ".join(f"T={fmt(o['threshold'], 'g')}: {fmt(o['jaccard'])}" for o in overlaps) or "—"
 
 
 def _per_prompt(tables: Tables, name: str, frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray | None]:
@@ -268,7 +282,8 @@ def _task_figures(results: Results, name: str, key: str, tables: Tables, figs: _
             lambda: figures.circuits(t, s, circuit.get("teacher") or [], circuit.get("student") or [], _default_mapped(circuit)),
             f"{key}_circuits", f"Circuits at threshold {fmt(circuit.get('threshold'))}: filled cells are kept components.",
             "no components in the results")
-        found = {role: [e[role] for e in circuit.get("thresholds") or []] for role in ("teacher", "student")}
+        found = {role: [e[role] for e in circuit.get("thresholds") or [] if e.get(role)]
+                 for role in ("teacher", "student")}
         out["circuit_curve"] = figs.add(
             lambda: figures.circuit_curves(circuit.get("curve") or {}, found), f"{key}_circuit_curve",
             "Metric kept against circuit size: the most influential components kept, every other one ablated at once "

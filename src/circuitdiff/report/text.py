@@ -60,7 +60,9 @@ GLOSSARY: list[tuple[str, str]] = [
      "Faithfulness: metric with only the circuit kept, over clean (within the threshold of 1 by construction "
      "under the run's ablation; not under the other ablation type). Incompleteness (Wang et al. 2022): the largest "
      "gap, over sampled subsets K of the circuit, between removing K from the circuit and removing K from the "
-     "whole model, as a share of clean (0: the circuit holds everything the model uses)."),
+     "whole model, as a share of clean (0: the circuit holds everything the model uses). The walk is greedy and "
+     "path-dependent, so the circuits at different thresholds need not be nested: each is shown with its overlap "
+     "with the others."),
     ("Intervals",
      "95% bootstrap intervals over prompts, bias-corrected and accelerated (BCa; a component's effect, a plain "
      "mean, gets the percentile interval): the range the number would "

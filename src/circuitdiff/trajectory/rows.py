@@ -35,7 +35,7 @@ def _circuit(entry: dict[str, Any]) -> dict[str, Any]:
         return {"circuit_threshold": None, "circuit_overlap": None, "student_circuit_size": None,
                 "teacher_circuit_size": None}
     return {"circuit_threshold": chosen["threshold"], "circuit_overlap": chosen.get("overlap_jaccard"),
-            "student_circuit_size": chosen["student"]["size"], "teacher_circuit_size": chosen["teacher"]["size"]}
+            **{f"{role}_circuit_size": (chosen.get(role) or {}).get("size") for role in ("student", "teacher")}}
 
 
 def task_row(step: int, checkpoint: str, task: str, entry: dict[str, Any]) -> dict[str, Any]:
