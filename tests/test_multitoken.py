@@ -268,6 +268,11 @@ def test_multi_token_pipeline_runs_circuits_and_refuses_edges(saved, one_torch_t
     np.testing.assert_allclose(run.clean, reference_metric(lm.model, task), atol=1e-4)
     assert run.ablated.shape == (len(lm.adapter.components()), len(task))
     assert run.read_acts[lm.adapter.components()[0].name].shape[0] == len(task)
+    enc = encode_task(task, lm.tokenizer)
+    assert run.token_spans is not None  # the prompt's tokens are spanned, the continuation's are padding
+    for r, p in enumerate(task.prompts):
+        n_prompt, n_row = len(_ids(p.prompt)), int(enc.attention_mask[r].sum())
+        assert (run.token_spans.spans[r, :n_prompt] >= 0).all() and (run.token_spans.spans[r, n_prompt:n_row] < 0).all()
     with pytest.raises(TaskEncodingError, match="edge scoring .* does not support multi-token"):
         run_model_on_task(lm, task, Ablation.MEAN, edges=EdgeMethod.EAP, n_boot=5)
     # circuits need a clearly positive clean metric: each item's preferred continuation made its answer
@@ -323,3 +328,24 @@ def test_circuit_sets_against_plain_hooks(saved, ablation: Ablation, one_torch_t
         assert mean == pytest.approx(_plain_set_metric(lm, family, task, targets, value).mean(), abs=1e-3), names
     expected = _plain_set_metric(lm, family, task, [(0, 2), (1, None)], value).mean()
     assert extended == pytest.approx(expected, abs=1e-3)
+
+
+def test_null_draw_on_a_multi_token_task(saved, one_torch_thread) -> None:
+    """The calibrated null's draw: per-prompt read-outs, and its exact check equals the exact effect computed
+    here from the plain-hook reference on the same random model."""
+    from circuitdiff.null import null_draw, random_like, task_tokens
+
+    family, path = saved
+    lm = load_model(str(path))
+    task = multi_task(n=6)
+    enc = encode_task(task, lm.tokenizer)
+    assert set(task_tokens([enc])) >= set(enc.answer_tokens[enc.answer_tokens >= 0].tolist())
+    rand = random_like(lm, 3, task_tokens([enc]))
+    draw = null_draw(rand, enc, Ablation.ZERO, seed=0, n_check=2)
+    assert all(v.shape == (len(task), v.shape[1]) for v in draw.read_acts.values())
+    by_name = {c.name: c for c in rand.adapter.components()}
+    clean = reference_metric(rand.model, task)
+    for name, effect in draw.checked.items():
+        c = by_name[name]
+        ablated = _plain_set_metric(rand, family, task, [(c.layer, c.head)], lambda *_: None)
+        assert effect == pytest.approx((ablated - clean).mean(), abs=1e-4), name
