@@ -10,6 +10,7 @@ is scored on. Prompt indices (``len``, ``select``, ``repeat``) count prompts, no
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,7 +68,8 @@ class Batch:
         n = len(self)
         return torch.cat([torch.ones(n), -torch.ones(n * (self.branches - 1))]).to(self.input_ids.device)
 
-    def _with(self, fn) -> Batch:  # type: ignore[no-untyped-def]
+    def _with(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """``fn`` applied to every tensor field (``targets`` too when set)."""
         changes = {f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)
                    if isinstance(getattr(self, f.name), torch.Tensor)}
         return dataclasses.replace(self, **changes)
