@@ -349,3 +349,21 @@ def test_null_draw_on_a_multi_token_task(saved, one_torch_thread) -> None:
         c = by_name[name]
         ablated = _plain_set_metric(rand, family, task, [(c.layer, c.head)], lambda *_: None)
         assert effect == pytest.approx((ablated - clean).mean(), abs=1e-4), name
+
+
+def test_report_example_shows_each_models_continuation_tokens() -> None:
+    from types import SimpleNamespace
+
+    from circuitdiff.compare import task_example
+
+    tok = word_tokenizer()
+    task = multi_task(n=2)
+    enc = encode_task(task, tok)
+    lm = SimpleNamespace(tokenizer=tok)
+    example = task_example(task, {"teacher": (lm, enc), "student": (lm, encode_task(task, tok, first_token=True))})
+    first = task.prompts[0]
+    teacher, student = example["continuations"]
+    # the word-level tokenizer decodes a token without its leading space
+    assert teacher == {"model": "teacher", "answer": first.answer.split(), "distractor": first.distractor.split()}
+    assert student["answer"] == first.answer.split()[:1]  # cut to its first token
+    assert "continuations" not in task_example(task, {"teacher": (lm, encode_task(task, tok, first_token=True))})

@@ -37,7 +37,7 @@ from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
 from circuitdiff.schema import Note
 from circuitdiff.shared_runs import SharedRuns
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
-from circuitdiff.tasks.encode import drop_multi_token_items
+from circuitdiff.tasks.encode import drop_multi_token_items, split_items
 from circuitdiff.tasks.prepared import PreparedTask
 
 def task_for_model(name: str, lm: LoadedModel, options: CompareOptions) -> Task:
@@ -160,7 +160,8 @@ def run_comparison(
                 teacher_run=t_run if same_tokenisation(item.teacher[1], side.teacher[1]) else None, progress=progress)
             analysis.notes.extend(result.controls[item.name].notes)
         result.analyses[item.name] = analysis
-        result.examples[item.name] = task_example(item.teacher[0])
+        result.examples[item.name] = task_example(item.teacher[0], {"teacher": (teacher, item.teacher[1]),
+                                                                    "student": (student, item.student[1])})
         result.notes.extend(analysis.notes)
         result.records[item.name] = task_record(result, item.name)
         if store is not None:
@@ -168,10 +169,25 @@ def run_comparison(
     return result
 
 
-def task_example(task: Task) -> dict[str, str]:
-    """The first prompt of a task, for the report."""
+def task_example(task: Task, encoded: dict[str, tuple[LoadedModel, EncodedTask]] | None = None) -> dict[str, Any]:
+    """The first prompt of a task, for the report; with ``encoded`` (role -> model and its encoding) also
+    each model's continuation tokens when some model's answer or distractor takes several."""
     first = task.prompts[0]
-    return {"prompt": first.prompt, "answer": first.answer, "distractor": first.distractor}
+    out: dict[str, Any] = {"prompt": first.prompt, "answer": first.answer, "distractor": first.distractor}
+    sides = [(role, lm, enc) for role, (lm, enc) in (encoded or {}).items()]
+    if any(enc.branches > 1 for _, _, enc in sides):
+        out["continuations"] = [
+            {"model": role, **{what: [lm.tokenizer.decode([t]) for t in _first_row(enc, what).tolist()]
+                               for what in ("answer", "distractor")}} for role, lm, enc in sides]
+    return out
+
+
+def _first_row(enc: EncodedTask, what: str) -> torch.Tensor:
+    """The first prompt's continuation tokens (one token for a one-token encoding)."""
+    table = enc.answer_tokens if what == "answer" else enc.distractor_tokens
+    if table is None:
+        return (enc.answer_ids if what == "answer" else enc.distractor_ids)[:1]
+    return table[0][table[0] >= 0]
 
 
 def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[Note]:
@@ -181,12 +197,9 @@ def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel]
     notes = []
     for lm, (task, _) in zip(models, (item.teacher, item.student)):
         try:
-            enc = encode_task(task, lm.tokenizer, first_token=False)
-            split = 0 if enc.answer_tokens is None or enc.distractor_tokens is None else int(
-                (enc.answer_tokens.ge(0).sum(1).gt(1) | enc.distractor_tokens.ge(0).sum(1).gt(1)).sum())
+            split = split_items(task, encode_task(task, lm.tokenizer, first_token=False), lm.tokenizer)
             if split:
-                raise TaskEncodingError(f"task '{task.name}': {split} of {len(task)} items have an answer or "
-                                        "distractor of several tokens")
+                raise TaskEncodingError(split)
         except TaskEncodingError as exc:
             detail = str(exc).split(": ", 1)[-1]
             notes.append(Note(task=item.name, model=lm.name, topic="tokenisation", code="tokenisation.first_token",

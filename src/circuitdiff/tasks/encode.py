@@ -143,10 +143,15 @@ class _Problems:
         items = [f"{d!r} ({self._where(idx)})" for d, idx in details.items()]
         return f"{kind}: {_first(items)}"
 
+    def message(self) -> str | None:
+        if not self.groups:
+            return None
+        return f"task '{self.task.name}': " + "; ".join(self._render(kind, d) for kind, d in self.groups.items())
+
     def raise_if_any(self) -> None:
-        if self.groups:
-            parts = [self._render(kind, details) for kind, details in self.groups.items()]
-            raise TaskEncodingError(f"task '{self.task.name}': " + "; ".join(parts))
+        message = self.message()
+        if message is not None:
+            raise TaskEncodingError(message)
 
 
 def _first(items: list[str]) -> str:
@@ -454,3 +459,14 @@ def refuse_multi_token(enc: EncodedTask, analysis: str) -> None:
         raise TaskEncodingError(f"task '{enc.task_name}': {analysis} does not support multi-token answers yet "
                                 "(an answer or distractor is several tokens for this tokenizer); "
                                 "use --first-token to score first tokens")
+
+
+def split_items(task: Task, enc: EncodedTask, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """One line naming the items whose answer or distractor ``enc`` holds as several tokens (None if none)."""
+    problems = _Problems(task)
+    label = tokenizer_label(tokenizer)
+    for role, table in (("answer", enc.answer_tokens), ("distractor", enc.distractor_tokens)):
+        for i, count in enumerate([] if table is None else table.ge(0).sum(1).tolist()):
+            if count > 1:
+                problems.add(f"{role} is several tokens for tokenizer '{label}'", i, getattr(task.prompts[i], role))
+    return problems.message()
