@@ -117,6 +117,37 @@ def test_shared_first_token_scores_the_second_alone(saved, one_torch_thread) -> 
     assert got[1] == pytest.approx(second, abs=1e-4)
 
 
+FINAL_NORM = {"gpt2": "transformer.ln_f", "llama": "model.norm", "gpt_neox": "gpt_neox.final_layer_norm"}
+
+
+@pytest.mark.parametrize("position, moves", [(2, False), (3, True)], ids=["shared-token", "second-token"])
+def test_crafted_shared_first_token(saved, position: int, moves: bool, one_torch_thread) -> None:
+    """A crafted model: its final hidden state at one position pushed far off by a hook on the final norm. At the
+    position that predicts the shared first token (2, the last prompt token) the push changes that token's
+    log-probability identically in both branches, so the metric must not move; at the next one it must."""
+    family, path = saved
+    lm = load_model(str(path))
+    task = Task("shared", (TaskPrompt("w11 w12 w13", " w20 w21", " w20 w22"),))
+    batch, _ = batches(encode_task(task, lm.tokenizer), lm.device)
+    before = clean_pass(lm, batch).logit_diff[0]
+    push = 5.0 * torch.randn(lm.adapter.d_model, generator=torch.Generator().manual_seed(0))
+
+    def crafted(_m, _a, output):
+        out = output.clone()
+        out[:, position] += push
+        return out
+
+    handle = lm.model.get_submodule(FINAL_NORM[family]).register_forward_hook(crafted)
+    try:
+        after = clean_pass(lm, batch).logit_diff[0]
+    finally:
+        handle.remove()
+    if moves:
+        assert abs(after - before) > 0.1
+    else:
+        assert after == pytest.approx(before, abs=1e-4)
+
+
 def _plain_metric(lm: LoadedModel, family: str, task: Task, target, values) -> np.ndarray:
     """The reference metric with ``target`` = (layer, head or None) replaced by ``values(branch, row)``
     ((seq, d) or None = zero) through plain forward (pre-)hooks on the written-out modules."""
