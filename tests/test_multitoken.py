@@ -326,6 +326,8 @@ def test_bad_multi_token_input_is_refused_by_name() -> None:
     with pytest.raises(TaskEncodingError, match=r"longer than the model's context \(4 tokens\)"):
         encode_task(long, tok, max_length=4)
     assert encode_task(long, tok, max_length=5).input_ids.shape[1] == 5
+    with pytest.raises(TaskEncodingError, match=r"task 'empty': answer is empty \(prompt #1\)"):
+        encode_task(Task("empty", (TaskPrompt("w11", " w20", " w21"), TaskPrompt("w11", " ", " w21"))), tok)
     masked = Task("m", (TaskPrompt("w11 {mask} w12", " w20 w21", " w22"),), masked=True)
     with pytest.raises(TaskEncodingError, match=r"answer is not a single token .*masked LM.*' w20 w21'"):
         encode_task(masked, tok)

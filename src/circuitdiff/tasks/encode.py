@@ -327,7 +327,9 @@ def _checked_targets(texts: _Texts, slots: Slots, problems: _Problems,
         for i, (p, toks) in enumerate(zip(texts.task.prompts, tokens, strict=True)):
             if isinstance(slots[i], str):
                 continue
-            if toks is None:
+            if not getattr(p, role).strip():
+                problems.add(f"{role} is empty", i)
+            elif toks is None:
                 problems.add(f"{role} merges with the end of the prompt for tokenizer '{label}'", i, getattr(p, role))
             elif len(toks) != 1 and texts.task.masked and not first_token:
                 problems.add(f"{role} is not a single token for tokenizer '{label}' (a masked LM scores one "
