@@ -87,11 +87,12 @@ def test_malformed_jsonl_names_the_line(pair, tmp_path) -> None:
     assert not (tmp_path / "o" / "results.json").exists()
 
 
-def test_multi_token_answer_is_refused_before_computing(pair, tmp_path) -> None:
+def test_multi_token_answer_refused_by_edges_in_one_line(pair, tmp_path) -> None:
     bad = tmp_path / "multi.jsonl"
     bad.write_text(json.dumps({"prompt": "The capital of France is", "answer": " Parisianistically", "distractor": " Rome"}) + "\n")
-    proc = cli("compare", "--teacher", str(pair[0]), "--student", str(pair[1]), "--task", str(bad), "--out", str(tmp_path / "o"))
-    assert_one_line_error(proc, "single token", "line 1")
+    proc = cli("compare", "--teacher", str(pair[0]), "--student", str(pair[1]), "--task", str(bad), "--edges", "eap",
+               "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, "edge scoring (eap)", "multi-token answers", "--first-token")
 
 
 def test_pickle_checkpoint_refused_without_flag(tmp_path, gpt2_tokenizer) -> None:

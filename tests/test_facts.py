@@ -156,8 +156,7 @@ def test_dropping_counts_exactly_the_split_items(split_gpt2_tokenizer: Tok) -> N
     assert note is not None and f"dropped {N - len(expected)} of {N} items" in note and "'split-gpt2'" in note
     enc = encode_task(kept, tok)
     assert enc.n == len(expected)
-    with pytest.raises(TaskEncodingError, match="not a single token for tokenizer 'split-gpt2'"):
-        encode_task(task, tok)  # encode_task itself never drops
+    assert encode_task(task, tok).branches == 2  # encode_task itself never drops: split answers are teacher-forced
     assert encode_task(task, tok, first_token=True).n == N
 
 
@@ -191,6 +190,10 @@ def test_prepare_tasks_gives_both_models_the_same_items_and_warns(split_pair: di
     assert any(f"of {N} items" in str(w.message) for w in caught)
     (item,) = prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=N, first_token=True))
     assert item.teacher[1].n == item.student[1].n == N  # --first-token keeps the study's behaviour
+    (item,) = prepare_tasks(teacher, teacher, ["facts"], CompareOptions(n_prompts=N))  # causal: teacher-forced
+    assert item.teacher[1].n == N and item.teacher[1].branches == 2
+    (item,) = prepare_tasks(teacher, teacher, ["facts"], CompareOptions(n_prompts=N, edges="eap"))
+    assert item.teacher[1].n < N  # edges take one-token answers only: the split items are dropped
 
 
 def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(split_pair: dict[str, Path]) -> None:
@@ -222,7 +225,7 @@ def test_too_few_items_left_names_the_drop(split_pair: dict[str, Path]) -> None:
     assert sum(p.template == "facts-opposite" for p in get_task("facts", n, 0).prompts) == 2
     with pytest.raises(TaskFileError, match=rf"has 2 prompts; circuitdiff needs at least 4 \(facts: dropped 6 of {n}"), \
             pytest.warns(UserWarning, match="dropped"):
-        prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=n))
+        prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=n, edges="eap"))  # edges: one-token only
 
 
 HAND_POSITIONS = {  # prompt -> (subject, end) token positions, counted by hand

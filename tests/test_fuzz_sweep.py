@@ -132,7 +132,8 @@ def _tasks(base: Path) -> dict[str, str]:
     bad = base / "bad.jsonl"
     bad.write_text('{"prompt": "w1"\n', encoding="utf-8")
     two = base / "two-token.jsonl"
-    two.write_text("\n".join(json.dumps({"prompt": "w1 w2", "answer": " w4 w5", "distractor": " w6"}) for _ in range(4)))
+    two.write_text("\n".join(json.dumps({"prompt": f"w1 w{i}", "answer": " w4 w5", "distractor": " w6"})  # multi-token
+                             for i in range(7, 11)))
     return {"good": str(base / "alpha.jsonl"), "bad": str(bad), "two": str(two), "missing": str(base / "nope.jsonl"),
             "builtin": "ioi"}
 

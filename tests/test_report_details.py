@@ -113,7 +113,8 @@ def test_first_token_and_missing_circuit_notes_say_why(tmp_path: Path) -> None:
                       first_token=True, n_boot=20, null_model=False, circuit_thresholds=(0.2,))
     notes = results["warnings"]
     assert any("--first-token" in n and "Ottawanistically" in n and "tiny-gpt2" in n for n in notes), notes
-    assert results["tasks"]["mine.jsonl"]["example"] == {"prompt": rows[0][0], "answer": " Mary", "distractor": " John"}
+    assert results["tasks"]["mine.jsonl"]["example"] == {"prompt": rows[0][0], "answer": " Mary", "distractor": " John",
+                                                         "continuations": None}  # --first-token: one token each
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "Ottawanistically" in page and "· 5 prompts ·" in page
     # the fifth prompt (first token " Ottawa" of " Ottawanistically" against " Paris", which both models, taught

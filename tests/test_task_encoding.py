@@ -103,16 +103,19 @@ def _jsonl(path: Path, rows: list[dict[str, str] | None]) -> Path:
     return path
 
 
-def test_multi_token_answer_names_the_line(tmp_path: Path, gpt2_tokenizer: Tok) -> None:
+def test_multi_token_answer_is_teacher_forced_or_cut(tmp_path: Path, gpt2_tokenizer: Tok) -> None:
     good = {"prompt": "When Mary and John left, John waved to", "answer": " Mary", "distractor": " John"}
     bad = {**good, "answer": " Marybeth"}
     path = _jsonl(tmp_path / "my.jsonl", [good, None, bad, good, None, None, bad])
     task = get_task(str(path))
-    with pytest.raises(TaskEncodingError) as err:
-        encode_task(task, gpt2_tokenizer)
-    msg = str(err.value)
-    assert "my.jsonl" in msg and "' Marybeth'" in msg and "lines 3, 7" in msg and "not a single token" in msg
-    assert "\n" not in msg
+    prompt_ids = gpt2_tokenizer(good["prompt"])["input_ids"]
+    split = gpt2_tokenizer(good["prompt"] + " Marybeth")["input_ids"][len(prompt_ids):]
+    assert len(split) > 1
+    multi = encode_task(task, gpt2_tokenizer)  # both branches: prompt + answer[:-1], prompt + distractor[:-1]
+    assert multi.branches == 2 and multi.answer_tokens[1].tolist()[:len(split)] == split
+    assert multi.input_ids[1, :multi.attention_mask[1].sum()].tolist() == prompt_ids + split[:-1]
+    assert multi.distractor_input_ids[1, :multi.distractor_attention_mask[1].sum()].tolist() == prompt_ids
+    assert multi.read_pos.tolist() == [len(prompt_ids) - 1] * 4
     enc = encode_task(task, gpt2_tokenizer, first_token=True)
     n_prompt = len(gpt2_tokenizer(good["prompt"])["input_ids"])
     first = gpt2_tokenizer(good["prompt"] + " Marybeth")["input_ids"][n_prompt]
@@ -183,8 +186,9 @@ def test_bos_tokenizer_and_pad_fallback() -> None:
     assert enc.input_ids.tolist() == [[1, 10, 11, 12], [1, 10, 11, 0]]
     assert enc.read_pos.tolist() == [3, 2]
     assert enc.answer_ids.tolist() == [tok.vocab["d"]] * 2
+    assert encode_task(Task("t", (TaskPrompt("a", " d e", " f"),)), tok).answer_tokens.tolist() == [[13, 14]]
     with pytest.raises(TaskEncodingError, match="_BosTokenizer"):
-        encode_task(Task("t", (TaskPrompt("a", " d e", " f"),)), tok)
+        encode_task(Task("t", (TaskPrompt("a", " d e", " d e"),)), tok)
 
 
 def test_pad_id_fallbacks() -> None:

@@ -94,7 +94,8 @@ def task_fingerprint(run: str, item: PreparedTask) -> str:
     for _task, enc in (item.teacher, item.student):
         tensors += [t for t in (enc.input_ids, enc.attention_mask, enc.read_pos, enc.answer_ids, enc.distractor_ids,
                                 enc.corrupted_input_ids, enc.corrupted_attention_mask, enc.corrupted_read_pos,
-                                enc.template_ids)
+                                enc.template_ids, enc.answer_tokens, enc.distractor_tokens, enc.distractor_input_ids,
+                                enc.corrupted_distractor_input_ids)
                     if t is not None]
     return _digest(run, item.name, *tensors)
 

@@ -31,13 +31,13 @@ from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_mode
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.null_cache import NullCache, default_folder as default_null_folder
 from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum, with_options  # noqa: F401  (public here since 0.1)
-from circuitdiff.pipeline import ModelTaskRun, run_model_on_task
+from circuitdiff.pipeline import ModelTaskRun, model_context, refuse_multi_token, run_model_on_task
 from circuitdiff.progress import Progress, progress_bars
 from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
 from circuitdiff.schema import Note
 from circuitdiff.shared_runs import SharedRuns
 from circuitdiff.tasks import EncodedTask, Task, encode_task, get_task
-from circuitdiff.tasks.encode import drop_multi_token_items
+from circuitdiff.tasks.encode import drop_multi_token_items, split_items
 from circuitdiff.tasks.prepared import PreparedTask
 
 def task_for_model(name: str, lm: LoadedModel, options: CompareOptions) -> Task:
@@ -48,18 +48,29 @@ def task_for_model(name: str, lm: LoadedModel, options: CompareOptions) -> Task:
     return task
 
 
+def multi_token_unsupported(options: CompareOptions) -> list[str]:
+    """The requested analyses that do not take multi-token answers yet (each refuses them by name)."""
+    return [f"edge scoring ({options.edges})"] if options.edges != "none" else []
+
+
 def prepare_tasks(teacher: LoadedModel, student: LoadedModel, names: Sequence[str], options: CompareOptions) -> list[PreparedTask]:
     """Build and tokenise every task for both models; fails before any forward pass."""
     prepared = []
     models = (teacher, student)
     for name in names:
         tasks, dropped = [task_for_model(name, lm, options) for lm in models], None
-        if not options.first_token:  # e.g. facts: drop what either tokenizer splits, keep the rest
+        unsupported = multi_token_unsupported(options)
+        masked = any(lm.adapter.masked_lm for lm in models)  # a masked LM scores one [MASK]: one-token answers only
+        if not options.first_token and (unsupported or masked):  # facts: drop what a tokenizer splits, keep the rest
             tasks, dropped = drop_multi_token_items(tasks, [lm.tokenizer for lm in models])
             if dropped:
                 warnings.warn(dropped, stacklevel=1)
-        sides = [(task, encode_task(task, lm.tokenizer, first_token=options.first_token))
+        sides = [(task, encode_task(task, lm.tokenizer, first_token=options.first_token,
+                                    max_length=model_context(lm)))
                  for task, lm in zip(tasks, models, strict=True)]
+        for _, enc in sides:
+            for analysis in unsupported:
+                refuse_multi_token(enc, analysis)
         if len(sides[0][0]) < MIN_PROMPTS:
             why = f" ({dropped}; or ask for more with --n-prompts)" if dropped else ""
             raise TaskFileError(f"task '{name}' has {len(sides[0][0])} prompts; circuitdiff needs at least {MIN_PROMPTS}{why}")
@@ -149,7 +160,8 @@ def run_comparison(
                 teacher_run=t_run if same_tokenisation(item.teacher[1], side.teacher[1]) else None, progress=progress)
             analysis.notes.extend(result.controls[item.name].notes)
         result.analyses[item.name] = analysis
-        result.examples[item.name] = task_example(item.teacher[0])
+        result.examples[item.name] = task_example(item.teacher[0], {"teacher": (teacher, item.teacher[1]),
+                                                                    "student": (student, item.student[1])})
         result.notes.extend(analysis.notes)
         result.records[item.name] = task_record(result, item.name)
         if store is not None:
@@ -157,10 +169,25 @@ def run_comparison(
     return result
 
 
-def task_example(task: Task) -> dict[str, str]:
-    """The first prompt of a task, for the report."""
+def task_example(task: Task, encoded: dict[str, tuple[LoadedModel, EncodedTask]] | None = None) -> dict[str, Any]:
+    """The first prompt of a task, for the report; with ``encoded`` (role -> model and its encoding) also
+    each model's continuation tokens when some model's answer or distractor takes several."""
     first = task.prompts[0]
-    return {"prompt": first.prompt, "answer": first.answer, "distractor": first.distractor}
+    out: dict[str, Any] = {"prompt": first.prompt, "answer": first.answer, "distractor": first.distractor}
+    sides = [(role, lm, enc) for role, (lm, enc) in (encoded or {}).items()]
+    if any(enc.branches > 1 for _, _, enc in sides):
+        out["continuations"] = [
+            {"model": role, **{what: [lm.tokenizer.decode([t]) for t in _first_row(enc, what).tolist()]
+                               for what in ("answer", "distractor")}} for role, lm, enc in sides]
+    return out
+
+
+def _first_row(enc: EncodedTask, what: str) -> torch.Tensor:
+    """The first prompt's continuation tokens (one token for a one-token encoding)."""
+    table = enc.answer_tokens if what == "answer" else enc.distractor_tokens
+    if table is None:
+        return (enc.answer_ids if what == "answer" else enc.distractor_ids)[:1]
+    return table[0][table[0] >= 0]
 
 
 def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[Note]:
@@ -170,7 +197,9 @@ def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel]
     notes = []
     for lm, (task, _) in zip(models, (item.teacher, item.student)):
         try:
-            encode_task(task, lm.tokenizer, first_token=False)
+            split = split_items(task, encode_task(task, lm.tokenizer, first_token=False), lm.tokenizer)
+            if split:
+                raise TaskEncodingError(split)
         except TaskEncodingError as exc:
             detail = str(exc).split(": ", 1)[-1]
             notes.append(Note(task=item.name, model=lm.name, topic="tokenisation", code="tokenisation.first_token",

@@ -50,7 +50,7 @@ class Comparison:
     """Every task as it goes into the outputs, computed or restored (see ``task_records``)."""
     order: list[str] = field(default_factory=list)
     """Task names in output order, computed and restored ones together."""
-    examples: dict[str, dict[str, str]] = field(default_factory=dict)
+    examples: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each computed task's first prompt, as the report shows it."""
     control: LoadedModel | None = None
     """The control model (``options.control``), compared with the teacher beside the student."""

@@ -53,9 +53,12 @@ def null_seed(seed: int, draw: int) -> int:
 
 def task_tokens(tasks: Sequence[EncodedTask]) -> list[int]:
     """Every token id the tasks' passes read from the input embedding or, tied, from the LM head."""
-    ids = [t for enc in tasks for t in (enc.input_ids, enc.corrupted_input_ids, enc.answer_ids, enc.distractor_ids)
+    ids = [t for enc in tasks for t in (enc.input_ids, enc.corrupted_input_ids, enc.answer_ids, enc.distractor_ids,
+                                         enc.distractor_input_ids, enc.corrupted_distractor_input_ids,
+                                         enc.answer_tokens, enc.distractor_tokens)
            if t is not None]
-    return torch.cat([t.flatten() for t in ids]).unique().tolist() if ids else []
+    flat = torch.cat([t.flatten() for t in ids]) if ids else torch.empty(0, dtype=torch.long)
+    return flat[flat >= 0].unique().tolist()  # continuation tables are -1 padded
 
 
 def row_seed(seed: int, token: int) -> int:
@@ -135,13 +138,14 @@ def null_draw(lm: LoadedModel, enc: EncodedTask, ablation: Ablation, *, seed: in
     reference_batch = clean_batch if denoising or corrupted_batch is None else corrupted_batch
     reference = None if ablation is Ablation.ZERO else _cache(lm, reference_batch, memory_budget)
     base_batch = corrupted_batch if denoising else clean_batch
-    replacement = task_replacement(ablation, reference, enc, len(clean_batch), seed, corrupted_batch is not None)
+    replacement = task_replacement(ablation, reference, enc, int(clean_batch.input_ids.shape[0]), seed,
+                                   corrupted_batch is not None)
     components = lm.adapter.components()
     collected: dict[str, list[torch.Tensor]] = {}
     estimated, base = attribute(lm.adapter, base_batch, replacement, components, memory_budget=memory_budget,
                                 reads=None if denoising else collected)
     if denoising:  # the reference run was the clean one: read its outputs from the cache
-        rows, pos = torch.arange(len(clean_batch)), clean_batch.read_pos.cpu()
+        rows, pos = torch.arange(len(clean_batch)), clean_batch.read_pos[:len(clean_batch)].cpu()
         reads = {c.name: reference.of(c)[rows, pos].double().numpy() for c in components}  # type: ignore[union-attr]
     else:
         reads = {name: torch.cat(parts).numpy() for name, parts in collected.items()}

@@ -45,7 +45,7 @@ from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff.schema import Agreement, Note
 from circuitdiff.tasks.base import Task
-from circuitdiff.tasks.encode import EncodedTask, encode_task
+from circuitdiff.tasks.encode import EncodedTask, encode_task, refuse_multi_token
 from circuitdiff.tasks.roles import role_positions
 from circuitdiff.tasks.spans import token_spans
 
@@ -70,13 +70,42 @@ class CleanPass:
 
 
 def batches(enc: EncodedTask, device: torch.device) -> tuple[Batch, Batch | None]:
-    clean = Batch(enc.input_ids, enc.attention_mask, enc.read_pos, enc.answer_ids, enc.distractor_ids).to(device)
+    """The clean and corrupted batches: one row per prompt, or both branches of a multi-token task."""
+    clean = _batch(enc, enc.input_ids, enc.attention_mask, enc.distractor_input_ids, enc.distractor_attention_mask,
+                   enc.read_pos).to(device)
     if enc.corrupted_input_ids is None:
         return clean, None
-    corrupted = Batch(
-        enc.corrupted_input_ids, enc.corrupted_attention_mask, enc.corrupted_read_pos, enc.answer_ids, enc.distractor_ids
-    ).to(device)
+    corrupted = _batch(enc, enc.corrupted_input_ids, enc.corrupted_attention_mask, enc.corrupted_distractor_input_ids,
+                       enc.corrupted_distractor_attention_mask, enc.corrupted_read_pos).to(device)
     return clean, corrupted
+
+
+def _batch(enc: EncodedTask, ids: torch.Tensor, mask: torch.Tensor, d_ids: torch.Tensor | None,
+           d_mask: torch.Tensor | None, read_pos: torch.Tensor) -> Batch:
+    if enc.answer_tokens is None or enc.distractor_tokens is None or d_ids is None or d_mask is None:
+        return Batch(ids, mask, read_pos, enc.answer_ids, enc.distractor_ids)
+    width = max(enc.answer_tokens.shape[1], enc.distractor_tokens.shape[1])
+    targets = torch.full((2 * enc.n, width), -1, dtype=torch.long)
+    targets[:enc.n, :enc.answer_tokens.shape[1]] = enc.answer_tokens
+    targets[enc.n:, :enc.distractor_tokens.shape[1]] = enc.distractor_tokens
+    two = (lambda t: torch.cat([t, t]))  # noqa: E731
+    return Batch(torch.cat([ids, d_ids]), torch.cat([mask, d_mask]), two(read_pos), two(enc.answer_ids),
+                 two(enc.distractor_ids), targets=targets, branches=2)
+
+
+def row_groups(enc: EncodedTask) -> torch.Tensor | None:
+    """Template groups of a batch's rows (``batches``): a multi-token task's distractor branch has groups
+    of its own, so that a template mean at a continuation position averages one branch's tokens."""
+    if enc.template_ids is None or enc.branches == 1:
+        return enc.template_ids
+    return torch.cat([enc.template_ids, enc.template_ids + len(enc.template_names)])
+
+
+def model_context(lm: LoadedModel) -> int | None:
+    """The model's context in tokens (its position table), None when the config names none (rotary only)."""
+    config = lm.model.config
+    value = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) else None
 
 
 @torch.no_grad()
@@ -89,26 +118,31 @@ def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMOR
     returns, come from an eager pass of their own where the kernels differ.
     """
     adapter = lm.adapter
-    step = rows_per_forward(adapter, batch.input_ids.shape[1], memory_budget)
+    step = max(1, rows_per_forward(adapter, batch.input_ids.shape[1], memory_budget) // batch.branches)
     separate_attention = switches_attention(adapter)
-    recs, diffs, probs, resid, attn, hidden = [], [], [], [], [], []
+    recs, diffs, probs, resid, attn, hidden, order = [], [], [], [], [], [], []
     for start in range(0, len(batch), step):
-        part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
-        rows = torch.arange(len(part), device=part.input_ids.device)
+        prompts = torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device)
+        part = batch.select(prompts)
+        order.append(batch.rows_of(prompts))
+        rows = torch.arange(len(part), device=part.input_ids.device)  # the prompts' own (answer-branch) rows
+        read = part.read_pos[:len(part)]
         with fast_kernels(adapter), hooked(adapter, record=True) as rec, \
-                mlp_hidden_at(adapter, part.read_pos) as mlp_h:
+                mlp_hidden_at(adapter, read) as mlp_h:
             out = adapter.base_forward(part.input_ids, part.attention_mask, output_hidden_states=True,
                                        output_attentions=not separate_attention)
         diffs.append(metric(adapter, part, out.last_hidden_state))
         probs.append(answer_probability(adapter, part, out.last_hidden_state))
-        resid.append(torch.stack([h[rows, part.read_pos] for h in out.hidden_states]).float().cpu())
-        attentions = (adapter.base_forward(part.input_ids, part.attention_mask, output_attentions=True).attentions
+        resid.append(torch.stack([h[rows, read] for h in out.hidden_states]).float().cpu())
+        attentions = (adapter.base_forward(part.input_ids[:len(part)], part.attention_mask[:len(part)],
+                                           output_attentions=True).attentions
                       if separate_attention else out.attentions)
         if attentions:  # None when the model was not loaded with eager attention
-            attn.append(torch.stack([a[rows, :, part.read_pos] for a in attentions]).float().cpu())
+            attn.append(torch.stack([a[rows, :, read] for a in attentions]).float().cpu())
         recs.append(rec)
         hidden.append(mlp_h)
-    cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu())
+    cache = ActivationCache.from_recordings(recs, batch.attention_mask.cpu(),
+                                            torch.cat(order) if batch.branches > 1 else None)
     return CleanPass(
         logit_diff=torch.cat(diffs).cpu().double().numpy(),
         answer_prob=torch.cat(probs).cpu().double().numpy(),
@@ -158,10 +192,13 @@ def run_model_on_task(
     ``edge_progress`` of each edge patched with ``edges`` exact (thousands of forward rows: its own bar);
     ``n_boot`` resamples of prompts give each effect its interval.
     """
-    enc = encoded if encoded is not None else encode_task(task, lm.tokenizer, first_token=first_token)
+    enc = encoded if encoded is not None else encode_task(task, lm.tokenizer, first_token=first_token,
+                                                           max_length=model_context(lm))
     clean_batch, corrupted_batch = batches(enc, lm.device)
     if ablation.needs_corrupted and corrupted_batch is None:
         raise TaskEncodingError(f"{ablation.value} patching needs corrupted prompts; task '{task.name}' has none")
+    if edges is not EdgeMethod.NONE:
+        refuse_multi_token(enc, f"edge scoring ({edges.value})")
     name, adapter = lm.name, lm.adapter
     clean = clean_pass(lm, clean_batch, memory_budget)
     check_finite(clean.logit_diff, "clean logit difference", name, task.name)
@@ -204,17 +241,20 @@ def _read_outs(lm: LoadedModel, task: Task, enc: EncodedTask, clean: CleanPass, 
     Everything here is read off the one clean pass: no intervention is involved, so it is kept
     apart from the effects and circuits that ``run_model_on_task`` measures.
     """
+    n = len(clean_batch)  # a multi-token task's read-outs are its answer-branch rows (the prompt is shared)
+    own = CleanPass(clean.logit_diff, clean.answer_prob, clean.cache.prompts(n), clean.residual_read,
+                    clean.attention_read, clean.mlp_hidden_read)
     return {
         "answer_prob": clean.answer_prob,
-        "read_acts": {c.name: clean.component_at_read(c, clean_batch.read_pos.cpu()) for c in components},
+        "read_acts": {c.name: own.component_at_read(c, clean_batch.read_pos[:n].cpu()) for c in components},
         "residual_read": clean.residual_read,
         "attention_read": clean.attention_read,
         "seq_len": int(clean_batch.input_ids.shape[1]),
         "roles": role_positions(task, enc, lm.tokenizer),
         "template_ids": None if enc.template_ids is None else enc.template_ids.cpu().numpy(),
         "template_names": enc.template_names,
-        "mlp_outputs": clean.cache.mlps.float().numpy(),
-        "token_mask": clean.cache.mask.numpy(),
+        "mlp_outputs": own.cache.mlps.float().numpy(),
+        "token_mask": own.cache.mask.numpy(),
         "mlp_hidden_read": clean.mlp_hidden_read,
         "token_spans": token_spans(task, enc, lm.tokenizer),
     }
@@ -237,11 +277,12 @@ def _replacements(
     else:
         reference = corrupted.cache if corrupted is not None else clean.cache
         base_batch, base = clean_batch, clean.logit_diff
-    replacement = task_replacement(ablation, reference, enc, len(clean_batch), seed, corrupted is not None)
+    rows = int(clean_batch.input_ids.shape[0])  # both branches of a multi-token task
+    replacement = task_replacement(ablation, reference, enc, rows, seed, corrupted is not None)
     cross = other_ablation(ablation)
 
     def other() -> Replacement | None:
-        return task_replacement(cross, reference, enc, len(clean_batch), seed, corrupted is not None) if cross else None
+        return task_replacement(cross, reference, enc, rows, seed, corrupted is not None) if cross else None
 
     return base_batch, base, replacement, other
 
@@ -254,7 +295,7 @@ def task_replacement(ablation: Ablation, reference: ActivationCache | None, enc:
     reference is the clean prompts, so a template needs MIN_TEMPLATE_PROMPTS of its own
     (otherwise the mean over all prompts), as a thin template's mean is mostly the prompt itself.
     """
-    return Replacement(ablation, reference, n_base=n_base, seed=seed, groups=enc.template_ids,
+    return Replacement(ablation, reference, n_base=n_base, seed=seed, groups=row_groups(enc),
                        min_group=1 if has_corrupted else MIN_TEMPLATE_PROMPTS)
 
 def _attribution_check(lm: LoadedModel, task: str, base_batch: Batch, replacement: Replacement,

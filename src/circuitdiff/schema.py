@@ -210,10 +210,22 @@ class Finding(Record):
 
 
 @dataclass
+class Continuation(Record):
+    """How one model tokenises an example's answer and distractor (shown when one takes several tokens)."""
+
+    model: str
+    """'teacher' or 'student'."""
+    answer: list[str]
+    distractor: list[str]
+
+
+@dataclass
 class Example(Record):
     prompt: str
     answer: str
     distractor: str
+    continuations: list[Continuation] | None = None
+    """Per model, the continuation tokens teacher-forced and scored; None when every one is a single token."""
 
 
 @dataclass

@@ -42,7 +42,7 @@ def cat_rows(values: Sequence[Any]) -> Any:
     return first
 
 
-def take_rows(value: Any, rows: slice) -> Any:
+def take_rows(value: Any, rows: slice | torch.Tensor) -> Any:
     """The batch rows ``rows`` of a block's return value."""
     if isinstance(value, torch.Tensor):
         return value[rows]
@@ -72,11 +72,14 @@ class CircuitEvaluator:
         self.width = int(needed_width(adapter, base).max())
         self.base = trim(base, self.width)
         self.n = len(base)
-        self.max_variants = max(1, rows_per_forward(adapter, self.width, memory_budget) // self.n)
-        self.efficient_variants = max(1, min(self.max_variants, MIN_PASS_TOKENS // (self.n * self.width)))
+        self.b = base.branches  # rows per prompt: 2 for a multi-token task (answer and distractor rows)
+        self.max_variants = max(1, rows_per_forward(adapter, self.width, memory_budget) // (self.b * self.n))
+        self.efficient_variants = max(1, min(self.max_variants, MIN_PASS_TOKENS // (self.b * self.n * self.width)))
         """Variants a pass needs to keep a CPU matrix multiply efficient (see ``sweep.MIN_PASS_TOKENS``)."""
         self.prompts = torch.arange(self.n) if prompts is None else prompts.cpu()
         self.rows = torch.arange(self.n)
+        n_all = len(replacement.groups) // self.b  # the replacement's rows: every base prompt, branch-major
+        self._value_rows = torch.cat([b * n_all + self.prompts for b in range(self.b)])
         self._values: dict[Component, torch.Tensor | None] = {}
         self._memo: dict[State, float] = {}
         self._prefixes: dict[State, Prefix] = {}
@@ -97,7 +100,7 @@ class CircuitEvaluator:
             if state != CLEAN:
                 raise KeyError("the prefix of a state is recorded while the state is evaluated (see extend)")
             self._prefixes[CLEAN] = block_outputs(self.adapter, self.base, range(self.adapter.n_layers - 1))
-            self.block_rows += self.n * (self.adapter.n_layers - 1)
+            self.block_rows += self.b * self.n * (self.adapter.n_layers - 1)
         return self._prefixes[state]
 
     def forget_except(self, keep: Iterable[State]) -> None:
@@ -185,12 +188,12 @@ class CircuitEvaluator:
 
     def _clean_metric(self) -> float:
         self.passes += 1
-        self.block_rows += self.n * self.adapter.n_layers
+        self.block_rows += self.b * self.n * self.adapter.n_layers
         return float(read_metric(self.adapter, self.base).double().mean())
 
     def _value(self, c: Component) -> torch.Tensor | None:
         if c not in self._values:
-            values = self.replacement.values(c, self.prompts)
+            values = self.replacement.values(c, self._value_rows)
             self._values[c] = None if values is None else values[:, : self.width]
         return self._values[c]
 
@@ -205,24 +208,30 @@ class CircuitEvaluator:
             for c in full:
                 if c.layer >= start:
                     members.setdefault(c, []).append(j)
+        stacked = self.base.repeat(k)
+        variant_rows = [stacked.rows_of(j * n + self.rows) for j in range(k)]  # each variant's rows, branch-major
         patches = []
         for c, js in members.items():
-            rows = (torch.tensor(js)[:, None] * n + self.rows[None, :]).flatten().to(device)
+            rows = torch.cat([variant_rows[j] for j in js]).to(device)
             value = self._value(c)
             patches.append(Patch(c, rows, None if value is None else value.repeat(len(js), 1, 1)))
         prefix = cat_rows([self.prefix(base)[start - 1] for base, _ in variants]) if start > 0 else None
+        if self.b > 1 and prefix is not None:  # variants were concatenated whole: into the stacked batch's row order
+            prefix = take_rows(prefix, torch.argsort(torch.cat(variant_rows)).to(device))
         recorded: dict[int, Any] = {}
         blocks = adapter.blocks()
         handles = [blocks[l].register_forward_hook(lambda _m, _a, out, l=l: recorded.__setitem__(l, out))
                    for l in range(start, adapter.n_layers - 1)] if record else []
         try:
             with start_at(adapter, start, prefix):
-                diff = read_metric(adapter, self.base.repeat(k), patches)
+                diff = read_metric(adapter, stacked, patches)
         finally:
             for h in handles:
                 h.remove()
         self.passes += 1
-        self.block_rows += k * n * (adapter.n_layers - start)
+        self.block_rows += k * self.b * n * (adapter.n_layers - start)
         values = diff.double().view(k, n).mean(1).tolist()
-        records = [{l: take_rows(v, slice(j * n, (j + 1) * n)) for l, v in recorded.items()} for j in range(k)]
+        own: list[Any] = [slice(j * n, (j + 1) * n) for j in range(k)] if self.b == 1 else \
+            [r.to(device) for r in variant_rows]
+        records = [{l: take_rows(v, own[j]) for l, v in recorded.items()} for j in range(k)]
         return values, records

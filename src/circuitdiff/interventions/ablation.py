@@ -29,11 +29,21 @@ class ActivationCache:
     mask: torch.Tensor
 
     @classmethod
-    def from_recordings(cls, recordings: list[Recording], mask: torch.Tensor) -> ActivationCache:
+    def from_recordings(cls, recordings: list[Recording], mask: torch.Tensor,
+                        rows: torch.Tensor | None = None) -> ActivationCache:
+        """The recordings concatenated; ``rows``: which row of ``mask`` each recorded row is, when the
+        micro-batches were not taken in order (a multi-token batch's two branches per micro-batch)."""
         n_layers = len(recordings[0].heads)
         heads = torch.stack([torch.cat([r.heads[l] for r in recordings]) for l in range(n_layers)])
         mlps = torch.stack([torch.cat([r.mlps[l] for r in recordings]) for l in range(n_layers)])
+        if rows is not None:
+            order = torch.argsort(rows.cpu()).to(heads.device)
+            heads, mlps = heads[:, order], mlps[:, order]
         return cls(heads, mlps, mask)
+
+    def prompts(self, n: int) -> ActivationCache:
+        """The first ``n`` rows: the prompts' own (answer-branch) rows of a multi-token cache."""
+        return ActivationCache(self.heads[:, :n], self.mlps[:, :n], self.mask[:n])
 
     def of(self, component: Component) -> torch.Tensor:
         """(n, seq, d) activations of one component."""

@@ -59,7 +59,7 @@ def attribute(
     it is capped so that the autograd graph fits.
     """
     if memory_budget is not None:
-        cap = attribution_micro_batch(adapter, base.input_ids.shape[1], memory_budget)
+        cap = max(1, attribution_micro_batch(adapter, base.input_ids.shape[1], memory_budget) // base.branches)
         micro_batch = cap if micro_batch is None else min(micro_batch, cap)
     step = max(1, micro_batch or len(base))
     out = torch.empty(len(components), len(base))
@@ -71,7 +71,8 @@ def attribute(
             for start in range(0, len(base), step):
                 prompts = torch.arange(start, min(start + step, len(base)))
                 part = base.select(prompts.to(base.input_ids.device))
-                metric[prompts] = _attribute(adapter, part, prompts, replacement, components, out, reads)
+                metric[prompts] = _attribute(adapter, part, prompts, base.rows_of(prompts), replacement, components, out,
+                                             reads)
     finally:
         handle.remove()
     return out, metric
@@ -81,6 +82,7 @@ def _attribute(
     adapter: Adapter,
     part: Batch,
     prompts: torch.Tensor,
+    base_rows: torch.Tensor,
     replacement: Replacement,
     components: Sequence[Component],
     out: torch.Tensor,
@@ -88,18 +90,21 @@ def _attribute(
 ) -> torch.Tensor:
     """One forward and one backward for ``part``; fills ``out[:, prompts]``, returns the metric.
 
+    ``base_rows``: the replacement's rows of ``part``'s rows (both branches of a multi-token task).
     The last MLP runs at the read positions only: its gradient elsewhere is exactly zero.
     """
     with torch.enable_grad(), last_mlp_at(adapter, read_positions(part)), \
             hooked(adapter, record=True, keep_grad=True) as rec:
         diff = metric(adapter, part, adapter.final_hidden(part.input_ids, part.attention_mask))
         diff.sum().backward()  # rows are independent: each prompt gets its own gradient
+    rows = torch.arange(len(part))  # the prompts' own rows (a multi-token part's answer branch)
     with torch.no_grad():
         for j, c in enumerate(components):
             act, grad = rec.get(c), rec.grad_of(c)
-            target = replacement.values(c, prompts)
+            target = replacement.values(c, base_rows)
             delta = -act if target is None else target.to(act) - act
-            out[j, prompts] = (grad * delta).flatten(1).sum(1).float().cpu()
+            per_row = (grad * delta).flatten(1).sum(1).float()
+            out[j, prompts] = per_row.view(part.branches, -1).sum(0).cpu()  # a prompt's effect: its rows' sum
             if reads is not None:
-                reads.setdefault(c.name, []).append(act[torch.arange(len(part)), part.read_pos].double().cpu())
+                reads.setdefault(c.name, []).append(act[rows, part.read_pos[:len(part)]].double().cpu())
     return diff.detach().cpu()

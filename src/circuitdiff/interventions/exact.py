@@ -65,15 +65,18 @@ def record_activations(adapter: Adapter, batch: Batch, memory_budget: int = DEFA
     Under the kernels of the passes that patch them in (``fast_kernels``): a prompt patched with
     its own recorded activation then reads exactly its unpatched metric.
     """
-    step = rows_per_forward(adapter, batch.input_ids.shape[1], memory_budget)
-    recordings = []
+    step = max(1, rows_per_forward(adapter, batch.input_ids.shape[1], memory_budget) // batch.branches)
+    recordings, rows = [], []
     with fast_kernels(adapter):
         for start in range(0, len(batch), step):
-            part = batch.select(torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device))
+            prompts = torch.arange(start, min(start + step, len(batch)), device=batch.input_ids.device)
+            part = batch.select(prompts)
             with hooked(adapter, record=True) as rec:
                 adapter.base_forward(part.input_ids, part.attention_mask)
             recordings.append(rec)
-    return ActivationCache.from_recordings(recordings, batch.attention_mask)
+            rows.append(batch.rows_of(prompts))
+    return ActivationCache.from_recordings(recordings, batch.attention_mask,
+                                           torch.cat(rows) if batch.branches > 1 else None)
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,14 @@ def plan_sweep(
         by_layer.setdefault(c.layer, []).append(i)
     # the cached prefix (one block output per layer) must fit the budget as well
     cache_row = adapter.n_layers * seq * adapter.d_model * _element_size(adapter)
-    max_prompts = max(1, min(rows_per_forward(adapter, seq, memory_budget), memory_budget // cache_row))
+    b = base.branches  # rows per prompt
+    max_prompts = max(1, min(rows_per_forward(adapter, seq, memory_budget), memory_budget // cache_row) // b)
     k_typical = max((len(v) for v in by_layer.values()), default=1)
-    min_prompts = -(-MIN_PASS_TOKENS // (k_typical * max(1, int(widths.float().mean()))))
+    min_prompts = -(-MIN_PASS_TOKENS // (k_typical * b * max(1, int(widths.float().mean()))))
     chunks = []
     for prompts in prompt_chunks(widths, max_prompts, min_prompts):
         width = int(widths[prompts].max())
-        k_max = max(1, rows_per_forward(adapter, width, memory_budget) // len(prompts))
+        k_max = max(1, rows_per_forward(adapter, width, memory_budget) // (b * len(prompts)))
         groups = []
         for layer in sorted(by_layer):
             idx = by_layer[layer]
@@ -171,15 +175,17 @@ def _run_chunk(
     m = len(prompts)
     part = trim(base.select(prompts.to(device)), w)
     prefix = block_outputs(adapter, part, [layer - 1 for layer, _ in chunk.groups if layer > 0])
+    base_rows = base.rows_of(prompts)  # the replacement's rows (both branches of a multi-token task)
     for layer, idx in chunk.groups:
         k = len(idx)
+        stacked = part.repeat(k)
         patches = []
         for j, i in enumerate(idx):
-            values = replacement.values(components[i], prompts)
-            rows = torch.arange(j * m, (j + 1) * m, device=device)
+            values = replacement.values(components[i], base_rows)
+            rows = stacked.rows_of(torch.arange(j * m, (j + 1) * m, device=device))
             patches.append(Patch(components[i], rows, None if values is None else values[:, :w]))
-        with start_at(adapter, layer, repeat_rows(prefix.get(layer - 1), k)):
-            diff = read_metric(adapter, part.repeat(k), patches)
+        with start_at(adapter, layer, repeat_rows(prefix.get(layer - 1), k, part.branches)):
+            diff = read_metric(adapter, stacked, patches)
         out[torch.tensor(idx)[:, None], prompts[None, :]] = diff.view(k, m).cpu()
         if progress is not None:
             progress(k * m / len(base))

@@ -175,8 +175,11 @@ def hooked(
 
 @contextmanager
 def last_mlp_at(adapter: Adapter, read_pos: torch.Tensor) -> Iterator[None]:
-    """Inside the ``with`` block the last block's MLP runs only at each row's read position.
+    """Inside the ``with`` block the last block's MLP runs only at each row's read positions.
 
+    ``read_pos``: (rows,) one position per row, or (rows, t) several (a multi-token task's
+    continuation positions, non-decreasing; a repeated position is computed twice, written and
+    differentiated once).
     Nothing after the last block mixes positions, so its MLP's output elsewhere cannot reach
     the metric: the real module is given the read positions only and its output is scattered
     back into zeros. That is two thirds of the last block's work, which every pass of an
@@ -186,6 +189,8 @@ def last_mlp_at(adapter: Adapter, read_pos: torch.Tensor) -> Iterator[None]:
     """
     layer = adapter.n_layers - 1
     seq_len: list[int] = []
+    pos2 = read_pos if read_pos.dim() == 2 else read_pos[:, None]  # non-decreasing along each row
+    first_occurrence = torch.cat([torch.ones_like(pos2[:, :1], dtype=torch.bool), pos2[:, 1:] != pos2[:, :-1]], 1)
 
     def gather(_module: torch.nn.Module, args: tuple) -> tuple | None:
         x = args[0]
@@ -194,14 +199,16 @@ def last_mlp_at(adapter: Adapter, read_pos: torch.Tensor) -> Iterator[None]:
             return None
         seq_len[:] = [x.shape[1]]
         rows = torch.arange(x.shape[0], device=x.device)
-        return (x[rows, read_pos.to(x.device)].unsqueeze(1), *args[1:])
+        return (x[rows[:, None], pos2.to(x.device)], *args[1:])
 
     def scatter(_module: torch.nn.Module, _args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple | None:
         if not seq_len:
             return None
         y = output[0] if isinstance(output, tuple) else output
         full = y.new_zeros(y.shape[0], seq_len[0], y.shape[-1])
-        full[torch.arange(y.shape[0], device=y.device), read_pos.to(y.device)] = y[:, 0]
+        first = first_occurrence.to(y.device)[..., None]  # a repeated position once, so its gradient is once
+        full.index_put_((torch.arange(y.shape[0], device=y.device)[:, None], pos2.to(y.device)),
+                        torch.where(first, y, torch.zeros_like(y)), accumulate=True)
         return (full, *output[1:]) if isinstance(output, tuple) else full
 
     handles = [adapter.mlp_in(layer).register_forward_pre_hook(gather),

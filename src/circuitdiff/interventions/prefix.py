@@ -29,7 +29,9 @@ def needed_width(adapter: Adapter, batch: Batch) -> torch.Tensor:
     Causal: positions up to the read position. Bidirectional: up to the last real token
     (masked padding beyond it is invisible to real tokens), and at least the read position.
     """
-    need = batch.read_pos.to(torch.long) + 1
+    need = last_read(batch) + 1
+    if batch.branches > 1:  # a prompt needs what its widest branch needs
+        need = need.view(batch.branches, -1).amax(0)
     if adapter.masked_lm:
         seq = batch.attention_mask.shape[1]
         pos = torch.arange(1, seq + 1, device=batch.attention_mask.device)
@@ -38,20 +40,29 @@ def needed_width(adapter: Adapter, batch: Batch) -> torch.Tensor:
     return need
 
 
+def last_read(batch: Batch) -> torch.Tensor:
+    """Per row, the last position the metric reads, (rows,) long: the read position, or the last
+    continuation position of a multi-token batch."""
+    pos = batch.read_pos.to(torch.long)
+    if batch.targets is not None:
+        pos = pos + batch.targets.ge(0).sum(1).to(pos.device) - 1
+    return pos
+
+
 def trim(batch: Batch, width: int) -> Batch:
     """The first ``width`` positions of every row (read positions must lie inside)."""
-    if width >= batch.input_ids.shape[1]:
-        return batch
-    return Batch(batch.input_ids[:, :width], batch.attention_mask[:, :width], batch.read_pos, batch.answer_ids,
-                 batch.distractor_ids)
+    return batch.trim(width)
 
 
-def repeat_rows(value: Any, k: int) -> Any:
-    """A block's return value (tensor, tuple or None) with every batch-first tensor repeated k times."""
+def repeat_rows(value: Any, k: int, branches: int = 1) -> Any:
+    """A block's return value (tensor, tuple or None) with every batch-first tensor repeated k times,
+    in ``Batch.repeat``'s row order (variant-major within each branch)."""
     if isinstance(value, torch.Tensor):
-        return value if k == 1 else value.repeat(k, *([1] * (value.dim() - 1)))
+        if k == 1:
+            return value
+        return value.view(branches, -1, *value.shape[1:]).repeat(1, k, *([1] * (value.dim() - 1))).flatten(0, 1)
     if isinstance(value, tuple):
-        return tuple(repeat_rows(v, k) for v in value)
+        return tuple(repeat_rows(v, k, branches) for v in value)
     return value
 
 

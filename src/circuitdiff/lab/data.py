@@ -20,7 +20,7 @@ from circuitdiff.lab.errors import LabError
 from circuitdiff.lab.recipe import DataRecipe, Kind
 from circuitdiff.tasks import BUILTIN_TASKS, MASK, Task, encode_task, get_task, task_vocabulary, training_prompts
 from circuitdiff.tasks.base import TaskPrompt
-from circuitdiff.tasks.encode import drop_multi_token_items
+from circuitdiff.tasks.encode import drop_multi_token_items, refuse_multi_token
 
 EVAL_SEEDS = range(10)
 EVAL_N = 256
@@ -116,6 +116,7 @@ def build_pool(kind: Kind, tokenizer: Any, data: DataRecipe, seed: int, context:
         try:
             (kept,), _ = drop_multi_token_items([task], [tokenizer])  # facts: what this tokenizer can answer
             enc = encode_task(kept, tokenizer)
+            refuse_multi_token(enc, "lab training")  # a training row is scored at one answer token
         except TaskEncodingError as exc:
             raise LabError(f"{exc}; leave '{name}' out of the training tasks") from None
         before = len(rows)

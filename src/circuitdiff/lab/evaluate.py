@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from circuitdiff.errors import TaskEncodingError
-from circuitdiff.interventions.forward import Batch
+from circuitdiff.pipeline import batches
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.readout import read_metric
 from circuitdiff.lab.recipe import ALL_TASKS, Kind
@@ -35,7 +35,7 @@ def logit_diffs(model: Any, tokenizer: Any, task_name: str, n_prompts: int, seed
     was_training = model.training
     model.eval()
     adapter = adapter_for(model)
-    batch = Batch(enc.input_ids, enc.attention_mask, enc.read_pos, enc.answer_ids, enc.distractor_ids)
+    batch = batches(enc, torch.device("cpu"))[0]  # both branches of a multi-token task
     out = []
     with fast_kernels(adapter):
         for start in range(0, enc.n, batch_size):

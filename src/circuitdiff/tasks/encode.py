@@ -50,10 +50,26 @@ class EncodedTask:
     length; without a template, equal length alone. Mean and resample ablation stay inside a group."""
     task_name: str = ""
     masked: bool = False
+    answer_tokens: Tensor | None = None  # (n, a) long, -1 padded: the answer continuation (multi-token tasks)
+    distractor_tokens: Tensor | None = None  # (n, d) long, -1 padded
+    distractor_input_ids: Tensor | None = None  # (n, s): prompt + distractor[:-1] (the distractor branch)
+    distractor_attention_mask: Tensor | None = None
+    corrupted_distractor_input_ids: Tensor | None = None  # (n, s): corrupted prompt + distractor[:-1]
+    corrupted_distractor_attention_mask: Tensor | None = None
+    """Multi-token tasks (any answer or distractor of several tokens for this tokenizer): ``input_ids``
+    hold the prompt followed by the answer's tokens but the last (the answer branch), the distractor
+    fields the prompt followed by the distractor's (the distractor branch); both are teacher-forced and
+    scored from ``read_pos`` on (``interventions.readout``). None for one-token tasks, whose rows are
+    the prompts alone and whose metric is the logit difference at ``read_pos``, as before."""
 
     @property
     def n(self) -> int:
         return int(self.input_ids.shape[0])
+
+    @property
+    def branches(self) -> int:
+        """1 for a one-token task (one row per prompt), 2 for a multi-token one (answer and distractor rows)."""
+        return 1 if self.answer_tokens is None else 2
 
     @property
     def has_corrupted(self) -> bool:
@@ -127,10 +143,15 @@ class _Problems:
         items = [f"{d!r} ({self._where(idx)})" for d, idx in details.items()]
         return f"{kind}: {_first(items)}"
 
+    def message(self) -> str | None:
+        if not self.groups:
+            return None
+        return f"task '{self.task.name}': " + "; ".join(self._render(kind, d) for kind, d in self.groups.items())
+
     def raise_if_any(self) -> None:
-        if self.groups:
-            parts = [self._render(kind, details) for kind, details in self.groups.items()]
-            raise TaskEncodingError(f"task '{self.task.name}': " + "; ".join(parts))
+        message = self.message()
+        if message is not None:
+            raise TaskEncodingError(message)
 
 
 def _first(items: list[str]) -> str:
@@ -293,21 +314,38 @@ def drop_multi_token_items(tasks: Sequence[Task],
     return [t.select(keep) for t in tasks], note
 
 
-def _checked_targets(texts: _Texts, slots: Slots, problems: _Problems, first_token: bool) -> dict[str, list[int]]:
-    """The answer and distractor id of every prompt with a slot; each bad one recorded in ``problems``."""
+def _checked_targets(texts: _Texts, slots: Slots, problems: _Problems,
+                     first_token: bool) -> dict[str, list[list[int]]]:
+    """The answer and distractor tokens of every prompt with a slot; each bad one recorded in ``problems``.
+
+    Causal tasks take answers of any length (teacher-forced, see ``EncodedTask``); ``first_token``
+    cuts them to their first token. Masked tasks score one mask position, so a split answer is refused.
+    """
     label = tokenizer_label(texts.tokenizer)
-    targets: dict[str, list[int]] = {"answer": [], "distractor": []}
+    targets: dict[str, list[list[int]]] = {"answer": [], "distractor": []}
     for role, tokens in _target_tokens(texts, slots).items():
         for i, (p, toks) in enumerate(zip(texts.task.prompts, tokens, strict=True)):
             if isinstance(slots[i], str):
                 continue
-            if toks is None:
+            if not getattr(p, role).strip():
+                problems.add(f"{role} is empty", i)
+            elif toks is None:
                 problems.add(f"{role} merges with the end of the prompt for tokenizer '{label}'", i, getattr(p, role))
-            elif len(toks) != 1 and not first_token:
-                problems.add(f"{role} is not a single token for tokenizer '{label}'", i, getattr(p, role))
+            elif len(toks) != 1 and texts.task.masked and not first_token:
+                problems.add(f"{role} is not a single token for tokenizer '{label}' (a masked LM scores one "
+                             f"{MASK} position; multi-token answers need a causal LM, or --first-token)",
+                             i, getattr(p, role))
             else:
-                targets[role].append(toks[0])
+                targets[role].append(toks[:1] if first_token else toks)
+    for i, (a, d) in enumerate(zip(targets["answer"], targets["distractor"])):
+        if a == d and not first_token:  # cut to first tokens, equal ones read zero (as in earlier releases)  # rows with a slot only, so i counts those; the message names the text
+            problems.add(f"answer and distractor are the same tokens for tokenizer '{label}'",
+                         _with_slot(slots)[i], texts.task.prompts[_with_slot(slots)[i]].answer)
     return targets
+
+
+def _with_slot(slots: Slots) -> list[int]:
+    return [i for i, sl in enumerate(slots) if not isinstance(sl, str)]
 
 
 def _corrupted_reads(texts: _Texts, clean: list[list[int]], slots: Slots, problems: _Problems,
@@ -337,13 +375,28 @@ def _padded(rows: list[list[int]], width: int, pad: int) -> tuple[Tensor, Tensor
     return ids, att
 
 
+def _continued(rows: list[list[int]], reads: list[int], tokens: list[list[int]]) -> list[list[int]]:
+    """Each prompt up to its read position followed by its continuation but the last token (teacher forcing)."""
+    return [ids[:r + 1] + toks[:-1] for ids, r, toks in zip(rows, reads, tokens, strict=True)]
+
+
+def _token_table(tokens: list[list[int]]) -> Tensor:
+    """(n, longest) long, right-padded with -1."""
+    table = torch.full((len(tokens), max(len(t) for t in tokens)), -1, dtype=torch.long)
+    for r, toks in enumerate(tokens):
+        table[r, :len(toks)] = torch.tensor(toks, dtype=torch.long)
+    return table
+
+
 def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: bool = False,
-                require_aligned: bool = False) -> EncodedTask:
+                require_aligned: bool = False, max_length: int | None = None) -> EncodedTask:
     """Encode ``task`` for ``tokenizer`` or raise ``TaskEncodingError`` naming the bad items.
 
-    ``first_token``: score multi-token answers by their first token instead of refusing them.
+    Answers of several tokens make a multi-token encoding (``EncodedTask.branches`` 2); when every
+    answer and distractor is one token the encoding is the one-token one of earlier releases.
+    ``first_token``: score answers by their first token only (always one-token).
     ``require_aligned``: also refuse corrupted prompts whose token count differs from the clean one.
-    Tasks that allow dropping are not dropped here: see ``drop_multi_token_items``.
+    ``max_length``: the model's context; a longer prompt plus continuation is refused.
     """
     problems = _Problems(task)
     texts = _texts(task, tokenizer)
@@ -355,16 +408,36 @@ def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: 
     corrupted, c_read = _corrupted_reads(texts, clean, slots, problems, require_aligned) if task.has_corrupted \
         else (None, [])
     problems.raise_if_any()
-    width = max(len(ids) for ids in clean + (corrupted or []))
-    input_ids, attention_mask = _padded(clean, width, pad_id(tokenizer))
-    c_ids, c_att = _padded(corrupted, width, pad_id(tokenizer)) if corrupted is not None else (None, None)
-    template_ids, template_names = template_groups([p.template for p in task.prompts], [len(ids) for ids in clean])
+    read = [texts.read_at(sl[0]) for sl in slots if not isinstance(sl, str)]
+    multi = any(len(t) > 1 for role in targets.values() for t in role)
+    branches: dict[str, list[list[int]]] = {}
+    if multi:  # both branches, teacher-forced, clean and corrupted
+        for role in ("answer", "distractor"):
+            branches[role] = _continued(clean, read, targets[role])
+            if corrupted is not None:
+                branches["corrupted " + role] = _continued(corrupted, c_read, targets[role])
+        clean, corrupted = branches["answer"], branches.get("corrupted answer")
+    rows = clean + (corrupted or []) + [r for role, rs in branches.items() if "distractor" in role for r in rs]
+    width = max(len(ids) for ids in rows)
+    if max_length is not None and width > max_length:
+        longest = max(range(len(rows)), key=lambda r: len(rows[r])) % len(task.prompts)
+        problems.add(f"prompt plus continuation is longer than the model's context ({max_length} tokens)", longest)
+        problems.raise_if_any()
+    pad = pad_id(tokenizer)
+    input_ids, attention_mask = _padded(clean, width, pad)
+    c_ids, c_att = _padded(corrupted, width, pad) if corrupted is not None else (None, None)
+    d_ids, d_att = _padded(branches["distractor"], width, pad) if multi else (None, None)
+    cd_ids, cd_att = (_padded(branches["corrupted distractor"], width, pad) if multi and corrupted is not None
+                      else (None, None))
+    prompt_lengths = [r + 1 if not task.masked else len(ids) for r, ids in zip(read, clean)] if multi \
+        else [len(ids) for ids in clean]
+    template_ids, template_names = template_groups([p.template for p in task.prompts], prompt_lengths)
     return EncodedTask(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        read_pos=torch.tensor([texts.read_at(sl[0]) for sl in slots if not isinstance(sl, str)], dtype=torch.long),
-        answer_ids=torch.tensor(targets["answer"], dtype=torch.long),
-        distractor_ids=torch.tensor(targets["distractor"], dtype=torch.long),
+        read_pos=torch.tensor(read, dtype=torch.long),
+        answer_ids=torch.tensor([t[0] for t in targets["answer"]], dtype=torch.long),
+        distractor_ids=torch.tensor([t[0] for t in targets["distractor"]], dtype=torch.long),
         corrupted_input_ids=c_ids,
         corrupted_attention_mask=c_att,
         corrupted_read_pos=torch.tensor(c_read, dtype=torch.long) if corrupted is not None else None,
@@ -373,4 +446,29 @@ def encode_task(task: Task, tokenizer: PreTrainedTokenizerBase, *, first_token: 
         template_names=template_names,
         task_name=task.name,
         masked=task.masked,
+        answer_tokens=_token_table(targets["answer"]) if multi else None,
+        distractor_tokens=_token_table(targets["distractor"]) if multi else None,
+        distractor_input_ids=d_ids,
+        distractor_attention_mask=d_att,
+        corrupted_distractor_input_ids=cd_ids,
+        corrupted_distractor_attention_mask=cd_att,
     )
+
+
+def refuse_multi_token(enc: EncodedTask, analysis: str) -> None:
+    """Stop with one line where an analysis does not support multi-token answers yet."""
+    if enc.branches > 1:
+        raise TaskEncodingError(f"task '{enc.task_name}': {analysis} does not support multi-token answers yet "
+                                "(an answer or distractor is several tokens for this tokenizer); "
+                                "use --first-token to score first tokens")
+
+
+def split_items(task: Task, enc: EncodedTask, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """One line naming the items whose answer or distractor ``enc`` holds as several tokens (None if none)."""
+    problems = _Problems(task)
+    label = tokenizer_label(tokenizer)
+    for role, table in (("answer", enc.answer_tokens), ("distractor", enc.distractor_tokens)):
+        for i, count in enumerate([] if table is None else table.ge(0).sum(1).tolist()):
+            if count > 1:
+                problems.add(f"{role} is several tokens for tokenizer '{label}'", i, getattr(task.prompts[i], role))
+    return problems.message()

@@ -49,7 +49,9 @@ def token_spans(task: Task, encoded: EncodedTask, tokenizer: PreTrainedTokenizer
         contexts.append(prompt[:prompt.index(MASK)] if task.masked else prompt)
         enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
         tokens = list(enc["input_ids"])
-        if tokens != list(ids[r][real[r]]) or not real[r][:len(tokens)].all():
+        # a multi-token task's row continues with the answer's tokens: those positions keep PAD spans
+        row = ids[r][:len(tokens)] if encoded.branches > 1 else ids[r][real[r]]
+        if tokens != list(row) or not real[r][:len(tokens)].all():
             return None
         for i, ((a, b), special) in enumerate(zip(enc["offset_mapping"], enc["special_tokens_mask"])):
             spans[r, i] = (SPECIAL, SPECIAL) if special else _trimmed(text, a, b)
