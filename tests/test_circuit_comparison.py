@@ -109,3 +109,22 @@ def test_threshold_overlaps_and_nesting_against_hand_computed_jaccards() -> None
     assert out["nested"] == {"teacher": False, "student": True}  # D at 0.2 is not in the 0.1 circuit
     assert by_t[0.2]["overlap_jaccard"] == 1 / 3 and by_t[0.1]["teacher_recall"] == 2 / 3  # student -> {A, B}
     assert "comparison_withheld" not in out
+
+
+def test_alignment_is_withheld_when_no_component_moves_the_metric(tmp_path: Path) -> None:
+    """Noising with corrupted prompts equal to the clean ones patches every component with its own activation:
+    every effect is exactly 0 in both models, so there is no reliance to align. The run finishes (no traceback),
+    the score is None with its reason, and the report is written."""
+    names = ["Mary", "Anna", "Kate", "Lucy", "Emma", "Sara"]
+    task = tmp_path / "same.jsonl"
+    task.write_text("".join(json.dumps({"prompt": p, "corrupted_prompt": p, "answer": f" {n}", "distractor": " John"})
+                            + "\n" for n in names
+                            for p in [f"When {n} and John went to the store, John gave a drink to"]))
+    options = CompareOptions(ablation="noising", null_model=False, n_boot=50, circuits=False)
+    results = compare("tiny-gpt2", "tiny-distilgpt2", [str(task)], options, out=tmp_path / "out", progress=False)
+    entry = results["tasks"]["same.jsonl"]
+    for role in ("teacher", "student"):
+        assert all(c["effect"] == 0.0 for c in entry[role]["components"]), role
+    assert entry["alignment"]["score"] is None and "withheld" in entry["alignment"]["withheld"]
+    assert any(n["code"] == "alignment.withheld" for n in results["notes"])
+    assert (tmp_path / "out" / "report.html").is_file()

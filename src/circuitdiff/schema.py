@@ -173,6 +173,8 @@ class Alignment(Record):
     """How the interval's resamples compare components: ``weighted`` or ``distinct_prompts`` (fallback)."""
     level: float = 0.95
     paper: float | None = None
+    withheld: str | None = None
+    """Why the score is None: a model whose components do not move the metric at all has no reliance to compare."""
 
 
 @dataclass

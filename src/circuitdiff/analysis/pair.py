@@ -353,7 +353,18 @@ def alignment_summary(
     t: ModelTaskRun, s: ModelTaskRun, sim: pd.DataFrame, null_draws: Sequence[NullDraw], n_boot: int, seed: int,
     measure: str = MATCH_MEASURE.value,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The score with its transport plan, BCa interval, chance level and verdict (``analysis.calibration``)."""
+    """The score with its transport plan, BCa interval, chance level and verdict (``analysis.calibration``).
+
+    Withheld (score None, an empty plan, ``withheld`` saying why) where a model's influence is zero for every
+    component, e.g. when patching with corrupted prompts that equal the clean ones: there is no reliance to carry.
+    """
+    silent = [role for role, run in (("teacher", t), ("student", s)) if not np.abs(_mean_effects(run)).sum() > 0]
+    if silent:
+        why = (f"the alignment score is withheld: no component of the {' or the '.join(silent)} changes the metric "
+               "under this ablation, so there is no reliance to compare")
+        empty = pd.DataFrame(0.0, index=sim.index, columns=sim.columns)
+        return {"score": None, "ci": [None, None], "null": None, "null_q95": None, "n_null": 0, "null_values": [],
+                "null_check": None, "above_chance": None, "measure": measure, "level": 0.95, "withheld": why}, empty
     transport = alignment_transport(_mean_effects(t), _mean_effects(s), sim)
     score = float(transport.attrs["score"])
     mask = same_kind_mask(sim)
@@ -392,7 +403,10 @@ def _analyse(
                               text=f"{matrices['attention'].attrs['constant']} attention-pattern similarities compare "
                                    "a pattern that is the same on every prompt; they are set to 0, not measured"))
     alignment, transport = alignment_summary(t, s, sim, null_draws, n_boot, seed, measure)
-    notes += null_notes(t.task, alignment, bool(null_draws)) + resampling_notes(t.task, alignment)
+    if alignment.get("withheld"):
+        notes.append(Note(task=t.task, topic="alignment", code="alignment.withheld", text=alignment["withheld"]))
+    else:
+        notes += null_notes(t.task, alignment, bool(null_draws)) + resampling_notes(t.task, alignment)
     no_circuit = {role: _no_circuit_note(t.task, role, run) for run, role in ((t, "teacher"), (s, "student"))
                   if not run.circuits}
     notes += no_circuit.values()
@@ -451,7 +465,7 @@ def interval_notes(
     """Say why an interval is missing (``bootstrap.bca_interval``): bias beyond the spread, or no valid resample."""
     missing = [(f"{role} {name}", iv.n_valid) for role, stats in concentration.items() for name, iv in stats.items()
                if iv is not None and np.isfinite(iv.point) and not np.isfinite(iv.lo)]
-    if np.isfinite(alignment["score"]) and not np.isfinite(alignment["ci"][0]):
+    if alignment["score"] is not None and np.isfinite(alignment["score"]) and not np.isfinite(alignment["ci"][0]):
         missing.insert(0, ("alignment score", alignment["n_boot"]))
     biased = [name for name, valid in missing if valid > 0]
     empty = [name for name, valid in missing if valid == 0]
