@@ -139,6 +139,13 @@ def _mount_trajectory() -> None:
         app.command("trajectory")(trajectory)
 
 
+def _mount_features() -> None:
+    from circuitdiff.features.cli import features_cmd
+
+    if not any(c.name == "features" for c in app.registered_commands):
+        app.command("features")(features_cmd)
+
+
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (a scheduler, ``kill``) stops a run like Ctrl-C: exit 130, complete files only."""
     def handler(signum: int, frame: object) -> None:
@@ -183,6 +190,7 @@ def main() -> None:
     _mount_sweep()
     _mount_reproduce()
     _mount_trajectory()
+    _mount_features()
     sys.exit(run_app(args))
 
 

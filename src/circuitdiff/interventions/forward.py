@@ -56,3 +56,10 @@ def logit_difference(adapter: Adapter, batch: Batch, patches: Sequence[Patch] = 
     with last_mlp_at(adapter, batch.read_pos), hooked(adapter, patches):
         h = read_hidden(adapter, batch)
     return adapter.logit_difference(h, batch.answer_ids, batch.distractor_ids).float()
+
+
+def differentiable_logit_difference(adapter: Adapter, batch: Batch) -> torch.Tensor:
+    """``logit_difference`` with its autograd graph kept: for gradients through activations that hooks
+    write (e.g. a dictionary's latents spliced in, ``circuitdiff.features``). The same read-out, not a copy."""
+    with torch.enable_grad():
+        return logit_difference.__wrapped__(adapter, batch)
