@@ -21,8 +21,10 @@ import torch
 from circuitdiff.features.activations import Chunk
 from circuitdiff.features.crosscoder import CrossCoder
 
-EXCLUSIVE_NORM = 0.1
-"""Relative decoder norm at most this (teacher) or at least 1 - this (student) makes a latent a candidate."""
+EXCLUSIVE_RATIO = 0.2
+"""A latent is a candidate for exclusivity when one decoder's norm is at most a fifth of the other's: Minder et
+al.'s cut (their Delta-norm <= 0.1 or >= 0.9), i.e. relative norm <= 1/6 (teacher) or >= 5/6 (student)."""
+EXCLUSIVE_NORM = EXCLUSIVE_RATIO / (1 + EXCLUSIVE_RATIO)
 NU_MAX = 0.5
 """Latent Scaling confirms exclusivity when the other model's fit is under half the own model's (both targets)."""
 N_CONTEXTS = 6

@@ -26,7 +26,7 @@ _SECTION = """
 {{ s.settings.site.student }}; FVE teacher {{ '%.3f'|format(s.fve.teacher) }}, student {{ '%.3f'|format(s.fve.student) }};
 L0 {{ '%.1f'|format(s.l0) }}; dead {{ '%.1f'|format(100 * s.dead) }}%.
 Classes: {% for c, n in s.counts.items() %}{{ c }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}
-(exclusive: relative decoder norm &le; {{ s.thresholds.exclusive_relative_norm }} or &ge; {{ 1 - s.thresholds.exclusive_relative_norm }},
+(exclusive: relative decoder norm &le; {{ '%.3f'|format(s.thresholds.exclusive_relative_norm) }} or &ge; {{ '%.3f'|format(1 - s.thresholds.exclusive_relative_norm) }},
 confirmed by Latent Scaling &nu; &lt; {{ s.thresholds.latent_scaling_nu_max }}).</p>
 {{ histogram }}
 {% for task, t in s.tasks.items() %}
