@@ -5,7 +5,10 @@
 - a planted ground truth: the teacher gets a sparse, context-dependent feature along a known direction u (one
   block-0 MLP neuron made sparse and written along u), the student is that teacher with u removed from the
   residual stream by a weight edit of every writer up to the site; the teacher-only latents align with u
-  (cosine >= 0.9) and nothing else is exclusive.
+  (cosine >= 0.9) and nothing else is exclusive;
+- a randomly initialised student: the teacher's most task-relevant latents are mostly teacher-only, far above
+  the base rate. Not all of them: a random student's embeddings are a perfect (random) token code, so a
+  latent that only says "this token is ' to'" is rightly shared (see docs/features.md).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from circuitdiff.features import FeatureOptions, features
 from circuitdiff.features.activations import text_rows
 from circuitdiff.lab.corpus import load_corpus
 from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_model
+from circuitdiff.report import write_report
 
 SMALL = dict(n_latents=128, k=8, n_tokens=300 * 256, batch_size=256, context=32, analysis_tokens=6000,
-             n_prompts=8, top=8, seed=0)
+             corpus_tokens=20_000, n_prompts=8, top=8, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,15 @@ def test_model_against_itself_has_almost_no_exclusive_latents(teacher: LoadedMod
     exact = live.dropna(subset=["ablation_teacher"])
     assert len(exact) >= SMALL["top"]
     np.testing.assert_allclose(exact["ablation_teacher"], exact["ablation_student"], atol=0.15 * exact["ablation_teacher"].abs().max())
-    assert (tmp_path / "features.html").is_file() and (tmp_path / "crosscoder.safetensors").is_file()
+    assert (tmp_path / "crosscoder.safetensors").is_file()
+    page = (tmp_path / "features.html").read_text()
+    assert 'id="features"' in page and "<svg" in page and "<mark>" in page
+    # a comparison's report in the same folder (compare --features) gains the section
+    from test_report import make_results_folder
+
+    write_report(make_results_folder(tmp_path, shape=(4, 2, 4), tasks=("ioi",), n_prompts=12), tmp_path)
+    report = (tmp_path / "report.html").read_text()
+    assert report.count('id="features"') == 1 and "features_relative_norm" in report
 
 
 def _project_writers(model: torch.nn.Module, u: torch.Tensor, up_to: int) -> None:
@@ -107,7 +119,8 @@ def test_planted_removed_direction_is_the_teacher_only_feature(teacher: LoadedMo
     _project_writers(removed, u, up_to=0)
     t_lm = from_hugging_face(planted, teacher.tokenizer, "planted")
     s_lm = from_hugging_face(removed, teacher.tokenizer, "removed")
-    options = FeatureOptions(**dict(SMALL, n_latents=256, n_tokens=600 * 256), teacher_layer=0, student_layer=0)
+    options = FeatureOptions(**dict(SMALL, n_latents=256, n_tokens=600 * 256, corpus_tokens=40_000), teacher_layer=0,
+                             student_layer=0)
     result = features(t_lm, s_lm, ["ioi"], None, options)
     live = _live(result.table)
     t_only = live[live["class"] == "teacher_only"]
@@ -120,3 +133,31 @@ def test_planted_removed_direction_is_the_teacher_only_feature(teacher: LoadedMo
     every = result.decoder_teacher[live["latent"].to_numpy()]
     best = live["latent"].to_numpy()[np.argmax(np.abs(every @ u.numpy()) / np.linalg.norm(every, axis=1))]
     assert best in set(t_only["latent"])
+
+
+def test_random_student_leaves_the_teachers_task_features_teacher_only(teacher: LoadedModel) -> None:
+    torch.manual_seed(0)
+    random_model = type(teacher.model)(copy.deepcopy(teacher.model.config)).eval()
+    student = from_hugging_face(random_model, teacher.tokenizer, "random")
+    options = FeatureOptions(**dict(SMALL, n_latents=256, n_tokens=600 * 256, corpus_tokens=None), teacher_layer=3,
+                             student_layer=3)
+    live = _live(features(teacher, student, ["ioi"], None, options).table)
+    top = live.reindex(live["effect_teacher"].abs().sort_values(ascending=False).index).head(SMALL["top"])
+    share = (top["class"] == "teacher_only").mean()
+    base = (live["class"] == "teacher_only").mean()
+    assert share >= 0.5 and share >= 5 * base, (share, base)
+    assert not (top["class"] == "student_only").any()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--site", "teacher=3"], "--site must look like teacher:4,student:2"),
+    (["--site", "teacher:9"], "teacher layer 9 is out of range"),
+    (["--teacher", "tiny-gpt2", "--student", "tiny-distilbert"], "tokenise text differently"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:  # noqa: ANN001
+    from circuitdiff.cli.main import _mount_features, run_app
+
+    _mount_features()
+    assert run_app(["features", *args, "-t", "ioi"]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err

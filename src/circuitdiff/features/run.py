@@ -41,6 +41,11 @@ class FeatureOptions:
     lr: float = 2e-3
     context: int = 64
     analysis_tokens: int = 30_000
+    corpus_tokens: int | None = None
+    """At most this many corpus tokens train (None: the whole training split); the token budget cycles over them."""
+    cache_bytes: int = 256 * 2**20
+    """Training activations up to this size are kept after the first pass instead of recomputed; above it they
+    are streamed on every pass (memory stays bounded either way)."""
     n_prompts: int = 64
     top: int = 20
     seed: int = 0
@@ -103,8 +108,11 @@ def features(
     check_same_tokenizer(t_lm, s_lm)
     prepared, prompt_rows = _task_rows(t_lm, s_lm, tasks, options)
     paragraphs = load_corpus(options.corpus)
-    train_rows = concat_rows([text_rows([p for i, p in enumerate(paragraphs) if i % 10], t_lm.tokenizer,
-                                        options.context), *prompt_rows], t_lm.tokenizer)
+    corpus_rows = text_rows([p for i, p in enumerate(paragraphs) if i % 10], t_lm.tokenizer, options.context)
+    if options.corpus_tokens is not None:
+        n = max(1, options.corpus_tokens // options.context)
+        corpus_rows = Rows(corpus_rows.input_ids[:n], corpus_rows.attention_mask[:n], corpus_rows.source[:n])
+    train_rows = concat_rows([corpus_rows, *prompt_rows], t_lm.tokenizer)
     held = text_rows([p for i, p in enumerate(paragraphs) if i % 10 == 0] or paragraphs, t_lm.tokenizer, options.context)
     n_held = max(1, options.analysis_tokens // max(1, options.context))
     eval_rows = concat_rows([Rows(held.input_ids[:n_held], held.attention_mask[:n_held], held.source[:n_held]),
@@ -133,7 +141,7 @@ def features(
     settings = TrainSettings(n_latents=options.n_latents, k=options.k, n_tokens=options.n_tokens,
                              batch_size=options.batch_size, lr=options.lr, seed=options.seed)
     torch.manual_seed(options.seed)
-    log = train_crosscoder(model, normalised(train_rows), settings, device=t_lm.device)
+    log = train_crosscoder(model, kept(normalised(train_rows), options.cache_bytes), settings, device=t_lm.device)
     model.calibrate_threshold(norms[0](first.teacher).to(t_lm.device), norms[1](first.student).to(t_lm.device))
     say(f"trained: {log.steps} steps, {log.tokens} tokens, {log.tokens_per_second:,.0f} tokens/s")
     latents = analyse(model, normalised(eval_rows)())
@@ -166,6 +174,30 @@ def features(
 
         write_feature_page(results, Path(out))
     return results
+
+
+def kept(chunks: Callable[[], Iterator[Chunk]], max_bytes: int) -> Callable[[], Iterator[Chunk]]:
+    """``chunks`` whose first full pass is kept when it fits in ``max_bytes``; later passes replay it."""
+    store: list[Chunk] = []
+    state = {"complete": False, "over": False}
+
+    def gen() -> Iterator[Chunk]:
+        if state["complete"]:
+            yield from store
+            return
+        size = 0
+        store.clear()  # a pass abandoned half-way left a partial store
+        for chunk in chunks():
+            if not state["over"]:
+                size += chunk.teacher.nbytes + chunk.student.nbytes + chunk.where.nbytes
+                state["over"] = size > max_bytes
+                store.append(chunk)
+                if state["over"]:
+                    store.clear()
+            yield chunk
+        state["complete"] = not state["over"]
+
+    return gen
 
 
 def _token_rows(rows: Rows) -> np.ndarray:

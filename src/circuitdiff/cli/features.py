@@ -1,4 +1,5 @@
-"""``circuitdiff features``: the command line of ``circuitdiff.features`` (mounted by ``cli.main``)."""
+"""``circuitdiff features``: the command line of ``circuitdiff.features`` (mounted by ``cli.main``; torch is imported
+only when the command runs, so ``--help`` stays fast)."""
 
 from __future__ import annotations
 
