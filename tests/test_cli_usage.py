@@ -97,7 +97,7 @@ except SystemExit as exc:
 """
 
 
-@pytest.mark.parametrize("args", [("--help",), ("tasks",), ("compare", "--help"), ("lab", "--help") ])
+@pytest.mark.parametrize("args", [("--help",), ("tasks",), ("compare", "--help"), ("lab", "--help"), ("features", "--help")])
 def test_help_and_tasks_do_not_import_torch(args: tuple[str, ...]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE.format(args=list(args))], capture_output=True, text=True,
                           env=ENV, timeout=300)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["CompareOptions", "LoadedModel", "__version__", "compare", "load_model"]
+__all__ = ["CompareOptions", "LoadedModel", "__version__", "compare", "features", "load_model"]
 
 _LAZY = {
     "compare": "circuitdiff.compare",
+    "features": "circuitdiff.features",
     "CompareOptions": "circuitdiff.compare",
     "LoadedModel": "circuitdiff.models.loading",
     "load_model": "circuitdiff.models.loading",
@@ -23,6 +24,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from circuitdiff.compare import CompareOptions, compare
+    from circuitdiff.features import features
     from circuitdiff.models.loading import LoadedModel, load_model
 
 

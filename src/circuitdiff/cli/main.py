@@ -64,6 +64,8 @@ def compare(
     resume: bool = typer.Option(True, help="Reuse tasks an interrupted run with the same options finished in OUT."),
     allow_pickle: bool = typer.Option(False, help="Allow pickle checkpoints (unsafe: runs code from the file)."),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the checkpoint's repository."),
+    features: bool = typer.Option(False, "--features", help="Also train a crosscoder on both models (`circuitdiff "
+                                  "features` with its defaults) and add its section to the report."),
 ) -> None:
     """Measure every head and MLP in both models, match them and score the alignment."""
     from circuitdiff.compare import CompareOptions, check_paths, compare as run_compare
@@ -85,6 +87,14 @@ def compare(
                           trust_remote_code=trust_remote_code, device=device, progress=True, dtype=dtype,
                           device_map=device_map, resume=resume, report=report, null_cache=null_cache)
     print_summary(Console(), results, out)
+    if features:
+        from circuitdiff.features.run import FeatureOptions, features as run_features
+        from circuitdiff.report import render_from_folder
+
+        run_features(teacher, student, tasks, out, FeatureOptions(n_prompts=n_prompts, seed=seed), device=device,
+                     progress=console.print)
+        if report:
+            Console().print(f"report with features: {render_from_folder(out)}")
 
 
 @app.command("report")
@@ -139,6 +149,13 @@ def _mount_trajectory() -> None:
         app.command("trajectory")(trajectory)
 
 
+def _mount_features() -> None:
+    from circuitdiff.cli.features import features_cmd
+
+    if not any(c.name == "features" for c in app.registered_commands):
+        app.command("features")(features_cmd)
+
+
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (a scheduler, ``kill``) stops a run like Ctrl-C: exit 130, complete files only."""
     def handler(signum: int, frame: object) -> None:
@@ -183,6 +200,7 @@ def main() -> None:
     _mount_sweep()
     _mount_reproduce()
     _mount_trajectory()
+    _mount_features()
     sys.exit(run_app(args))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from circuitdiff.analysis.influence import MIN_CLEAN_METRIC, PATCHING
@@ -30,6 +31,7 @@ from circuitdiff.report.data import (
     slug,
     task_notes,
 )
+from circuitdiff.report.features import feature_section
 from circuitdiff.report.svg import RenderedFigure, render_figure
 from circuitdiff.report.text import (
     GLOSSARY,
@@ -439,6 +441,7 @@ def write_report(results: Results | dict[str, Any], out: Path) -> Path:
         models=_model_rows(results), options=_option_rows(options), prompt_counts=_prompt_counts(tasks),
         warnings=note_lines(results.notes),
         missing_tables=tables.missing, version=results.circuitdiff_version,
+        features_html=Markup(feature_section(out)),  # compare --features: features.json next to results.json
     )
     path = out / REPORT_HTML
     atomic_write(path, lambda p: p.write_text(html, encoding="utf-8"))

@@ -1,0 +1,221 @@
+"""``circuitdiff.features``: load -> paired activations at matched sites -> train -> analyse -> relevance -> files.
+
+Data flows one way. The corpus is split by paragraph: nine in ten train the crosscoder, one in ten (plus the
+tasks' prompts) is where latents are analysed and their top contexts are found.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from circuitdiff.features.activations import (
+    Chunk, FeaturesError, Normaliser, Rows, check_same_tokenizer, concat_rows, default_teacher_layer,
+    match_student_layer, stream_pairs, text_rows,
+)
+from circuitdiff.features.analysis import analyse
+from circuitdiff.features.crosscoder import CrossCoder
+from circuitdiff.features.relevance import Site, task_relevance
+from circuitdiff.features.results import FeatureResults, contexts_for, feature_table, headline, summary
+from circuitdiff.features.train import TrainSettings, train_crosscoder
+from circuitdiff.models.loading import LoadedModel, load_model
+from circuitdiff.options import CompareOptions
+from circuitdiff.pipeline import batches
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """Knobs of ``features``; all are written into features.json."""
+
+    n_latents: int = 1024
+    k: int = 16
+    n_tokens: int = 200_000
+    batch_size: int = 1024
+    lr: float = 2e-3
+    context: int = 64
+    analysis_tokens: int = 30_000
+    corpus_tokens: int | None = None
+    """At most this many corpus tokens train (None: the whole training split); the token budget cycles over them."""
+    cache_bytes: int = 256 * 2**20
+    """Training activations up to this size are kept after the first pass instead of recomputed; above it they
+    are streamed on every pass (memory stays bounded either way)."""
+    n_prompts: int = 64
+    top: int = 20
+    seed: int = 0
+    corpus: str = "sample"
+    teacher_layer: int | None = None
+    student_layer: int | None = None
+
+
+def parse_site(text: str | None) -> tuple[int | None, int | None]:
+    """'teacher:L,student:L' (either part may be left out) -> (teacher layer, student layer)."""
+    if not text:
+        return None, None
+    layers: dict[str, int] = {}
+    for part in text.split(","):
+        role, _, value = part.partition(":")
+        if role.strip() not in ("teacher", "student") or not value.strip().lstrip("-").isdigit():
+            raise FeaturesError(f"--site must look like teacher:4,student:2, got '{text}'")
+        layers[role.strip()] = int(value)
+    return layers.get("teacher"), layers.get("student")
+
+
+def _load(model: str | LoadedModel, device: str) -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else load_model(model, device=device)
+
+
+def _check_layer(lm: LoadedModel, layer: int, role: str) -> int:
+    if not 0 <= layer < lm.adapter.n_layers:
+        raise FeaturesError(f"{role} layer {layer} is out of range: '{lm.name}' has {lm.adapter.n_layers} blocks")
+    return layer
+
+
+def _task_rows(teacher: LoadedModel, student: LoadedModel, tasks: Sequence[str], options: FeatureOptions):  # noqa: ANN202
+    from circuitdiff.compare import prepare_tasks, same_tokenisation
+
+    prepared = prepare_tasks(teacher, student, tasks, CompareOptions(n_prompts=options.n_prompts, seed=options.seed))
+    for item in prepared:
+        if not same_tokenisation(item.teacher[1], item.student[1]):
+            raise FeaturesError(f"task '{item.name}' is tokenised differently by the two models")
+    rows = [Rows(item.teacher[1].input_ids, item.teacher[1].attention_mask, (item.name,) * item.teacher[1].input_ids.shape[0])
+            for item in prepared]
+    return prepared, rows
+
+
+def features(
+    teacher: str | LoadedModel,
+    student: str | LoadedModel,
+    tasks: Sequence[str] = ("ioi",),
+    out: str | Path | None = "circuitdiff-features",
+    options: FeatureOptions = FeatureOptions(),
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> FeatureResults:
+    """Train a BatchTopK crosscoder on both models' residual streams at matched sites and say which features
+    are shared, teacher-only (dropped) or student-only (invented), and which matter for each task."""
+    from circuitdiff.lab.corpus import load_corpus
+
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    t_lm, s_lm = _load(teacher, device), _load(student, device)
+    check_same_tokenizer(t_lm, s_lm)
+    prepared, prompt_rows = _task_rows(t_lm, s_lm, tasks, options)
+    paragraphs = load_corpus(options.corpus)
+    corpus_rows = text_rows([p for i, p in enumerate(paragraphs) if i % 10], t_lm.tokenizer, options.context)
+    if options.corpus_tokens is not None:
+        n = max(1, options.corpus_tokens // options.context)
+        corpus_rows = Rows(corpus_rows.input_ids[:n], corpus_rows.attention_mask[:n], corpus_rows.source[:n])
+    train_rows = concat_rows([corpus_rows, *prompt_rows], t_lm.tokenizer)
+    held = text_rows([p for i, p in enumerate(paragraphs) if i % 10 == 0] or paragraphs, t_lm.tokenizer, options.context)
+    n_held = max(1, options.analysis_tokens // max(1, options.context))
+    eval_rows = concat_rows([Rows(held.input_ids[:n_held], held.attention_mask[:n_held], held.source[:n_held]),
+                             *prompt_rows], t_lm.tokenizer)
+
+    t_layer = _check_layer(t_lm, default_teacher_layer(t_lm.adapter.n_layers) if options.teacher_layer is None
+                           else options.teacher_layer, "teacher")
+    cka: list[float] = []
+    if options.student_layer is None:
+        s_layer, cka = match_student_layer(t_lm, s_lm, t_layer, train_rows, seed=options.seed)
+    else:
+        s_layer = _check_layer(s_lm, options.student_layer, "student")
+    layers = (t_layer, s_layer)
+    say(f"site: teacher block {t_layer}, student block {s_layer}")
+
+    first = next(stream_pairs(t_lm, s_lm, layers, train_rows, chunk_tokens=8192))
+    norms = (Normaliser.fit(first.teacher), Normaliser.fit(first.student))
+
+    def normalised(rows: Rows) -> Callable[[], Iterator[Chunk]]:
+        def gen() -> Iterator[Chunk]:
+            for c in stream_pairs(t_lm, s_lm, layers, rows):
+                yield Chunk(norms[0](c.teacher), norms[1](c.student), c.where)
+        return gen
+
+    model = CrossCoder(t_lm.adapter.d_model, s_lm.adapter.d_model, options.n_latents, options.k, seed=options.seed)
+    settings = TrainSettings(n_latents=options.n_latents, k=options.k, n_tokens=options.n_tokens,
+                             batch_size=options.batch_size, lr=options.lr, seed=options.seed)
+    torch.manual_seed(options.seed)
+    log = train_crosscoder(model, kept(normalised(train_rows), options.cache_bytes), settings, device=t_lm.device)
+    model.calibrate_threshold(norms[0](first.teacher).to(t_lm.device), norms[1](first.student).to(t_lm.device))
+    say(f"trained: {log.steps} steps, {log.tokens} tokens, {log.tokens_per_second:,.0f} tokens/s")
+    latents = analyse(model, normalised(eval_rows)())
+
+    sites = (Site(t_lm, t_layer, norms[0], "teacher"), Site(s_lm, s_layer, norms[1], "student"))
+    relevance = []
+    for item in prepared:
+        pair = (batches(item.teacher[1], t_lm.device)[0], batches(item.student[1], s_lm.device)[0])
+        relevance.append(task_relevance(model, sites, pair, item.name, top=options.top))
+        say(f"{item.name}: relevance done")
+    table = feature_table(latents, relevance)
+    run_settings = dict(asdict(options), teacher=t_lm.name, student=s_lm.name, tasks=[p.name for p in prepared],
+                        site={"teacher": t_layer, "student": s_layer}, student_layer_cka=cka,
+                        device=str(t_lm.device), train_steps=log.steps, train_tokens=log.tokens,
+                        train_seconds=log.seconds, final_mse=log.final_loss, seconds=0.0)
+    info = summary(latents, relevance, table, run_settings)
+    shown = _shown_latents(table, [p.name for p in prepared])
+    ctx = contexts_for(shown, latents, _token_rows(eval_rows), eval_rows.source, t_lm.tokenizer)
+    info["settings"]["seconds"] = time.perf_counter() - started
+    results = FeatureResults(table, info, ctx, model.dec_t.detach().cpu().numpy(), model.dec_s.detach().cpu().numpy())
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        for role, norm in zip(("teacher", "student"), norms, strict=True):
+            tensors[f"norm_mean_{role}"] = norm.mean.cpu().contiguous()
+            tensors[f"norm_scale_{role}"] = torch.tensor(norm.scale)
+        save_file(tensors, str(Path(out) / "crosscoder.safetensors"))
+        results.write(Path(out))
+        from circuitdiff.report.features import write_feature_page
+
+        write_feature_page(results, Path(out))
+    return results
+
+
+def kept(chunks: Callable[[], Iterator[Chunk]], max_bytes: int) -> Callable[[], Iterator[Chunk]]:
+    """``chunks`` whose first full pass is kept when it fits in ``max_bytes``; later passes replay it."""
+    store: list[Chunk] = []
+    state = {"complete": False, "over": False}
+
+    def gen() -> Iterator[Chunk]:
+        if state["complete"]:
+            yield from store
+            return
+        size = 0
+        store.clear()  # a pass abandoned half-way left a partial store
+        for chunk in chunks():
+            if not state["over"]:
+                size += chunk.teacher.nbytes + chunk.student.nbytes + chunk.where.nbytes
+                state["over"] = size > max_bytes
+                store.append(chunk)
+                if state["over"]:
+                    store.clear()
+            yield chunk
+        state["complete"] = not state["over"]
+
+    return gen
+
+
+def _token_rows(rows: Rows) -> np.ndarray:
+    ids = rows.input_ids.numpy().copy()
+    ids[rows.attention_mask.numpy() == 0] = -1
+    return ids
+
+
+def _shown_latents(table: Any, tasks: list[str], per_class: int = 5) -> list[int]:
+    """The latents the report shows: per task, the most relevant of each live class in either model."""
+    chosen: dict[int, None] = {}
+    for task in tasks:
+        rows = table[table["task"] == task]
+        for cls in ("teacher_only", "student_only", "shared"):
+            part = rows[rows["class"] == cls]
+            score = part[["effect_teacher", "effect_student"]].abs().max(axis=1)
+            chosen.update(dict.fromkeys(part.loc[score.sort_values(ascending=False).index, "latent"].head(per_class)
+                                        .astype(int).tolist()))
+        for role in ("teacher", "student"):
+            chosen.update(dict.fromkeys(headline(table, task)[role]["latents"]))
+    return sorted(chosen)
