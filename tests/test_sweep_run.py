@@ -129,15 +129,15 @@ def test_interrupted_sweep_resumes_to_the_same_table(ws: Path, reference: Path, 
 
 
 def test_a_failing_job_stops_the_merge_not_the_others(ws: Path, tmp_path: Path) -> None:
-    bad = tmp_path / "two-token.jsonl"
-    rows = [{"prompt": "w1 w2 w3", "answer": " w4 w5", "distractor": " w6"}] * 4
+    bad = tmp_path / "too-long.jsonl"  # longer than the models' context: found only when the job encodes it
+    rows = [{"prompt": " ".join(["w1 w2 w3"] * 100), "answer": " w4", "distractor": " w6"}] * 4
     bad.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"pairs: [{{teacher: {ws}/teacher, student: {ws}/student}}]\n"
-                     f"tasks: [{ws}/alpha.jsonl, two-token.jsonl]\noptions: {{n_boot: 10, circuits: false}}\n")
+                     f"tasks: [{ws}/alpha.jsonl, too-long.jsonl]\noptions: {{n_boot: 10, circuits: false}}\n")
     with pytest.raises(SweepJobsError) as err:
         run_sweep(load_sweep(sweep), tmp_path / "out")
-    assert "1 of 2 jobs failed" in str(err.value) and "\n" not in str(err.value)
+    assert "1 of 2 jobs failed" in str(err.value) and "\n" not in str(err.value) and "context" in str(err.value)
     assert not (tmp_path / "out" / JOBS_TABLE).exists()
     good = load_sweep(sweep).jobs()[0]
     assert (job_dir(tmp_path / "out", good) / DONE).is_file()
