@@ -16,7 +16,7 @@ import torch
 
 from circuitdiff.analysis.circuits import Circuit
 from circuitdiff.analysis.matching import Match
-from circuitdiff.analysis.pair import compare_circuits
+from circuitdiff.analysis.circuits import compare_circuits
 from circuitdiff.compare import compare
 from circuitdiff.options import CompareOptions
 from circuitdiff.report.render import render_from_folder

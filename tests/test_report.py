@@ -27,7 +27,8 @@ from circuitdiff.analysis.circuits import Circuit, CircuitCurve
 from circuitdiff.analysis.concentration import concentration_summary
 from circuitdiff.analysis.influence import component_effects
 from circuitdiff.analysis.matching import match_many_to_one, match_one_to_one
-from circuitdiff.analysis.pair import PairAnalysis, compare_circuits, preserved_components
+from circuitdiff.analysis.circuits import compare_circuits
+from circuitdiff.analysis.pair import PairAnalysis, preserved_components
 from circuitdiff.compare import CompareOptions, Comparison, results_dict, write_outputs
 from circuitdiff.models.components import all_components
 from circuitdiff.models.loading import ModelInfo

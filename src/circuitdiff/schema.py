@@ -312,7 +312,7 @@ class TaskResult(Record):
     concentration_heads: Concentration = field(default_factory=dict)
     finding: Finding | None = None
     circuit: dict[str, Any] = field(default_factory=dict)
-    """Circuits per threshold (``analysis.pair.compare_circuits``); empty without circuits."""
+    """Circuits per threshold (``analysis.circuits.compare_circuits``); empty without circuits."""
     preserved: list[Preserved] = field(default_factory=list)
     similarity_file: str = "similarity.parquet"
     edge_circuits: list[dict[str, Any]] | None = field(default=None, metadata=OMIT_NONE)

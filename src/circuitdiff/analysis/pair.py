@@ -28,7 +28,7 @@ from circuitdiff.analysis.calibration import (
     alignment_interval,
     null_alignment,
 )
-from circuitdiff.analysis.circuits import Circuit, CircuitCurve, jaccard
+from circuitdiff.analysis.circuits import compare_circuits
 from circuitdiff.analysis.concentration import Interval, concentration_summary
 from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
@@ -228,68 +228,6 @@ def preserved_components(t: ModelTaskRun, sim: pd.DataFrame, top: int = 10) -> l
         best = sim.loc[e.name, candidates].astype(float).idxmax()
         rows.append({"teacher": e.name, "share": e.share, "student": best, "similarity": float(sim.loc[e.name, best])})
     return sorted(rows, key=lambda r: -r["similarity"])
-
-
-def compare_circuits(t_circuits: list[Circuit], s_circuits: list[Circuit], matching: list[Match],
-                     curves: dict[str, CircuitCurve | None] | None = None,
-                     missing: dict[str, str] | None = None) -> dict[str, Any]:
-    """Each model's circuits per threshold, and where both models have one, the comparison: the student's
-    mapped onto teacher names through the matching, their overlap and the teacher's recall.
-
-    A model's circuits are kept whether or not the other model has any; where it has none (``missing``:
-    role -> why) the entry's comparison is None and ``comparison_withheld`` says why. Pruning is a greedy
-    walk, so one model's circuits at different thresholds need not be nested: each circuit carries its
-    Jaccard overlap with the same model's circuit at every other threshold (``overlap_with_thresholds``)
-    and ``nested`` says, per model, whether every larger threshold's circuit lies inside every smaller
-    one's. ``curves``: role -> metric curve, when circuits were discovered.
-    """
-    to_teacher = {m.student: m.teacher for m in matching}
-    by_role = {"teacher": {c.threshold: c for c in t_circuits}, "student": {c.threshold: c for c in s_circuits}}
-    withheld = "; ".join((missing or {}).get(role) or f"no {role} circuit" for role, found in by_role.items()
-                         if not found) or None
-    out: dict[str, Any] = {"thresholds": []}
-    if curves and any(c is not None for c in curves.values()):
-        out["curve"] = {role: c.to_json() if c is not None else None for role, c in curves.items()}
-    for threshold in sorted(set(by_role["teacher"]) | set(by_role["student"])):
-        tc, sc = by_role["teacher"].get(threshold), by_role["student"].get(threshold)
-        entry: dict[str, Any] = {
-            "threshold": threshold,
-            "teacher": tc.to_json() if tc else None,
-            "student": sc.to_json() if sc else None,
-            "student_mapped_to_teacher": None, "overlap_jaccard": None, "teacher_recall": None,
-            "overlap_with_thresholds": {role: _threshold_overlaps(found, threshold)
-                                        for role, found in by_role.items() if threshold in found},
-        }
-        if tc is not None and sc is not None:
-            mapped = [to_teacher[c] for c in sc.components if c in to_teacher]
-            entry.update(student_mapped_to_teacher=mapped, overlap_jaccard=jaccard(tc.components, mapped),
-                         teacher_recall=(len(set(tc.components) & set(mapped)) / len(tc.components)
-                                         if tc.components else 1.0))
-        else:
-            absent = "student" if sc is None else "teacher"
-            entry["comparison_withheld"] = withheld or f"no {absent} circuit at this threshold"
-        out["thresholds"].append(entry)
-    default = min(out["thresholds"], key=lambda e: abs(e["threshold"] - 0.2)) if out["thresholds"] else None
-    if default is not None:
-        out.update({role: (default[role] or {}).get("components", []) for role in by_role},
-                   threshold=default["threshold"], overlap_jaccard=default["overlap_jaccard"],
-                   nested={role: _nested(found) for role, found in by_role.items() if found})
-    if withheld and out["thresholds"]:
-        out["comparison_withheld"] = withheld
-    return out
-
-
-def _threshold_overlaps(circuits: dict[float, Circuit], threshold: float) -> list[dict[str, float]]:
-    """Jaccard overlap of the circuit at ``threshold`` with the same model's circuit at every other threshold."""
-    own = circuits[threshold].components
-    return [{"threshold": t, "jaccard": jaccard(own, c.components)}
-            for t, c in sorted(circuits.items()) if t != threshold]
-
-
-def _nested(circuits: dict[float, Circuit]) -> bool:
-    """Whether each larger threshold's circuit (more loss allowed, fewer components) lies inside each smaller one's."""
-    ordered = [set(c.components) for _, c in sorted(circuits.items())]
-    return all(later <= earlier for earlier, later in zip(ordered, ordered[1:]))
 
 
 def robustness(run: ModelTaskRun, *, heads_only: bool = False, n_boot: int = 1000,
