@@ -87,12 +87,19 @@ def test_malformed_jsonl_names_the_line(pair, tmp_path) -> None:
     assert not (tmp_path / "o" / "results.json").exists()
 
 
-def test_multi_token_answer_refused_by_edges_in_one_line(pair, tmp_path) -> None:
-    bad = tmp_path / "multi.jsonl"
-    bad.write_text(json.dumps({"prompt": "The capital of France is", "answer": " Parisianistically", "distractor": " Rome"}) + "\n")
-    proc = cli("compare", "--teacher", str(pair[0]), "--student", str(pair[1]), "--task", str(bad), "--edges", "eap",
-               "--out", str(tmp_path / "o"))
-    assert_one_line_error(proc, "edge scoring (eap)", "multi-token answers", "--first-token")
+def test_multi_token_answers_run_edge_scoring(pair, tmp_path) -> None:
+    """EAP edges on a task whose answers are several tokens for GPT-2's tokenizer (and of different lengths)."""
+    items = [("The capital of France is", " Parisianistically", " Rome"), ("The capital of Italy is", " Rome", " Paris"),
+             ("The capital of Spain is", " Madridistically", " Berlin"), ("The capital of Peru is", " Lima", " Oslo")]
+    task = tmp_path / "multi.jsonl"
+    task.write_text("".join(json.dumps({"prompt": p, "answer": a, "distractor": d}) + "\n" for p, a, d in items))
+    out = tmp_path / "o"
+    proc = cli("compare", "--teacher", str(pair[0]), "--student", str(pair[1]), "--task", str(task), "--edges", "eap",
+               "--n-boot", "20", "--no-null", "--no-report", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    edges = pd.read_parquet(out / "edges.parquet")  # every edge of each model: 2 layers x 2 heads, and 1 layer
+    assert edges.groupby("model").size().to_dict() == {"teacher": 31, "student": 5}
+    assert set(edges["method"]) == {"eap"} and edges["effect"].notna().all()
 
 
 def test_pickle_checkpoint_refused_without_flag(tmp_path, gpt2_tokenizer) -> None:

@@ -67,8 +67,9 @@ def _plain_metric(model: nn.Module, batch: Batch) -> torch.Tensor:
     return at[rows, batch.answer_ids] - at[rows, batch.distractor_ids]
 
 
-def _record(model: nn.Module, batch: Batch, module: nn.Module, pre: bool) -> torch.Tensor:
-    """``module``'s first input (pre) or its output in a plain forward pass (hidden_states when passed by name)."""
+def _record(model: nn.Module, batch: Batch, module: nn.Module, pre: bool, metric=_plain_metric) -> torch.Tensor:
+    """``module``'s first input (pre) or its output in a plain forward pass (hidden_states when passed by name);
+    ``metric`` runs the pass (the test's own metric of ``batch``)."""
     seen = {}
 
     def keep(x: torch.Tensor) -> None:  # as (batch, seq, d), also where the model flattens rows (OPT's MLP)
@@ -79,7 +80,7 @@ def _record(model: nn.Module, batch: Batch, module: nn.Module, pre: bool) -> tor
                                              with_kwargs=True)
     else:
         h = module.register_forward_hook(lambda _m, _a, out: keep(_first(out)))
-    _plain_metric(model, batch)
+    metric(model, batch)
     h.remove()
     return seen["x"]
 
@@ -88,21 +89,21 @@ def _first(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tensor:
+def _reference_write(model, adapter, base, ref, sender: Component, metric=_plain_metric) -> torch.Tensor:
     """Mean-ablated minus clean write of ``sender`` to the residual stream, from plain hooks only: the block's
     output with the sender set to its mean over the reference run (and the block's MLP held at its clean
     output, so that only the sender's own write differs), minus the clean block output. No formula for a
     write is assumed: sandwich norms and residual multipliers are whatever the real block does."""
     block = adapter.blocks()[sender.layer]
     mlp = adapter.mlp_out(sender.layer)
-    clean_mlp = _record(model, base, mlp, False)
+    clean_mlp = _record(model, base, mlp, False, metric)
     if sender.head is None:
-        value = _record(model, ref, mlp, False).mean(0, keepdim=True).expand_as(clean_mlp).clone()
+        value = _record(model, ref, mlp, False, metric).mean(0, keepdim=True).expand_as(clean_mlp).clone()
         hooks = [mlp.register_forward_hook(lambda _m, _a, out: value.to(_first(out)).reshape(_first(out).shape))]
     else:
         o_proj = adapter.attn_out(sender.layer)
         sl = slice(sender.head * adapter.d_head, (sender.head + 1) * adapter.d_head)
-        mean = _record(model, ref, o_proj, True)[..., sl].mean(0, keepdim=True)
+        mean = _record(model, ref, o_proj, True, metric)[..., sl].mean(0, keepdim=True)
 
         def set_head(_m, args):
             x = args[0].clone()
@@ -111,10 +112,10 @@ def _reference_write(model, adapter, base, ref, sender: Component) -> torch.Tens
 
         hooks = [o_proj.register_forward_pre_hook(set_head),
                  mlp.register_forward_hook(lambda _m, _a, out: clean_mlp.to(_first(out)).reshape(_first(out).shape))]
-    patched = _record(model, base, block, False)
+    patched = _record(model, base, block, False, metric)
     for h in hooks:
         h.remove()
-    return patched - _record(model, base, block, False)
+    return patched - _record(model, base, block, False, metric)
 
 
 def _add_to_input(write: torch.Tensor):
@@ -126,15 +127,16 @@ def _add_to_input(write: torch.Tensor):
 
 
 def _reference_edge(model, adapter, base, ref, sender: Component, receiver: str, channel: str,
-                    scale: float = 1.0) -> torch.Tensor:
+                    scale: float = 1.0, metric=_plain_metric) -> torch.Tensor:
     """Path patching by hand: run A feeds the stream plus the sender's write to the module that reads the
     receiver's residual stream and records what the receiver reads from it (the MLP's input, or the q/k/v
-    module's output); run B is the clean run with only the receiver's part replaced by that record."""
-    write = scale * _reference_write(model, adapter, base, ref, sender)
-    clean = _plain_metric(model, base)
+    module's output); run B is the clean run with only the receiver's part replaced by that record.
+    ``metric(model, batch)``: the metric, from a plain forward pass (the logit difference unless given)."""
+    write = scale * _reference_write(model, adapter, base, ref, sender, metric)
+    clean = metric(model, base)
     if receiver == "logits":
         h = adapter.final_norm().register_forward_pre_hook(_add_to_input(write), with_kwargs=True)
-        patched = _plain_metric(model, base)
+        patched = metric(model, base)
         h.remove()
         return patched - clean
     layer = int(receiver[1:receiver.index(".")])
@@ -145,7 +147,7 @@ def _reference_edge(model, adapter, base, ref, sender: Component, receiver: str,
         reader, _, _ = adapter.qkv_projection(layer, channel)
         stream, cols = adapter.attn_norm(layer), adapter.qkv_columns(layer, channel, head)
     h = stream.register_forward_pre_hook(_add_to_input(write), with_kwargs=True)
-    read = _record(model, base, reader, cols is None)
+    read = _record(model, base, reader, cols is None, metric)
     h.remove()
     if cols is None:
         h = reader.register_forward_pre_hook(lambda _m, args: (read.to(args[0]).reshape(args[0].shape), *args[1:]))
@@ -155,9 +157,27 @@ def _reference_edge(model, adapter, base, ref, sender: Component, receiver: str,
             out[..., cols] = read[..., cols]
             return out
         h = reader.register_forward_hook(take_cols)
-    patched = _plain_metric(model, base)
+    patched = metric(model, base)
     h.remove()
     return patched - clean
+
+
+def path_end_change(model, adapter, base, cache, replacement, metric=_plain_metric) -> torch.Tensor:
+    """The metric at EAP-IG's path end minus the clean metric: every component's output shifted by its
+    ablated - clean difference (on every batch row) by plain forward hooks; ``metric(model, base)``."""
+    rows = torch.arange(base.input_ids.shape[0])
+    handles = []
+    for layer in range(adapter.n_layers):
+        heads = torch.stack([replacement.values(Component(layer, h), rows) - cache.of(Component(layer, h))
+                             for h in range(adapter.n_heads)], dim=2).flatten(2)
+        handles.append(adapter.attn_out(layer).register_forward_pre_hook(
+            lambda _m, args, d=heads: (args[0] + d.to(args[0]),)))
+        mlp = replacement.values(Component(layer), rows) - cache.of(Component(layer))
+        handles.append(adapter.mlp_out(layer).register_forward_hook(lambda _m, _a, out, d=mlp: out + d.to(out)))
+    shifted = metric(model, base)
+    for h in handles:
+        h.remove()
+    return shifted - metric(model, base)
 
 
 def _named(edges: list[Edge], grouped: bool) -> dict[tuple[str, str, str], int]:
@@ -308,18 +328,6 @@ def test_eap_ig_is_complete_over_all_edges(family: str) -> None:
     model, adapter, base, ref, cache, replacement = _setup(family, dtype=torch.float64)
     edges = all_edges(adapter)
     total = eap_scores(adapter, base, cache, replacement, edges, ig_steps=40).double().sum(0)
-    prompts = torch.arange(N)
-    handles = []
-    for layer in range(adapter.n_layers):
-        heads = torch.stack([replacement.values(Component(layer, h), prompts) - cache.of(Component(layer, h))
-                             for h in range(adapter.n_heads)], dim=2).flatten(2)
-        handles.append(adapter.attn_out(layer).register_forward_pre_hook(
-            lambda _m, args, d=heads: (args[0] + d.to(args[0]),)))
-        mlp = replacement.values(Component(layer), prompts) - cache.of(Component(layer))
-        handles.append(adapter.mlp_out(layer).register_forward_hook(lambda _m, _a, out, d=mlp: out + d.to(out)))
-    shifted = _plain_metric(model, base)
-    for h in handles:
-        h.remove()
-    change = shifted - _plain_metric(model, base)
+    change = path_end_change(model, adapter, base, cache, replacement)
     assert change.abs().max() > 1e-2
     torch.testing.assert_close(total, change, atol=2e-3, rtol=2e-3)

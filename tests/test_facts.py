@@ -193,7 +193,7 @@ def test_prepare_tasks_gives_both_models_the_same_items_and_warns(split_pair: di
     (item,) = prepare_tasks(teacher, teacher, ["facts"], CompareOptions(n_prompts=N))  # causal: teacher-forced
     assert item.teacher[1].n == N and item.teacher[1].branches == 2
     (item,) = prepare_tasks(teacher, teacher, ["facts"], CompareOptions(n_prompts=N, edges="eap"))
-    assert item.teacher[1].n < N  # edges take one-token answers only: the split items are dropped
+    assert item.teacher[1].n == N and item.teacher[1].branches == 2  # edges score multi-token answers too
 
 
 def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(split_pair: dict[str, Path]) -> None:
@@ -220,12 +220,12 @@ def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(split_pair: d
 
 
 def test_too_few_items_left_names_the_drop(split_pair: dict[str, Path]) -> None:
-    teacher, student = load_model(str(split_pair["split-gpt2"])), load_model(str(split_pair["split-distilgpt2"]))
+    teacher, student = load_model(str(split_pair["split-gpt2"])), load_model(str(split_pair["split-bert"]))
     n = 8  # 2 of its facts are opposites (kept), 6 are not
     assert sum(p.template == "facts-opposite" for p in get_task("facts", n, 0).prompts) == 2
     with pytest.raises(TaskFileError, match=rf"has 2 prompts; circuitdiff needs at least 4 \(facts: dropped 6 of {n}"), \
             pytest.warns(UserWarning, match="dropped"):
-        prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=n, edges="eap"))  # edges: one-token only
+        prepare_tasks(teacher, student, ["facts"], CompareOptions(n_prompts=n))  # a masked LM: one-token answers
 
 
 HAND_POSITIONS = {  # prompt -> (subject, end) token positions, counted by hand

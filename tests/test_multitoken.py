@@ -292,7 +292,7 @@ def test_one_token_numbers_unchanged(one_torch_thread) -> None:
         assert np.abs(run.ablated - np.array(recorded[key]["ablated"])).max() <= 1e-6
 
 
-def test_multi_token_pipeline_runs_circuits_and_refuses_edges(saved, one_torch_thread) -> None:
+def test_multi_token_pipeline_runs_circuits_and_edges(saved, one_torch_thread) -> None:
     lm = load_model(str(saved[1]))
     task = multi_task(n=8)
     run = run_model_on_task(lm, task, Ablation.MEAN, n_boot=20)
@@ -304,8 +304,10 @@ def test_multi_token_pipeline_runs_circuits_and_refuses_edges(saved, one_torch_t
     for r, p in enumerate(task.prompts):
         n_prompt, n_row = len(_ids(p.prompt)), int(enc.attention_mask[r].sum())
         assert (run.token_spans.spans[r, :n_prompt] >= 0).all() and (run.token_spans.spans[r, n_prompt:n_row] < 0).all()
-    with pytest.raises(TaskEncodingError, match="edge scoring .* does not support multi-token"):
-        run_model_on_task(lm, task, Ablation.MEAN, edges=EdgeMethod.EAP, n_boot=5)
+    scored = run_model_on_task(lm, task, Ablation.MEAN, edges=EdgeMethod.EXACT, n_boot=5).edges
+    last = lm.adapter.components()[-1]  # the last MLP's one edge, to the logits, is its node
+    (i,) = [i for i, e in enumerate(scored.edges) if e.sender == last]
+    assert scored.effects["exact"][i] == pytest.approx((run.ablated[-1] - run.base).mean(), abs=1e-5)
     # circuits need a clearly positive clean metric: each item's preferred continuation made its answer
     ref = reference_metric(lm.model, task)
     task = Task("preferred", tuple(p if m > 0 else TaskPrompt(p.prompt, p.distractor, p.answer, template=p.template)

@@ -31,7 +31,7 @@ from circuitdiff.models.loading import LoadedModel, from_hugging_face, load_mode
 from circuitdiff.null import null_draws, random_like  # noqa: F401  (random_like: public since 0.1)
 from circuitdiff.null_cache import NullCache, default_folder as default_null_folder
 from circuitdiff.options import MIN_BOOT, CompareOptions, OptionsError, as_enum, with_options  # noqa: F401  (public here since 0.1)
-from circuitdiff.pipeline import ModelTaskRun, model_context, refuse_multi_token, run_model_on_task
+from circuitdiff.pipeline import ModelTaskRun, model_context, run_model_on_task
 from circuitdiff.progress import Progress, progress_bars
 from circuitdiff.resources import auto_budget, parse_dtype, with_less_memory
 from circuitdiff.schema import Note
@@ -48,29 +48,20 @@ def task_for_model(name: str, lm: LoadedModel, options: CompareOptions) -> Task:
     return task
 
 
-def multi_token_unsupported(options: CompareOptions) -> list[str]:
-    """The requested analyses that do not take multi-token answers yet (each refuses them by name)."""
-    return [f"edge scoring ({options.edges})"] if options.edges != "none" else []
-
-
 def prepare_tasks(teacher: LoadedModel, student: LoadedModel, names: Sequence[str], options: CompareOptions) -> list[PreparedTask]:
     """Build and tokenise every task for both models; fails before any forward pass."""
     prepared = []
     models = (teacher, student)
     for name in names:
         tasks, dropped = [task_for_model(name, lm, options) for lm in models], None
-        unsupported = multi_token_unsupported(options)
         masked = any(lm.adapter.masked_lm for lm in models)  # a masked LM scores one [MASK]: one-token answers only
-        if not options.first_token and (unsupported or masked):  # facts: drop what a tokenizer splits, keep the rest
+        if not options.first_token and masked:  # facts: drop what a tokenizer splits, keep the rest
             tasks, dropped = drop_multi_token_items(tasks, [lm.tokenizer for lm in models])
             if dropped:
                 warnings.warn(dropped, stacklevel=1)
         sides = [(task, encode_task(task, lm.tokenizer, first_token=options.first_token,
                                     max_length=model_context(lm)))
                  for task, lm in zip(tasks, models, strict=True)]
-        for _, enc in sides:
-            for analysis in unsupported:
-                refuse_multi_token(enc, analysis)
         if len(sides[0][0]) < MIN_PROMPTS:
             why = f" ({dropped}; or ask for more with --n-prompts)" if dropped else ""
             raise TaskFileError(f"task '{name}' has {len(sides[0][0])} prompts; circuitdiff needs at least {MIN_PROMPTS}{why}")

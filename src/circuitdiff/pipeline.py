@@ -45,7 +45,7 @@ from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel
 from circuitdiff.schema import Agreement, Note
 from circuitdiff.tasks.base import Task
-from circuitdiff.tasks.encode import EncodedTask, encode_task, refuse_multi_token
+from circuitdiff.tasks.encode import EncodedTask, encode_task
 from circuitdiff.tasks.roles import role_positions
 from circuitdiff.tasks.spans import token_spans
 
@@ -197,8 +197,6 @@ def run_model_on_task(
     clean_batch, corrupted_batch = batches(enc, lm.device)
     if ablation.needs_corrupted and corrupted_batch is None:
         raise TaskEncodingError(f"{ablation.value} patching needs corrupted prompts; task '{task.name}' has none")
-    if edges is not EdgeMethod.NONE:
-        refuse_multi_token(enc, f"edge scoring ({edges.value})")
     name, adapter = lm.name, lm.adapter
     clean = clean_pass(lm, clean_batch, memory_budget)
     check_finite(clean.logit_diff, "clean logit difference", name, task.name)

@@ -75,9 +75,10 @@ def eap_scores(
     upstream = groups.upstream_senders([_forward_order(c) for c in senders])
     # the autograd graph holds about one no-grad pass's peak per layer; the scores need every
     # receiver's gradient and every sender's write per prompt (float32, and a copy)
-    seq = base.input_ids.shape[1]
-    per_prompt = (len(senders) + groups.n_rows(adapter)) * seq * adapter.d_model * 8
-    step = max(1, min(rows_per_forward(adapter, seq, memory_budget) // adapter.n_layers, memory_budget // per_prompt))
+    seq, b = base.input_ids.shape[1], base.branches  # b rows per prompt
+    per_prompt = b * (len(senders) + groups.n_rows(adapter)) * seq * adapter.d_model * 8
+    step = max(1, min(rows_per_forward(adapter, seq, memory_budget) // (b * adapter.n_layers),
+                      memory_budget // per_prompt))
     s_index = {c: i for i, c in enumerate(senders)}
     pick_s = torch.tensor([s_index[e.sender] for e in edges])
     column = groups.columns(adapter)
@@ -91,14 +92,17 @@ def eap_scores(
                 prompts = order[start:start + step]
                 width = int(widths[prompts].max())
                 part = trim(base.select(prompts.to(base.input_ids.device)), width)
+                rows = base.rows_of(prompts)  # the cache's and the replacement's rows: every branch
                 if adapter.write_is_linear or ig_steps <= 0:
-                    grads = _summed_receiver_grads(adapter, part, base_cache, replacement, prompts, width, groups,
+                    grads = _summed_receiver_grads(adapter, part, base_cache, replacement, rows, width, groups,
                                                    ig_steps, reuse)
-                    writes = sender_writes(adapter, base_cache, replacement, senders, prompts, width)
-                    scores = _scores(writes, senders, grads, upstream) / max(1, ig_steps)  # (m, S, columns)
+                    writes = sender_writes(adapter, base_cache, replacement, senders, rows, width)
+                    scores = _scores(writes, senders, grads, upstream) / max(1, ig_steps)  # (rows, S, columns)
                 else:
-                    scores = _stepwise_scores(adapter, part, base_cache, replacement, prompts, width, groups, ig_steps,
+                    scores = _stepwise_scores(adapter, part, base_cache, replacement, rows, width, groups, ig_steps,
                                               reuse, senders, upstream)
+                if b > 1:  # a prompt's metric is the sum of its branches' signed read-outs: so is its score
+                    scores = scores.view(b, len(prompts), *scores.shape[1:]).sum(0)
                 out[:, prompts] = scores[:, pick_s, pick_r].T.cpu()
     finally:
         handle.remove()
@@ -165,34 +169,35 @@ class _ReceiverGroups:
 
 
 def _summed_receiver_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement,
-                           prompts: torch.Tensor, width: int, groups: _ReceiverGroups,
+                           rows: torch.Tensor, width: int, groups: _ReceiverGroups,
                            ig_steps: int, reuse: HeadWeights) -> list[torch.Tensor]:
-    """d(sum of metric)/d(receiver input), summed over the IG steps: one tensor per group, (rows, m, s, d_model).
+    """d(sum of metric)/d(receiver input), summed over the IG steps: one tensor per group, (receivers, batch rows,
+    s, d_model). ``rows``: the batch rows of ``part`` in the cache and the replacement (``Batch.rows_of``).
 
     One forward and one backward pass per step; the per-head q/k/v gradients are kept as
     factors that add up over the steps and are multiplied out once at the end
     (``SplitInputs.qkv_factors``), or for other norms come from one batched VJP per step.
     """
     total: list[torch.Tensor] = []
-    for grads, _ in _step_grads(adapter, part, cache, replacement, prompts, width, groups, ig_steps, reuse):
+    for grads, _ in _step_grads(adapter, part, cache, replacement, rows, width, groups, ig_steps, reuse):
         total = grads if not total else [t.add_(g) for t, g in zip(total, grads)]  # type: ignore[arg-type]
-    return _materialized(total, (len(part), width, adapter.d_model))
+    return _materialized(total, (len(rows), width, adapter.d_model))
 
 
 def _materialized(grads: list, shape: tuple[int, int, int]) -> list[torch.Tensor]:
     return [t.materialize().view(-1, *shape) if isinstance(t, HeadFactors) else t for t in grads]
 
 
-def _step_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement, prompts: torch.Tensor,
+def _step_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement, rows: torch.Tensor,
                 width: int, groups: _ReceiverGroups, ig_steps: int, reuse: HeadWeights,
                 record: bool = False) -> Iterator[tuple[list, Recording | None]]:
     """Per IG step: the receiver gradients (``_ReceiverGroups.grads``), and with ``record`` every
     component's output in that step's run (what a non-linear write is taken at)."""
     alphas = [0.0] if ig_steps <= 0 else [(k + 0.5) / ig_steps for k in range(ig_steps)]
-    shifts = _output_shifts(adapter, cache, replacement, prompts, width) if ig_steps > 0 else {}
-    rows = torch.arange(len(part), device=part.input_ids.device)
+    shifts = _output_shifts(adapter, cache, replacement, rows, width) if ig_steps > 0 else {}
+    every = torch.arange(len(rows), device=part.input_ids.device)
     for alpha in alphas:
-        ivs = [Intervention(site, rows, lambda x, d=d, a=alpha: x + a * d.to(x)) for site, d in shifts.items()]
+        ivs = [Intervention(site, every, lambda x, d=d, a=alpha: x + a * d.to(x)) for site, d in shifts.items()]
         with torch.enable_grad(), intervene(adapter, ivs, split=True) as split, \
                 hooked(adapter, record=record) as rec:
             metric(adapter, part, adapter.final_hidden(part.input_ids, part.attention_mask)).sum().backward()
@@ -200,16 +205,16 @@ def _step_grads(adapter: Adapter, part: Batch, cache: ActivationCache, replaceme
 
 
 def _stepwise_scores(adapter: Adapter, part: Batch, cache: ActivationCache, replacement: Replacement,
-                     prompts: torch.Tensor, width: int, groups: _ReceiverGroups, ig_steps: int, reuse: HeadWeights,
+                     rows: torch.Tensor, width: int, groups: _ReceiverGroups, ig_steps: int, reuse: HeadWeights,
                      senders: list[Component], upstream: list[int]) -> torch.Tensor:
     """EAP-IG where a write is not linear in the sender's output (sandwich norms): at each step the
     sender's write is the derivative of its sublayer's write at that step's own outputs along the
     sender's (ablated - clean) difference (``residual_write`` through ``torch.func.jvp``), so that
     over all edges the scores add up to the metric change along the path, as for linear writes."""
-    shifts = _output_shifts(adapter, cache, replacement, prompts, width)
-    shape = (len(part), width, adapter.d_model)
+    shifts = _output_shifts(adapter, cache, replacement, rows, width)
+    shape = (len(rows), width, adapter.d_model)
     total = None
-    for grads, rec in _step_grads(adapter, part, cache, replacement, prompts, width, groups, ig_steps, reuse, True):
+    for grads, rec in _step_grads(adapter, part, cache, replacement, rows, width, groups, ig_steps, reuse, True):
         assert rec is not None
         writes = {}
         for c in senders:
@@ -244,13 +249,13 @@ def _scores(writes: dict[Component, torch.Tensor], senders: list[Component], gra
     return out
 
 
-def _output_shifts(adapter: Adapter, cache: ActivationCache, replacement: Replacement, prompts: torch.Tensor,
+def _output_shifts(adapter: Adapter, cache: ActivationCache, replacement: Replacement, rows: torch.Tensor,
                    width: int) -> dict[Site, torch.Tensor]:
-    """(ablated - clean) output of every component at its own output site."""
+    """(ablated - clean) output of every component at its own output site, on the cache's ``rows``."""
     shifts: dict[Site, torch.Tensor] = {}
     for c in adapter.components():
-        clean = cache.of(c)[prompts][:, :width]
-        target = replacement.values(c, prompts)
+        clean = cache.of(c)[rows][:, :width]
+        target = replacement.values(c, rows)
         shifts[Site.output_of(c)] = -clean if target is None else target[:, :width].to(clean) - clean
     return shifts
 

@@ -63,12 +63,13 @@ def select_threshold(scores: np.ndarray, threshold: float, clean: float) -> list
 
 
 def _replacement_writes(adapter: Adapter, cache: ActivationCache, replacement: Replacement,
-                        senders: Sequence[Component], prompts: torch.Tensor, width: int) -> dict[Component, torch.Tensor]:
-    """Each sender's *ablated* output (its own space: d_head for a head, d_model for an MLP)."""
+                        senders: Sequence[Component], rows: torch.Tensor, width: int) -> dict[Component, torch.Tensor]:
+    """Each sender's *ablated* output (its own space: d_head for a head, d_model for an MLP) on the
+    cache's ``rows`` (``Batch.rows_of``)."""
     out = {}
     for c in senders:
-        target = replacement.values(c, prompts)
-        clean = cache.of(c)[prompts][:, :width]
+        target = replacement.values(c, rows)
+        clean = cache.of(c)[rows][:, :width]
         out[c] = torch.zeros_like(clean) if target is None else target[:, :width].to(clean)
     return out
 
@@ -160,15 +161,15 @@ def ablated_edges_metric(adapter: Adapter, base: Batch, base_cache: ActivationCa
     out = torch.empty(len(base))
     widths = needed_width(adapter, base).cpu()
     order = torch.argsort(widths, stable=True)
-    step = rows_per_forward(adapter, base.input_ids.shape[1], memory_budget)
+    step = max(1, rows_per_forward(adapter, base.input_ids.shape[1], memory_budget) // base.branches)
     senders = adapter.components()
     with fast_kernels(adapter):
         for start in range(0, len(base), step):
             prompts = order[start:start + step]
             width = int(widths[prompts].max())
             part = trim(base.select(prompts.to(base.input_ids.device)), width)
-            ablated_out = _replacement_writes(adapter, base_cache, replacement, senders, prompts, width)
-            rows = torch.arange(len(part), device=part.input_ids.device)
+            ablated_out = _replacement_writes(adapter, base_cache, replacement, senders, base.rows_of(prompts), width)
+            rows = torch.arange(part.input_ids.shape[0], device=part.input_ids.device)
             out[prompts] = patched_metric(adapter, part, _circuit_interventions(adapter, ablated, ablated_out, rows)).cpu()
     return out
 

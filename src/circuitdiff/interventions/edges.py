@@ -12,7 +12,9 @@ input of every other receiver stays clean. Ablated writes come from the run's
 
 Batching: many edges run in one forward pass, edge j on its own block of batch rows;
 edges are grouped by receiver layer, so each pass starts at that layer from the cached
-clean prefix (``prefix.py``), and positions the metric cannot see are trimmed.
+clean prefix (``prefix.py``), and positions the metric cannot see are trimmed. A multi-token
+task's prompt has two rows (``Batch.rows_of``): its edge is patched on both, each with the
+sender's write on that row's tokens, and read as the prompt's one metric.
 """
 
 from __future__ import annotations
@@ -94,33 +96,34 @@ def all_edges(adapter: Adapter, senders: Sequence[Component] | None = None) -> l
 
 @torch.no_grad()
 def sender_writes(adapter: Adapter, cache: ActivationCache, replacement: Replacement, senders: Sequence[Component],
-                  prompts: torch.Tensor, width: int | None = None) -> dict[Component, torch.Tensor]:
-    """(ablated - clean) write to the residual stream of each sender, (len(prompts), width, d_model):
+                  rows: torch.Tensor, width: int | None = None) -> dict[Component, torch.Tensor]:
+    """(ablated - clean) write to the residual stream of each sender, (len(rows), width, d_model):
     ``Adapter.residual_write`` of the output change, from the clean run (``sublayer_base``).
 
-    ``cache`` holds the base run's own activations (the prompts the metric is read on).
+    ``cache`` holds the base run's own activations, and it and ``replacement`` count batch rows
+    (``Batch.rows_of``: both branches of a multi-token task), as ``rows`` does.
     """
     out: dict[Component, torch.Tensor] = {}
     for c in dict.fromkeys(senders):
-        clean = cache.of(c)[prompts]
-        target = replacement.values(c, prompts)
+        clean = cache.of(c)[rows]
+        target = replacement.values(c, rows)
         delta = -clean if target is None else target.to(clean) - clean
         delta = delta[:, :width] if width is not None else delta
-        base = None if adapter.write_is_linear else sublayer_base(cache, c, prompts, width)
+        base = None if adapter.write_is_linear else sublayer_base(cache, c, rows, width)
         out[c] = adapter.residual_write(c, delta, base)
     return out
 
 
-def sublayer_base(cache: ActivationCache, c: Component, prompts: torch.Tensor, width: int | None) -> torch.Tensor:
+def sublayer_base(cache: ActivationCache, c: Component, rows: torch.Tensor, width: int | None) -> torch.Tensor:
     """The clean output of ``c``'s whole sublayer (every head's slice of the output-projection input, or the
     MLP's output): what a non-linear write (``Adapter.write_is_linear`` False) is taken from."""
     x = cache.mlps[c.layer] if c.head is None else cache.heads[c.layer].flatten(-2)
-    x = x[prompts]
+    x = x[rows]
     return x[:, :width] if width is not None else x
 
 
 def patched_metric(adapter: Adapter, batch: Batch, interventions: Sequence[Intervention]) -> torch.Tensor:
-    """Per-row metric under the interventions (``readout.metric``)."""
+    """Per-prompt metric under the interventions (``readout.metric``)."""
     with torch.no_grad(), intervene(adapter, interventions):
         return metric(adapter, batch, adapter.final_hidden(batch.input_ids, batch.attention_mask))
 
@@ -150,10 +153,10 @@ def exact_edge_metrics(
     device = base.input_ids.device
     widths = needed_width(adapter, base).cpu()
     order = torch.argsort(widths, stable=True)
-    seq = base.input_ids.shape[1]
+    seq, b = base.input_ids.shape[1], base.branches  # b rows per prompt
     n_senders = len({e.sender for e in edges})
-    writes_per_prompt = n_senders * seq * adapter.d_model * next(adapter.model.parameters()).element_size()
-    step = max(1, min(rows_per_forward(adapter, seq, memory_budget), memory_budget // writes_per_prompt))
+    writes_per_prompt = b * n_senders * seq * adapter.d_model * next(adapter.model.parameters()).element_size()
+    step = max(1, min(rows_per_forward(adapter, seq, memory_budget) // b, memory_budget // writes_per_prompt))
     by_layer: dict[int, list[int]] = {}
     for i, e in enumerate(edges):
         by_layer.setdefault(e.receiver_layer(adapter.n_layers), []).append(i)
@@ -162,9 +165,10 @@ def exact_edge_metrics(
             prompts = order[start:start + step]
             width = int(widths[prompts].max())
             part = trim(base.select(prompts.to(device)), width)
-            writes = sender_writes(adapter, base_cache, replacement, [e.sender for e in edges], prompts, width)
+            writes = sender_writes(adapter, base_cache, replacement, [e.sender for e in edges], base.rows_of(prompts),
+                                   width)
             prefix = block_outputs(adapter, part, [layer - 1 for layer in by_layer if layer > 0])
-            k_max = max(1, rows_per_forward(adapter, width, memory_budget) // len(prompts))
+            k_max = max(1, rows_per_forward(adapter, width, memory_budget) // (b * len(prompts)))
             if max_edges_per_pass is not None:
                 k_max = min(k_max, max_edges_per_pass)
             for layer, idx in sorted(by_layer.items()):
@@ -180,8 +184,9 @@ def _run_edges(adapter: Adapter, part: Batch, prompts: torch.Tensor, edges: Sequ
                writes: dict[Component, torch.Tensor], prefix: object, layer: int, out: torch.Tensor) -> None:
     m, k = len(part), len(group)
     device = part.input_ids.device
-    ivs = [edge_intervention(edges[i], torch.arange(j * m, (j + 1) * m, device=device), writes[edges[i].sender])
-           for j, i in enumerate(group)]
-    with start_at(adapter, layer, repeat_rows(prefix, k)):
-        diff = patched_metric(adapter, part.repeat(k), ivs)
+    stacked = part.repeat(k)  # variant j: prompts j*m .. (j+1)*m - 1, all their branches' rows
+    ivs = [edge_intervention(edges[i], stacked.rows_of(torch.arange(j * m, (j + 1) * m, device=device)),
+                             writes[edges[i].sender]) for j, i in enumerate(group)]
+    with start_at(adapter, layer, repeat_rows(prefix, k, part.branches)):
+        diff = patched_metric(adapter, stacked, ivs)
     out[torch.tensor(group)[:, None], prompts[None, :]] = diff.view(k, m).cpu()
