@@ -34,11 +34,11 @@ from circuitdiff.pipeline import batches
 class FeatureOptions:
     """Knobs of ``features``; all are written into features.json."""
 
-    n_latents: int = 1024
-    k: int = 16
-    n_tokens: int = 200_000
-    batch_size: int = 1024
-    lr: float = 2e-3
+    n_latents: int = TrainSettings.n_latents  # the training knobs' defaults live in TrainSettings alone
+    k: int = TrainSettings.k
+    n_tokens: int = TrainSettings.n_tokens
+    batch_size: int = TrainSettings.batch_size
+    lr: float = TrainSettings.lr
     context: int = 64
     analysis_tokens: int = 30_000
     corpus_tokens: int | None = None
@@ -48,7 +48,7 @@ class FeatureOptions:
     are streamed on every pass (memory stays bounded either way)."""
     n_prompts: int = 64
     top: int = 20
-    seed: int = 0
+    seed: int = TrainSettings.seed
     corpus: str = "sample"
     teacher_layer: int | None = None
     student_layer: int | None = None
