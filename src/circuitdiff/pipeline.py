@@ -35,7 +35,7 @@ from circuitdiff.interventions.ablation import (
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.hooks import hooked
 from circuitdiff.interventions.kernels import fast_kernels, switches_attention
-from circuitdiff.interventions.readout import answer_probability, metric
+from circuitdiff.interventions.readout import metric_and_answer_probability
 from circuitdiff.interventions.attribution import attribution_effects
 from circuitdiff.interventions.edge_methods import EdgeMethod, base_cache_for, score_edges
 from circuitdiff.interventions.methods import Method, ablated_metrics
@@ -131,8 +131,9 @@ def clean_pass(lm: LoadedModel, batch: Batch, memory_budget: int = DEFAULT_MEMOR
                 mlp_hidden_at(adapter, read) as mlp_h:
             out = adapter.base_forward(part.input_ids, part.attention_mask, output_hidden_states=True,
                                        output_attentions=not separate_attention)
-        diffs.append(metric(adapter, part, out.last_hidden_state))
-        probs.append(answer_probability(adapter, part, out.last_hidden_state))
+        value, prob = metric_and_answer_probability(adapter, part, out.last_hidden_state)
+        diffs.append(value)
+        probs.append(prob)
         resid.append(torch.stack([h[rows, read] for h in out.hidden_states]).float().cpu())
         attentions = (adapter.base_forward(part.input_ids[:len(part)], part.attention_mask[:len(part)],
                                            output_attentions=True).attentions

@@ -81,20 +81,28 @@ def metric(adapter: Adapter, batch: Batch, hidden: torch.Tensor) -> torch.Tensor
     ``hidden``: the final hidden states (the LM head's input), (rows, seq, d_model).
     """
     if batch.targets is not None:
-        signed = continuation_logprobs(adapter, batch, hidden) * batch.branch_signs().to(hidden.device)
-        return signed.view(batch.branches, -1).sum(0)
+        return _signed_sum(batch, continuation_logprobs(adapter, batch, hidden))
     vocab = torch.stack([batch.answer_ids, batch.distractor_ids], dim=-1).to(hidden.device)
     logits = adapter.logits(_at_read(batch, hidden), vocab=vocab)
     return logits[..., 0] - logits[..., 1]
 
 
-def answer_probability(adapter: Adapter, batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
-    """Per-prompt probability of the answer, float32 (len(batch),): over the whole vocabulary at the read
-    position, or of the whole answer continuation (the product of its teacher-forced probabilities)."""
+def _signed_sum(batch: Batch, logprobs: torch.Tensor) -> torch.Tensor:
+    """Per prompt, the answer branch's summed log-probability minus the distractor branch's."""
+    return (logprobs * batch.branch_signs().to(logprobs.device)).view(batch.branches, -1).sum(0)
+
+
+def metric_and_answer_probability(adapter: Adapter, batch: Batch,
+                                  hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean pass's two read-outs, float32 (len(batch),) each: ``metric``, and the probability of the
+    answer (over the whole vocabulary at the read position, or of the whole answer continuation: the
+    product of its teacher-forced probabilities). A multi-token batch's log-softmax is formed once for both."""
     if batch.targets is not None:
-        return continuation_logprobs(adapter, batch, hidden)[:len(batch)].exp()
+        logprobs = continuation_logprobs(adapter, batch, hidden)
+        return _signed_sum(batch, logprobs), logprobs[:len(batch)].exp()
     logits = adapter.logits(_at_read(batch, hidden))
-    return logits.softmax(-1).gather(-1, batch.answer_ids.to(logits.device)[:, None])[:, 0]
+    prob = logits.softmax(-1).gather(-1, batch.answer_ids.to(logits.device)[:, None])[:, 0]
+    return metric(adapter, batch, hidden), prob
 
 
 @torch.no_grad()
