@@ -25,7 +25,7 @@ from circuitdiff.interventions.exact import exact_sweep
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.readout import read_metric
 from circuitdiff.models.loading import LoadedModel, load_model
-from circuitdiff.pipeline import batches, clean_pass, row_groups, run_model_on_task, task_replacement
+from circuitdiff.pipeline import batches, clean_pass, run_model_on_task, task_replacement
 from circuitdiff.tasks import Task, TaskPrompt, encode_task
 from tiny_models import tiny_model, word_tokenizer
 

@@ -23,7 +23,7 @@ from circuitdiff.interventions.readout import read_metric
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.pipeline import batches, clean_pass, run_model_on_task
 from circuitdiff.tasks import Task, TaskPrompt, encode_task
-from tiny_models import FAMILIES, save_tiny
+from tiny_models import FAMILIES
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DEAD_HEAD, DEAD_MLP_LAYER = (0, 1), 1
