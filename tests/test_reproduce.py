@@ -32,7 +32,7 @@ STUDY_IDS = {
 @pytest.fixture(scope="module")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Stand-ins saved under the study's Hub ids: the shipped (trained) tiny pairs for GPT-2 and BERT,
-    tiny random Llamas with a word-level tokenizer (on which numerals-words cannot be encoded)."""
+    tiny random Llamas with a word-level tokenizer (which has no digits, so numerals cannot be encoded)."""
     import shutil
 
     from circuitdiff.models.loading import builtin_model_dir
@@ -62,10 +62,10 @@ def test_study_plan_has_the_protocol(model_root: Path) -> None:
         assert options["null_model"] is True and options["n_null"] == 10
     llama = by_pair["llama8b-minitron4b"]
     assert {(rj.settings.dtype, rj.settings.device_map) for rj in llama} == {("bfloat16", "auto")}
-    assert {rj.job.task for rj in llama} == {"ioi", "numerals-words", "facts"}  # Llama 3 splits " 5"
     others = [rj for name, jobs in by_pair.items() if name != "llama8b-minitron4b" for rj in jobs]
     assert {(rj.settings.dtype, rj.settings.device_map) for rj in others} == {("float32", None)}
-    assert {rj.job.task for rj in others} == {"ioi", "numerals", "facts"}
+    for jobs in by_pair.values():  # the study's own tasks everywhere: split answers are teacher-forced
+        assert {rj.job.task for rj in jobs} == {"ioi", "numerals", "facts"}
     kinds = {name: jobs[0].pair.kinds for name, jobs in by_pair.items()}
     assert kinds["bert-distilbert"] == ("masked", "masked") and kinds["control-gpt2-distilbert"] == ("causal", "masked")
     control = by_pair["control-gpt2-distilbert"][0].pair
@@ -88,7 +88,7 @@ def test_subsets_and_unknown_names() -> None:
     plan = make_plan(study_pairs(), RunSettings(), only=["gpt2-distilgpt2"], tasks=["numerals"], ablations=["zero"])
     assert [(rj.pair.name, rj.job.task, rj.job.ablation) for rj in plan.jobs] == [("gpt2-distilgpt2", "numerals", "zero")]
     llama = make_plan(study_pairs(), RunSettings(), only=["llama8b-minitron4b"], tasks=["numerals"])
-    assert {rj.protocol_task for rj in llama.jobs} == {"numerals"} and {rj.job.task for rj in llama.jobs} == {"numerals-words"}
+    assert {rj.protocol_task for rj in llama.jobs} == {rj.job.task for rj in llama.jobs} == {"numerals"}
     for kw in ({"only": ["gpt3"]}, {"tasks": ["sst2"]}, {"ablations": ["resample"]}):
         with pytest.raises(CircuitDiffError, match="unknown"):
             make_plan(study_pairs(), RunSettings(), **kw)
@@ -106,7 +106,7 @@ def test_builtin_pairs_and_the_smollm2_row(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(loading, "packaged_gguf", lambda name: tmp_path / "x.gguf")
     pairs, skipped = builtin_study_pairs(str(tmp_path))
     assert not skipped and pairs[-1].teacher == "smollm2-135m" and pairs[-1].student == str(tmp_path)
-    assert dict(pairs[-1].tasks)["numerals"] == "numerals-words"
+    assert dict(pairs[-1].tasks) == {"ioi": "ioi", "numerals": "numerals", "facts": "facts"}
     assert "--smollm2-student" in builtin_study_pairs(None)[1][0][1]
     def missing(name: str) -> None:  # what loading.packaged_gguf does without the weights package
         raise ModelLoadError(f"'{name}' needs its weights package")
@@ -197,8 +197,8 @@ def test_study_subset_runs_and_its_table_stands_beside_the_published(model_root:
         size = results["circuit"]["thresholds"][0][role]["size"]
         assert heads + mlps == size and heads == sum(".H" in n for n in results["circuit"]["thresholds"][0][role]["components"])
     assert pd.isna(gpt2.loc[("alignment", "pair"), "above_chance"])  # --n-null 0: no verdict, none invented
-    llama = table[table["pair"] == "llama8b-minitron4b"]  # word-level stand-in tokenizer: numerals-words cannot encode
-    assert set(llama["status"]) == {"failed"} and llama["reason"].str.contains("numerals-words|token").all()
+    llama = table[table["pair"] == "llama8b-minitron4b"]  # word-level stand-in tokenizer: no digits, numerals cannot encode
+    assert set(llama["status"]) == {"failed"} and llama["reason"].str.contains("numerals.*no tokens").all()
     assert llama["circuitdiff"].isna().all()
     md = (out / "reproduce.md").read_text()
     assert "| gpt2-distilgpt2 | numerals | mean | 8 |" in md and "47 / ≈104" in md and "14+11 / ≈7+6 (all)" in md

