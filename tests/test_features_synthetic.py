@@ -1,7 +1,8 @@
 """Crosscoder on synthetic paired activations with known shared and exclusive dictionaries.
 
 Ground truth: the relative norm and Latent Scaling equal a plain numpy computation (per-latent least
-squares), and the trained crosscoder finds the planted exclusive atoms as teacher-only / student-only.
+squares), the trained crosscoder finds the planted exclusive atoms as teacher-only / student-only, the AuxK
+loss equals a per-token numpy computation, and it revives latents that a crippled initialisation kills.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from circuitdiff.features.activations import Chunk
 from circuitdiff.features.analysis import analyse
-from circuitdiff.features.crosscoder import CrossCoder
+from circuitdiff.features.crosscoder import CrossCoder, aux_loss
 from circuitdiff.features.train import TrainSettings, train_crosscoder
 
 D_T, D_S = 24, 16
@@ -24,8 +25,7 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def synthetic(one_torch_thread):  # noqa: ANN001, ANN201
+def _planted() -> tuple[Chunk, np.ndarray, np.ndarray]:
     """Atoms: shared ones write to both models, exclusive ones to one; codes are sparse and positive."""
     rng = np.random.default_rng(0)
     n_atoms = N_SHARED + N_T_ONLY + N_S_ONLY
@@ -40,6 +40,12 @@ def synthetic(one_torch_thread):  # noqa: ANN001, ANN201
     x_s = codes @ atoms_s + 0.01 * rng.standard_normal((n_tokens, D_S))
     chunk = Chunk(torch.tensor(x_t, dtype=torch.float32), torch.tensor(x_s, dtype=torch.float32),
                   torch.zeros((n_tokens, 2), dtype=torch.long))
+    return chunk, atoms_t, atoms_s
+
+
+@pytest.fixture(scope="module")
+def synthetic(one_torch_thread):  # noqa: ANN001, ANN201
+    chunk, atoms_t, atoms_s = _planted()
     torch.manual_seed(0)
     model = CrossCoder(D_T, D_S, n_latents=48, k=3, seed=0)
     train_crosscoder(model, lambda: iter([chunk]), TrainSettings(n_tokens=600 * 256, batch_size=256, lr=1e-2,
@@ -93,3 +99,61 @@ def test_planted_exclusive_atoms_are_found(synthetic) -> None:  # noqa: ANN001
             assert table.cls[j] == "shared", (a, table.cls[j], table.relative_norm[j])
     exclusive = np.isin(table.cls, ["teacher_only", "student_only"])
     assert exclusive.sum() <= 2 * (N_T_ONLY + N_S_ONLY)
+
+
+def test_aux_loss_matches_numpy(one_torch_thread) -> None:  # noqa: ANN001
+    """Per token: the k_aux largest relu pre-activations among dead latents, decoded by both decoders (no bias),
+    against the main reconstruction's error; normalised by the error's total square."""
+    torch.manual_seed(1)
+    model = CrossCoder(D_T, D_S, n_latents=40, k=3, seed=1)
+    with torch.no_grad():
+        model.b_t.normal_()  # a bias must not enter the aux reconstruction
+        model.b_s.normal_()
+    x_t, x_s = torch.randn(32, D_T), torch.randn(32, D_S)
+    pre, _, r_t, r_s = model(x_t, x_s)
+    dead = torch.rand(40) < 0.5
+    k_aux = 5
+    got = float(aux_loss(model, pre, x_t, x_s, r_t, r_s, dead, k_aux).detach())
+    p, d = pre.detach().double().numpy(), dead.numpy()
+    dec = [model.dec_t.detach().double().numpy(), model.dec_s.detach().double().numpy()]
+    err = [(x_t - r_t).detach().double().numpy(), (x_s - r_s).detach().double().numpy()]
+    dead_ids = np.flatnonzero(d)
+    num = 0.0
+    for i in range(len(p)):
+        chosen = dead_ids[np.argsort(-p[i, dead_ids], kind="stable")[:k_aux]]
+        for m in range(2):
+            num += float(np.sum((p[i, chosen] @ dec[m][chosen] - err[m][i]) ** 2))
+    want = num / (np.sum(err[0] ** 2) + np.sum(err[1] ** 2))
+    assert got == pytest.approx(want, rel=1e-5)
+    loss = aux_loss(model, pre, x_t, x_s, r_t, r_s, dead, k_aux)
+    loss.backward()
+    live_rows = model.dec_t.grad[~dead].abs().sum() + model.dec_s.grad[~dead].abs().sum()
+    assert float(live_rows) == 0.0 and float(model.dec_t.grad[dead].abs().sum()) > 0  # only dead latents learn
+    assert float(aux_loss(model, pre, x_t, x_s, r_t, r_s, torch.zeros(40, dtype=torch.bool), k_aux)) == 0.0
+
+
+def test_auxk_revives_latents_a_crippled_init_killed(one_torch_thread) -> None:  # noqa: ANN001
+    """24 latents for 28 atoms, half of them started with decoders 1e-3 of the others': their BatchTopK scores
+    never make the top-k, so without AuxK they get no gradient and all stay dead (and the dictionary is worse);
+    AuxK trains them on the error and they fire again."""
+    chunk, _, _ = _planted()
+    n, crippled = 24, torch.arange(12, 24)
+    dead, fve = {}, {}
+    for coefficient in (0.0, 1 / 32):
+        torch.manual_seed(0)
+        model = CrossCoder(D_T, D_S, n_latents=n, k=3, seed=0)
+        with torch.no_grad():
+            model.dec_t[crippled] *= 1e-3
+            model.dec_s[crippled] *= 1e-3
+        settings = TrainSettings(n_tokens=200 * 256, batch_size=256, lr=1e-2, dead_after_tokens=2048,
+                                 aux_coefficient=coefficient)
+        train_crosscoder(model, lambda: iter([chunk]), settings)
+        with torch.no_grad():
+            f = model.encode(chunk.teacher, chunk.student)
+            r_t, _ = model.decode(f)
+        dead[coefficient] = set((f == 0).all(0).nonzero().flatten().tolist())
+        x = chunk.teacher.double()
+        fve[coefficient] = 1 - float((r_t.double() - x).square().sum() / (x - x.mean(0)).square().sum())
+    assert dead[0.0] == set(crippled.tolist())  # without AuxK exactly the crippled latents stay dead
+    assert len(dead[1 / 32]) <= 2, dead[1 / 32]
+    assert fve[1 / 32] > fve[0.0] + 0.1, fve

@@ -24,7 +24,7 @@ def features_cmd(
                                "a .txt(.gz) file or a folder of .txt files."),
     n_latents: int = typer.Option(1024, min=8, help="Dictionary size."),
     k: int = typer.Option(16, min=1, help="Active latents per token (BatchTopK)."),
-    n_tokens: int = typer.Option(200_000, min=1000, help="Training tokens (the corpus is reread when shorter)."),
+    n_tokens: int = typer.Option(400_000, min=1000, help="Training tokens (the corpus is reread when shorter)."),
     n_prompts: int = typer.Option(64, min=4, help="Prompts per built-in task."),
     top: int = typer.Option(20, min=1, help="Latents per model and task that get exact ablations."),
     seed: int = typer.Option(0, help="Seed for the dictionary, the data order and the tasks."),

@@ -39,6 +39,8 @@ class FeatureOptions:
     n_tokens: int = TrainSettings.n_tokens
     batch_size: int = TrainSettings.batch_size
     lr: float = TrainSettings.lr
+    k_aux: int | None = TrainSettings.k_aux
+    dead_after_tokens: int = TrainSettings.dead_after_tokens
     context: int = 64
     analysis_tokens: int = 30_000
     corpus_tokens: int | None = None
@@ -139,7 +141,8 @@ def features(
 
     model = CrossCoder(t_lm.adapter.d_model, s_lm.adapter.d_model, options.n_latents, options.k, seed=options.seed)
     settings = TrainSettings(n_latents=options.n_latents, k=options.k, n_tokens=options.n_tokens,
-                             batch_size=options.batch_size, lr=options.lr, seed=options.seed)
+                             batch_size=options.batch_size, lr=options.lr, k_aux=options.k_aux,
+                             dead_after_tokens=options.dead_after_tokens, seed=options.seed)
     torch.manual_seed(options.seed)
     log = train_crosscoder(model, kept(normalised(train_rows), options.cache_bytes), settings, device=t_lm.device)
     model.calibrate_threshold(norms[0](first.teacher).to(t_lm.device), norms[1](first.student).to(t_lm.device))
