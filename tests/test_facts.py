@@ -16,6 +16,7 @@ from circuitdiff.compare import CompareOptions, prepare_tasks
 from circuitdiff.errors import TaskEncodingError, TaskFileError
 from circuitdiff.lab.card import _note
 from circuitdiff.lab.data import build_pool
+from circuitdiff.lab.errors import LabError
 from circuitdiff.lab.evaluate import evaluate_tasks, logit_diffs
 from circuitdiff.lab.recipe import ALL_TASKS, DataRecipe
 from circuitdiff.models.loading import load_model
@@ -232,6 +233,9 @@ def test_lab_trains_and_evaluates_on_every_item_of_a_causal_tokenizer(split_pair
     kept = len(drop_multi_token_items([get_task("facts", N, 0, True)], [bert.tokenizer])[0][0])
     assert result["facts"]["n_prompts"] == kept and result["facts"]["dropped"] == N - kept
     assert f"on the {kept} prompts kept ({N - kept} have an answer" in _note(result["facts"])
+    other = DataRecipe(tasks=("successor",), task_prompts_per_task=8, task_prompts=(), corpus_max_chunks=2)
+    with pytest.raises(LabError, match=r"'successor': answer is not a single token.*leave 'successor' out of the training tasks"):
+        build_pool("masked", bert.tokenizer, other, seed=0, context=64)  # any other split answer: one line, by name
 
 
 def test_distil_on_split_answers_completes_and_its_card_reports_them(split_pair: dict[str, Path], tmp_path: Path) -> None:
