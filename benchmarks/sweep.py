@@ -34,10 +34,11 @@ from transformers import AutoConfig
 
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.forward import Batch
-from circuitdiff.interventions.hooks import Patch, hooked, last_mlp_at
+from circuitdiff.interventions.hooks import Patch, hooked
 from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.prefix import trim
+from circuitdiff.interventions.readout import read_metric
 from circuitdiff.interventions.exact import exact_sweep, plan_sweep, record_activations
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel, load_model
@@ -84,31 +85,39 @@ class Interleaver:
         self.next += 1
 
 
-def block_flops(lm: LoadedModel, base: Batch, width: int) -> list[float]:
-    """Matmul FLOPs of each block for one prompt trimmed to ``width``, with the sweep's kernels and, as in
-    every sweep pass, the last block's MLP at the read position only."""
+def pass_flops(lm: LoadedModel, base: Batch, width: int) -> tuple[list[float], float]:
+    """Matmul FLOPs of one metric pass for one prompt (its every row: both branches of a multi-token task)
+    trimmed to ``width``, with the sweep's kernels: per block (the last block's MLP at the positions the
+    metric reads only: the read position, and the continuation positions of a multi-token task, as in
+    every sweep pass), and of the read-out after the blocks (two unembedding rows at the read position for a
+    one-token task; the whole vocabulary at every continuation position for a multi-token one)."""
     one = trim(base.select(torch.tensor([0])), width)
-    with torch.no_grad(), fast_kernels(lm.adapter), last_mlp_at(lm.adapter, one.read_pos), \
-            FlopCounterMode(display=False) as counter:
-        lm.adapter.base_forward(one.input_ids, one.attention_mask)
+    with torch.no_grad(), fast_kernels(lm.adapter), FlopCounterMode(display=False) as counter:
+        read_metric(lm.adapter, one)
     counts = counter.get_flop_counts()
     root = type(lm.model.base_model).__name__
-    out = []
+    blocks = []
     for i in range(lm.adapter.n_layers):
         name = f"{root}.{lm.adapter.layers_path.split('.', 1)[1]}.{i}"
-        out.append(float(sum(counts.get(name, {}).values())))
-    return out
+        blocks.append(float(sum(counts.get(name, {}).values())))
+    return blocks, float(sum(counts["Global"].values())) - sum(blocks)
+
+
+def block_flops(lm: LoadedModel, base: Batch, width: int) -> list[float]:
+    """Matmul FLOPs of each block for one prompt trimmed to ``width`` (``pass_flops``)."""
+    return pass_flops(lm, base, width)[0]
 
 
 def exact_flops(lm: LoadedModel, base: Batch, components: Sequence[Component]) -> float:
-    """Matmul FLOPs of the exact sweep as planned: clean prefix passes plus each group from its layer on."""
+    """Matmul FLOPs of the exact sweep as planned: clean prefix passes plus each group from its layer on,
+    each variant's pass ending in the metric's read-out."""
     total, cache = 0.0, {}
     for chunk in plan_sweep(lm.adapter, base, components):
-        per_block = cache.setdefault(chunk.width, block_flops(lm, base, chunk.width))
+        per_block, readout = cache.setdefault(chunk.width, pass_flops(lm, base, chunk.width))
         m = len(chunk.prompts)
         layers = [layer for layer, _ in chunk.groups]
         total += m * sum(per_block[: max(layers)])  # prefix pass stops after the last block it must record
-        total += sum(len(idx) * m * sum(per_block[layer:]) for layer, idx in chunk.groups)
+        total += sum(len(idx) * m * (sum(per_block[layer:]) + readout) for layer, idx in chunk.groups)
     return total
 
 

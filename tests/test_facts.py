@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
@@ -14,6 +16,7 @@ from circuitdiff.compare import CompareOptions, prepare_tasks
 from circuitdiff.errors import TaskEncodingError, TaskFileError
 from circuitdiff.lab.card import _note
 from circuitdiff.lab.data import build_pool
+from circuitdiff.lab.errors import LabError
 from circuitdiff.lab.evaluate import evaluate_tasks, logit_diffs
 from circuitdiff.lab.recipe import ALL_TASKS, DataRecipe
 from circuitdiff.models.loading import load_model
@@ -196,7 +199,9 @@ def test_prepare_tasks_gives_both_models_the_same_items_and_warns(split_pair: di
     assert item.teacher[1].n == N and item.teacher[1].branches == 2  # edges score multi-token answers too
 
 
-def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(split_pair: dict[str, Path]) -> None:
+def test_lab_trains_and_evaluates_on_every_item_of_a_causal_tokenizer(split_pair: dict[str, Path]) -> None:
+    """A causal lab keeps facts whole: a row is the prompt then every token of its answer, and the
+    evaluation reads the teacher-forced metric on all items; a masked one drops the split items."""
     teacher = load_model(str(split_pair["split-gpt2"]))
     tok = teacher.tokenizer
     assert "facts" in ALL_TASKS
@@ -204,19 +209,52 @@ def test_lab_trains_and_evaluates_on_the_items_its_tokenizer_keeps(split_pair: d
     pool = build_pool("causal", tok, data, seed=0, context=64)
     summary = pool.summary["tasks"]["facts"]
     rows = [r for r in pool.rows if r.task == "facts"]
-    assert summary["rows"] == len(rows) > 0 and summary["multi_token_dropped"] == 300 - len(rows)
-    for row in rows[:20]:  # prompt then its answer, scored at the answer
+    assert summary["rows"] == len(rows) == 300 and summary["multi_token_dropped"] == 0
+    assert any(r.answer_len > 1 for r in rows) and any(r.answer_len == 1 for r in rows)
+    for row in rows[:40]:  # prompt then its whole answer, which ends the row
         text = tok.decode(row.ids)
         rel = next(rel for rel, (tpl, _) in RELATIONS.items() if text.startswith(tpl.split("{}")[0]))
         subject = _subject(rel, tok.decode(row.ids[:row.answer_pos]))
         assert tok.decode(row.ids[row.answer_pos:]) == " " + ANSWER[rel, subject]
+        assert row.answer_pos + row.answer_len == len(row.ids)
+        assert row.answer_len == len(tok.tokenize(" " + ANSWER[rel, subject]))
     ld = logit_diffs(teacher.model, tok, "facts", N, 0, masked=False)
-    kept = len(drop_multi_token_items([get_task("facts", N, 0)], [tok])[0][0])
-    assert ld.numel() == kept
+    assert ld.numel() == N
     result = evaluate_tasks(teacher.model, tok, "causal", ("facts", "numerals"), n_prompts=N)
+    assert result["facts"]["n_prompts"] == N and "dropped" not in result["facts"] and result["facts"]["multi_token"]
+    assert "multi_token" not in result["numerals"] and result["numerals"]["n_prompts"] == N
+    assert "teacher-forced log-probability difference" in _note(result["facts"])  # the model card says so
+
+    bert = load_model(str(split_pair["split-bert"]))  # a masked LM scores one [MASK]: split items are dropped
+    masked_pool = build_pool("masked", bert.tokenizer, data, seed=0, context=64)
+    kept = len(drop_multi_token_items([training_prompts("facts", 300, 0, True)], [bert.tokenizer])[0][0])
+    assert 0 < masked_pool.summary["tasks"]["facts"]["rows"] == kept < 300
+    result = evaluate_tasks(bert.model, bert.tokenizer, "masked", ("facts",), n_prompts=N)
+    kept = len(drop_multi_token_items([get_task("facts", N, 0, True)], [bert.tokenizer])[0][0])
     assert result["facts"]["n_prompts"] == kept and result["facts"]["dropped"] == N - kept
-    assert "dropped" not in result["numerals"] and result["numerals"]["n_prompts"] == N
-    assert f"on the {kept} prompts kept ({N - kept} have an answer" in _note(result["facts"])  # the model card says so
+    assert f"on the {kept} prompts kept ({N - kept} have an answer" in _note(result["facts"])
+    other = DataRecipe(tasks=("successor",), task_prompts_per_task=8, task_prompts=(), corpus_max_chunks=2)
+    with pytest.raises(LabError, match=r"'successor': answer is not a single token.*leave 'successor' out of the training tasks"):
+        build_pool("masked", bert.tokenizer, other, seed=0, context=64)  # any other split answer: one line, by name
+
+
+def test_distil_on_split_answers_completes_and_its_card_reports_them(split_pair: dict[str, Path], tmp_path: Path) -> None:
+    """`distil` from a teacher whose tokenizer splits facts' answers: trains on the whole table
+    (every answer token in the loss) and the card evaluates facts teacher-forced, nothing dropped."""
+    from circuitdiff.lab import DistillRecipe, OptimRecipe, distil
+
+    data = DataRecipe(tasks=("facts",), task_prompts_per_task=40, task_prompts=(), corpus_max_chunks=4)
+    recipe = DistillRecipe(layers=(0,), data=data, optim=OptimRecipe(steps=2, batch_size=4, warmup_steps=1))
+    result = distil(split_pair["split-gpt2"], recipe, tmp_path / "s", progress=False, eval_prompts=16)
+    assert result.completed
+    report = json.loads((tmp_path / "s" / "lab_report.json").read_text())
+    assert report["data"]["tasks"]["facts"] == {"rows": 40, "too_long": 0, "eval_overlap_kept": 40, "multi_token_dropped": 0}
+    for role in ("evaluation", "teacher_evaluation"):
+        facts = report[role]["facts"]
+        assert facts["n_prompts"] == 16 and facts["multi_token"] and "dropped" not in facts, facts
+    assert np.isfinite(report["last_losses"]["lm"])
+    card = (tmp_path / "s" / "README.md").read_text()
+    assert "| facts |" in card and "teacher-forced log-probability difference" in card
 
 
 def test_too_few_items_left_names_the_drop(split_pair: dict[str, Path]) -> None:

@@ -133,7 +133,7 @@ def test_solved_means_clearly_above_chance_and_positive() -> None:
     assert "not clearly above chance" in solved_problem(chance)
     assert "below" in solved_problem(np.full(64, 0.05))  # always right, but by a hair
     assert solved_problem(np.abs(rng.normal(3, 1, 64))) is None
-    run = lambda name, clean: SimpleNamespace(clean=clean, info=SimpleNamespace(name=name))  # noqa: E731
+    run = lambda name, clean: SimpleNamespace(clean=clean, info=SimpleNamespace(name=name), multi_token=False)  # noqa: E731
     finding = task_finding(run("t", np.full(64, 2.0)), run("s", chance))
     assert finding["claimed"] is False and finding["reason"].startswith("student 's' does not solve the task")
 

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from circuitdiff.errors import ModelLoadError
 from circuitdiff.lab.cli import parse_tasks
+from circuitdiff.lab.data import build_pool
 from circuitdiff.lab import (
     DataRecipe,
     DistillRecipe,
@@ -141,16 +142,25 @@ def _byte_tokenizer() -> T.PreTrainedTokenizerFast:
     return T.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
-def test_distil_refuses_a_task_the_teacher_tokenizer_splits(tmp_path: Path) -> None:
+def test_distil_trains_a_llama_teacher_on_answers_its_tokenizer_splits(tmp_path: Path) -> None:
+    """Every IOI name is several bytes: the rows carry the whole name, and the card reads ioi teacher-forced."""
     teacher_dir = tmp_path / "teacher"
     cfg = T.LlamaConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32,
-                        vocab_size=270, max_position_embeddings=64)
+                        vocab_size=270, max_position_embeddings=256)
     T.LlamaForCausalLM(cfg).save_pretrained(teacher_dir)
-    _byte_tokenizer().save_pretrained(teacher_dir)
-    data = DataRecipe(corpus="sample", tasks=("ioi",), task_prompts_per_task=4, task_prompts=())
-    with pytest.raises(LabError, match="lab training does not support multi-token answers.*leave 'ioi' out of the training tasks"):
-        distil(teacher_dir, DistillRecipe(data=data, optim=OptimRecipe(steps=1, batch_size=2)), tmp_path / "s",
-               progress=False)
+    tok = _byte_tokenizer()
+    tok.save_pretrained(teacher_dir)
+    data = DataRecipe(corpus="sample", tasks=("ioi",), task_prompts_per_task=4, task_prompts=(), corpus_max_chunks=2)
+    pool = build_pool("causal", tok, data, 0, 256)
+    for row in (r for r in pool.rows if r.task == "ioi"):
+        name = tok.decode(row.ids[row.answer_pos:])
+        assert row.answer_len == len(name.encode()) > 1 and row.answer_pos + row.answer_len == len(row.ids)
+        assert name.strip() in tok.decode(row.ids[:row.answer_pos])  # IOI's answer is a name the prompt holds
+    result = distil(teacher_dir, DistillRecipe(data=data, optim=OptimRecipe(steps=1, batch_size=2)), tmp_path / "s",
+                    progress=False, eval_prompts=8)
+    assert result.completed
+    ioi = result.report["evaluation"]["ioi"]
+    assert ioi["n_prompts"] == 8 and ioi["multi_token"] and result.report["teacher_evaluation"]["ioi"]["multi_token"]
 
 
 def test_packaged_weights_name_gives_an_install_hint_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:

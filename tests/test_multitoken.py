@@ -319,6 +319,23 @@ def test_multi_token_pipeline_runs_circuits_and_edges(saved, one_torch_thread) -
     assert circuit.faithfulness == pytest.approx(ablated / reference_metric(lm.model, task).mean(), abs=1e-4)
 
 
+def test_notes_name_the_metric_a_multi_token_task_reads(tmp_path: Path, one_torch_thread) -> None:
+    """Each item's dispreferred continuation made its answer: the clean metric is negative, and the note says
+    "clean log-prob difference" (a one-token task's says "clean logit difference", test_honest_numbers)."""
+    folder = tmp_path / "gpt2"
+    tiny_model("gpt2", seed=1).save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    lm = load_model(str(folder))
+    task = multi_task(n=8)
+    ref = reference_metric(lm.model, task)
+    task = Task("dispreferred", tuple(p if m < 0 else TaskPrompt(p.prompt, p.distractor, p.answer, template=p.template)
+                                      for p, m in zip(task.prompts, ref)))
+    run = run_model_on_task(lm, task, Ablation.ZERO, n_boot=5)
+    assert run.multi_token and (run.clean < 0).all()
+    (note,) = [n for n in run.notes if n.code == "metric.clean_not_positive"]
+    assert note.text.startswith("clean log-prob difference -") and "negative" in note.text
+
+
 def test_bad_multi_token_input_is_refused_by_name() -> None:
     tok = word_tokenizer()
     same = Task("same", (TaskPrompt("w11 w12", " w20  w21", " w20 w21"),))

@@ -2,7 +2,10 @@
 
 The metric of every reference is written here: a plain forward of prompt + continuation, ``log_softmax``
 and the teacher-forced sum of the continuation's log-probabilities, answer minus distractor. Path patching
-reuses test_edges' plain-hook reference (``_reference_edge``), one sequence at a time.
+reuses test_edges' plain-hook reference (``_reference_edge``), one sequence at a time, on modules found by
+the paths and q/k/v column layouts written out below (``Paths``), not by circuitdiff's adapters: GPT-2
+(fused Conv1D q/k/v), Llama (grouped-query attention: k/v receivers per key/value head) and GPT-NeoX
+(fused per-head q/k/v, parallel residual).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from torch import nn
 
 from circuitdiff.interventions.ablation import Ablation, Replacement
 from circuitdiff.interventions.eap import eap_scores
@@ -63,10 +67,10 @@ def _logprob(model: torch.nn.Module, seq: Sequence) -> torch.Tensor:
     return sum(logp[seq.n_prompt - 1 + k, t] for k, t in enumerate(seq.continuation)).reshape(1)
 
 
-def _setup(dtype: torch.dtype = torch.float32):
-    """Tiny GPT-2 with its weights scaled up (edges between random heads stand out); the task's batch, the clean cache, and paired patching
+def _setup(dtype: torch.dtype = torch.float32, family: str = "gpt2"):
+    """A tiny model with its weights scaled up (edges between random heads stand out); the task's batch, the clean cache, and paired patching
     (each prompt's own corrupted prompt, with the same continuation) as the replacement."""
-    model = tiny_model("gpt2", seed=5)
+    model = tiny_model(family, seed=5)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
@@ -84,25 +88,88 @@ def _setup(dtype: torch.dtype = torch.float32):
 
 CASES = [("L0.H1", "L1.H2", "q"), ("L0.H3", "L1.H1", "k"), ("L0.MLP", "L1.H0", "v"), ("L0.MLP", "L1.MLP", "input"),
          ("L0.H3", "L0.MLP", "input"), ("L1.H0", "logits", "input"), ("L0.H2", "logits", "input")]
+FAMILY_CASES = {
+    "gpt2": CASES,
+    "llama": [("L0.H1", "L1.H2", "q"), ("L0.H3", "L1.KV1", "k"), ("L0.MLP", "L1.KV0", "v"), ("L0.MLP", "L1.MLP", "input"),
+              ("L0.H3", "L0.MLP", "input"), ("L1.H0", "logits", "input"), ("L0.H2", "logits", "input")],
+    "gpt_neox": [("L0.H1", "L1.H2", "q"), ("L0.H3", "L1.H1", "k"), ("L0.MLP", "L1.H0", "v"), ("L0.MLP", "L1.MLP", "input"),
+                 ("L0.H3", "L1.MLP", "input"), ("L1.H0", "logits", "input"), ("L0.H2", "logits", "input")],
+}
+"""Seven edges per family. GPT-NeoX's parallel MLP reads the block input, so its own layer's heads send it
+nothing: the head -> MLP edge there crosses a layer."""
 
 
-def test_exact_edges_match_plain_hook_path_patching_on_multi_token_answers() -> None:
+class Paths:
+    """What the plain-hook reference hooks, found by module paths and q/k/v column layouts written out here."""
+
+    BLOCKS = {"gpt2": "transformer.h.{}", "llama": "model.layers.{}", "gpt_neox": "gpt_neox.layers.{}"}
+    NAMES = {  # attention output projection, MLP, norm before attention, norm before the MLP, final norm
+        "gpt2": ("attn.c_proj", "mlp", "ln_1", "ln_2", "transformer.ln_f"),
+        "llama": ("self_attn.o_proj", "mlp", "input_layernorm", "post_attention_layernorm", "model.norm"),
+        "gpt_neox": ("attention.dense", "mlp", "input_layernorm", "post_attention_layernorm", "gpt_neox.final_layer_norm"),
+    }
+
+    def __init__(self, model: nn.Module, family: str) -> None:
+        self.model, self.family = model, family
+        self.d_head = model.config.hidden_size // model.config.num_attention_heads
+        self.attn_out_name, self.mlp_name, self.attn_norm_name, self.mlp_norm_name, self.final_norm_name = self.NAMES[family]
+
+    def _in(self, layer: int, name: str) -> nn.Module:
+        return self.model.get_submodule(f"{self.BLOCKS[self.family].format(layer)}.{name}")
+
+    def blocks(self) -> list[nn.Module]:
+        return [self.model.get_submodule(self.BLOCKS[self.family].format(i)) for i in range(self.model.config.num_hidden_layers)]
+
+    def attn_out(self, layer: int) -> nn.Module:
+        return self._in(layer, self.attn_out_name)
+
+    def mlp_out(self, layer: int) -> nn.Module:
+        return self._in(layer, self.mlp_name)
+
+    mlp_in = mlp_out  # the MLP receiver reads the MLP module's input
+
+    def attn_norm(self, layer: int) -> nn.Module:
+        return self._in(layer, self.attn_norm_name)
+
+    def mlp_norm(self, layer: int) -> nn.Module:
+        return self._in(layer, self.mlp_norm_name)
+
+    def final_norm(self) -> nn.Module:
+        return self.model.get_submodule(self.final_norm_name)
+
+    def qkv_projection(self, layer: int, channel: str) -> tuple[nn.Module, None, None]:
+        name = {"gpt2": "attn.c_attn", "llama": f"self_attn.{channel}_proj", "gpt_neox": "attention.query_key_value"}
+        return self._in(layer, name[self.family]), None, None
+
+    def qkv_columns(self, layer: int, channel: str, head: int) -> torch.Tensor:
+        """GPT-2: [q | k | v], each heads in order; Llama: one projection per channel, k/v per key/value head;
+        GPT-NeoX: per head [q k v] (the output viewed as (heads, 3 * d_head), then chunked in three)."""
+        c, d = "qkv".index(channel), self.d_head
+        start = {"gpt2": c * self.model.config.hidden_size + head * d, "llama": head * d,
+                 "gpt_neox": head * 3 * d + c * d}[self.family]
+        return torch.arange(start, start + d)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+def test_exact_edges_match_plain_hook_path_patching_on_multi_token_answers(family: str) -> None:
     """Per prompt: sum over the answer (+) and distractor (-) continuations of the path-patched change of
     their teacher-forced log-probability, every continuation position read (the logits receiver too)."""
-    model, adapter, batch, cache, replacement = _setup()
+    model, adapter, batch, cache, replacement = _setup(family=family)
+    paths = Paths(model, family)
+    cases = FAMILY_CASES[family]
     edges = all_edges(adapter)
-    index = _named(edges, False)
-    chosen = [edges[index[c]] for c in CASES]
+    index = _named(edges, family == "llama")
+    chosen = [edges[index[c]] for c in cases]
     effects = exact_edge_metrics(adapter, batch, cache, replacement, chosen) - read_metric(adapter, batch)
-    for case, got in zip(CASES, effects):
+    for case, got in zip(cases, effects):
         expected = torch.zeros(len(TASK))
         for i, p in enumerate(TASK.prompts):
             for sign, continuation in ((1.0, p.answer), (-1.0, p.distractor)):
                 base, ref = _sequence(p.prompt, continuation), _sequence(p.corrupted_prompt, continuation)
-                expected[i] += sign * float(_reference_edge(model, adapter, base, ref, Component.parse(case[0]),
+                expected[i] += sign * float(_reference_edge(model, paths, base, ref, Component.parse(case[0]),
                                                             case[1], case[2], metric=_logprob)[0])
         assert expected.abs().max() > 1e-3, case  # the edge does something
-        torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-3, msg=str(case))
+        torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-3, msg=f"{family} {case}")
 
 
 def _batch_metric(model: torch.nn.Module, batch) -> torch.Tensor:

@@ -224,6 +224,30 @@ def test_report_shows_missing_parts_with_reasons(tmp_path: Path) -> None:
     assert not (tmp_path / "figures" / "ioi_layer_cka.svg").exists()
 
 
+def test_multi_token_task_labels_its_metric_as_the_log_prob_difference(tmp_path: Path) -> None:
+    """A task whose example lists continuation tokens says "log-prob difference" where a one-token one says
+    "logit difference" (key numbers, the withheld-drops note, the terminal table); JSON keys stay as they are."""
+    from circuitdiff.cli.display import _task_table
+    from circuitdiff.schema import TaskResult
+
+    results = make_results_folder(tmp_path, shape=(4, 2, 4), tasks=("ioi", "numerals"), n_prompts=12)
+    results["tasks"]["numerals"]["example"] = {"prompt": "w1 w2", "answer": " w3 w4", "distractor": " w5",
+                                               "continuations": [{"model": "teacher", "answer": ["w3", "w4"],
+                                                                  "distractor": ["w5"]}]}
+    for name in ("ioi", "numerals"):
+        results["tasks"][name]["concentration"]["student"]["worst_drop"] = None  # drops withheld: the note names the metric
+    write_json(tmp_path / RESULTS_JSON, results)
+    page = render_from_folder(tmp_path).read_text(encoding="utf-8")
+    ioi = page.split('<section id="task-ioi">')[1].split("</section>")[0]
+    numerals = page.split('<section id="task-numerals">')[1].split("</section>")[0]
+    assert "clean logit difference" in ioi and "clean log-prob difference" not in ioi
+    assert "clean log-prob difference" in numerals and "clean logit difference" not in numerals
+    task = TaskResult.from_json(results["tasks"]["numerals"])
+    assert task.multi_token and not TaskResult.from_json(results["tasks"]["ioi"]).multi_token
+    assert "clean_metric" in results["tasks"]["numerals"]["teacher"]
+    assert _task_table(task).columns[0]._cells[0] == "clean log-prob difference"
+
+
 def test_verdict_direction_follows_interval_overlap() -> None:
     def conc(t: tuple[float, float, float], s: tuple[float, float, float]) -> Concentration:
         stat = lambda v: SchemaStat(point=v[0], lo=v[1], hi=v[2], level=0.95, n_valid=50)  # noqa: E731

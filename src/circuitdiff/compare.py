@@ -168,17 +168,11 @@ def task_example(task: Task, encoded: dict[str, tuple[LoadedModel, EncodedTask]]
     sides = [(role, lm, enc) for role, (lm, enc) in (encoded or {}).items()]
     if any(enc.branches > 1 for _, _, enc in sides):
         out["continuations"] = [
-            {"model": role, **{what: [lm.tokenizer.decode([t]) for t in _first_row(enc, what).tolist()]
+            {"model": role, **{what: [lm.tokenizer.decode([t]) for t in enc.continuation(0, what).tolist()]
                                for what in ("answer", "distractor")}} for role, lm, enc in sides]
     return out
 
 
-def _first_row(enc: EncodedTask, what: str) -> torch.Tensor:
-    """The first prompt's continuation tokens (one token for a one-token encoding)."""
-    table = enc.answer_tokens if what == "answer" else enc.distractor_tokens
-    if table is None:
-        return (enc.answer_ids if what == "answer" else enc.distractor_ids)[:1]
-    return table[0][table[0] >= 0]
 
 
 def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[Note]:

@@ -43,7 +43,7 @@ from circuitdiff.interventions.mlp_hidden import mlp_hidden_at
 from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, rows_per_forward
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel
-from circuitdiff.schema import Agreement, Note
+from circuitdiff.schema import Agreement, Note, metric_name
 from circuitdiff.tasks.base import Task
 from circuitdiff.tasks.encode import EncodedTask, encode_task
 from circuitdiff.tasks.roles import role_positions
@@ -199,8 +199,9 @@ def run_model_on_task(
     if ablation.needs_corrupted and corrupted_batch is None:
         raise TaskEncodingError(f"{ablation.value} patching needs corrupted prompts; task '{task.name}' has none")
     name, adapter = lm.name, lm.adapter
+    metric = metric_name(enc.branches > 1)
     clean = clean_pass(lm, clean_batch, memory_budget)
-    check_finite(clean.logit_diff, "clean logit difference", name, task.name)
+    check_finite(clean.logit_diff, f"clean {metric}", name, task.name)
     corrupted = clean_pass(lm, corrupted_batch, memory_budget) if corrupted_batch is not None else None
     base_batch, base, replacement, other = _replacements(ablation, clean, corrupted, clean_batch, corrupted_batch,
                                                          enc, seed)
@@ -211,7 +212,7 @@ def run_model_on_task(
     ablated = ablated_metrics(adapter, base_batch, replacement, components, method, exact_top=exact_top,
                               memory_budget=memory_budget, progress=progress)
     ablated_np = ablated.double().numpy()
-    check_finite(ablated_np, "ablated logit difference", name, task.name, components)
+    check_finite(ablated_np, f"ablated {metric}", name, task.name, components)
     corrupted_np = None if corrupted is None else corrupted.logit_diff
     effects = component_effects(components, ablated_np, base, clean.logit_diff, ablation=ablation.value,
                                 corrupted=corrupted_np, n_boot=n_boot, seed=seed)
@@ -228,7 +229,7 @@ def run_model_on_task(
         info=lm.info, task=task.name, n_prompts=len(task), ablation=ablation.value, method=method.value,
         components=components, clean=clean.logit_diff, base=base, ablated=ablated_np, corrupted=corrupted_np,
         effects=effects, attribution_spearman=None if attribution is None else attribution.spearman, attribution_agreement=attribution,
-        circuits=circuits, circuit_curve=curve,
+        circuits=circuits, circuit_curve=curve, multi_token=enc.branches > 1,
         edges=edge_scores, notes=notes, **_read_outs(lm, task, enc, clean, clean_batch, components),
     )
 
@@ -335,13 +336,14 @@ def _run_notes(name: str, task: str, ablation: Ablation, enc: EncodedTask, clean
                corrupted: np.ndarray | None) -> list[Note]:
     """Warnings about one model on one task: a metric that is not clearly positive, thin templates."""
     notes = []
-    why = clean_problem(clean)
+    metric = metric_name(enc.branches > 1)
+    why = clean_problem(clean, metric)
     if why:
         withheld = "percent of clean, circuits and paper A are withheld" if ablation.needs_corrupted else WITHHELD
         notes.append(Note(task=task, model=name, topic="metric", code="metric.clean_not_positive",
                           text=f"{why}: {withheld}"))
     if ablation.needs_corrupted:
-        gap_why = relative_problem(clean, corrupted, ablation.value)
+        gap_why = relative_problem(clean, corrupted, ablation.value, metric)
         if gap_why:
             notes.append(Note(task=task, model=name, topic="metric", code="metric.gap_not_positive",
                               text=f"{gap_why}: percent of gap and drop statistics are withheld"))

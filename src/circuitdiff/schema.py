@@ -33,6 +33,17 @@ OMIT_NONE = {"omit_none": True}
 """Field metadata: leave the key out of the JSON when the value is None (optional parts)."""
 
 
+LOGIT_DIFFERENCE = "logit difference"
+LOG_PROB_DIFFERENCE = "log-prob difference"
+
+
+def metric_name(multi_token: bool) -> str:
+    """What the task metric is called in labels and notes: the logit difference for one-token answers,
+    the log-prob difference (teacher-forced summed log-probabilities, answer minus distractor; equal to
+    the logit difference on one-token answers) when an answer or distractor takes several tokens."""
+    return LOG_PROB_DIFFERENCE if multi_token else LOGIT_DIFFERENCE
+
+
 class SchemaError(CircuitDiffError, ValueError):
     """A results file that does not follow the schema (or a newer schema than this version reads)."""
 
@@ -326,6 +337,12 @@ class TaskResult(Record):
 
     def model(self, role: str) -> ModelTaskRecord:
         return self.teacher if role == "teacher" else self.student
+
+    @property
+    def multi_token(self) -> bool:
+        """Some model's answer or distractor takes several tokens (its example lists the continuations):
+        the metric is then the log-prob difference, not the logit difference."""
+        return bool(self.example is not None and self.example.continuations)
 
 
 # --- the whole file ----------------------------------------------------------------------------

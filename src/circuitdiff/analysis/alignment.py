@@ -160,14 +160,14 @@ def alignment_score(teacher_mass: Mass, student_mass: Mass, sim: pd.DataFrame, s
 def paper_influence(ld_ablated: ArrayLike, ld_clean: float) -> np.ndarray:
     """The reference study's influence |100 (1 - LD_ablated / LD_clean)| per component.
 
-    Faithful, flaws included: it warns when the clean logit difference is negative or
+    Faithful, flaws included: it warns when the clean metric (LD) is negative or
     below MIN_CLEAN_METRIC, where this percentage is meaningless (circuitdiff's own
     statistics return None there instead).
     """
     if ld_clean == 0.0:
-        raise ValueError("clean logit difference is 0: percent-of-clean influence is undefined")
+        raise ValueError("clean metric is 0: percent-of-clean influence is undefined")
     if ld_clean < MIN_CLEAN_METRIC:
-        warnings.warn(f"clean logit difference {ld_clean:.3g} <= 0 or near 0: influences are meaningless", stacklevel=2)
+        warnings.warn(f"clean metric {ld_clean:.3g} <= 0 or near 0: influences are meaningless", stacklevel=2)
     return np.abs(100.0 * (1.0 - np.asarray(ld_ablated, dtype=np.float64) / ld_clean))
 
 

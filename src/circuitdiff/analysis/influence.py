@@ -26,6 +26,7 @@ import numpy as np
 from circuitdiff.analysis.bootstrap import bootstrap_indices, percentile_interval, resample_weights
 from circuitdiff.interventions.choices import Ablation
 from circuitdiff.models.components import Component
+from circuitdiff.schema import LOGIT_DIFFERENCE
 
 MIN_CLEAN_METRIC = 0.1
 """Smallest mean clean logit difference (in logits) for which percentages are reported."""
@@ -70,9 +71,9 @@ def positive_problem(values: np.ndarray, what: str) -> str | None:
     return None
 
 
-def clean_problem(clean_per_prompt: np.ndarray) -> str | None:
-    """Why percentages of the clean metric mean nothing here (None when they do)."""
-    return positive_problem(clean_per_prompt, "clean logit difference")
+def clean_problem(clean_per_prompt: np.ndarray, metric: str = LOGIT_DIFFERENCE) -> str | None:
+    """Why percentages of the clean metric mean nothing here (None when they do); ``metric`` names it."""
+    return positive_problem(clean_per_prompt, f"clean {metric}")
 
 
 def clean_is_meaningful(clean_per_prompt: np.ndarray) -> bool:
@@ -96,13 +97,14 @@ def drop_inputs(per_prompt_effects: np.ndarray, clean: np.ndarray, corrupted: np
     return (-per_prompt_effects if ablation == "denoising" else per_prompt_effects), gap
 
 
-def relative_problem(clean: np.ndarray, corrupted: np.ndarray | None, ablation: str) -> str | None:
+def relative_problem(clean: np.ndarray, corrupted: np.ndarray | None, ablation: str,
+                     metric: str = LOGIT_DIFFERENCE) -> str | None:
     """Why statistics relative to clean (ablation) or to the gap (patching) are withheld."""
     if ablation in PATCHING:
         if corrupted is None:
             return "no corrupted metric"
-        return positive_problem(clean - corrupted, "clean - corrupted logit difference gap")
-    return clean_problem(clean)
+        return positive_problem(clean - corrupted, f"clean - corrupted {metric} gap")
+    return clean_problem(clean, metric)
 
 
 def effect_intervals(per_prompt: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> list[tuple[float, float]]:
@@ -151,12 +153,12 @@ SOLVED_P = 0.05
 """One-sided binomial p-value below which accuracy counts as clearly above chance."""
 
 
-def solved_problem(clean_per_prompt: np.ndarray) -> str | None:
+def solved_problem(clean_per_prompt: np.ndarray, metric: str = LOGIT_DIFFERENCE) -> str | None:
     """Why a model does not clearly solve the task (None when it does).
 
-    Solving means accuracy (share of prompts with a positive logit difference) clearly above
-    the 50% chance of a two-way choice (one-sided binomial test, p < SOLVED_P) and a clearly
-    positive mean clean logit difference. Only then are findings about its mechanisms claimed.
+    Solving means accuracy (share of prompts with a positive metric) clearly above the 50% chance
+    of a two-way choice (one-sided binomial test, p < SOLVED_P) and a clearly positive mean clean
+    metric (``metric`` names it). Only then are findings about its mechanisms claimed.
     """
     from scipy.stats import binomtest
 
@@ -165,4 +167,4 @@ def solved_problem(clean_per_prompt: np.ndarray) -> str | None:
     p = float(binomtest(k, n, CHANCE_ACCURACY, alternative="greater").pvalue)
     if p >= SOLVED_P:
         return f"accuracy {k / n:.0%} of {n} prompts is not clearly above chance ({CHANCE_ACCURACY:.0%}; binomial p = {p:.2g})"
-    return clean_problem(v)
+    return clean_problem(v, metric)

@@ -30,7 +30,12 @@ from circuitdiff.analysis.calibration import (
 )
 from circuitdiff.analysis.circuits import compare_circuits
 from circuitdiff.analysis.concentration import Interval, concentration_summary
-from circuitdiff.analysis.influence import clean_problem, drop_inputs, relative_problem, solved_problem
+from circuitdiff.analysis.influence import (
+    clean_problem,
+    drop_inputs,
+    relative_problem,
+    solved_problem,
+)
 from circuitdiff.analysis.matching import Match, match_many_to_one, match_one_to_one
 from circuitdiff.analysis.measures import get_measure
 from circuitdiff.analysis.representations import representation_notes, representation_records
@@ -43,7 +48,7 @@ from circuitdiff.analysis.similarity import (
     similarity_matrix,
 )
 from circuitdiff.analysis.token_alignment import MIN_SHARED, Segmentation, common_segmentation, pool_attention
-from circuitdiff.schema import Note
+from circuitdiff.schema import Note, metric_name
 
 MATCH_MEASURE = SimilarityMeasure.LINEAR_CKA
 """The default measure behind matching and alignment (``CompareOptions.measure`` picks another)."""
@@ -190,7 +195,7 @@ def paper_score(t: ModelTaskRun, s: ModelTaskRun, same_tokens: bool) -> tuple[fl
     if t.ablation == "denoising":
         return None, "paper A is withheld under denoising (its influence is relative to the clean run)"
     for run, role in ((t, "teacher"), (s, "student")):
-        why = relative_problem(run.clean, None, "mean")
+        why = relative_problem(run.clean, None, "mean", metric_name(run.multi_token))
         if why:
             return None, f"paper A is withheld: {role} '{run.info.name}': {why}"
     if t.info.d_model != s.info.d_model:
@@ -250,7 +255,7 @@ def robustness(run: ModelTaskRun, *, heads_only: bool = False, n_boot: int = 100
 def task_finding(t: ModelTaskRun, s: ModelTaskRun) -> dict[str, Any]:
     """Findings are claimed only when both models solve the task; otherwise say which does not, and why."""
     reasons = [f"{role} '{run.info.name}' does not solve the task: {why}" for run, role in ((t, "teacher"), (s, "student"))
-               if (why := solved_problem(run.clean))]
+               if (why := solved_problem(run.clean, metric_name(run.multi_token)))]
     return {"claimed": not reasons, "reason": "; ".join(reasons) or None}
 
 
@@ -387,7 +392,7 @@ def _analyse(
 
 def _no_circuit_note(task: str, role: str, run: ModelTaskRun) -> Note:
     """Why a model has no circuit: denoising, no clean signal to prune against, or discovery switched off."""
-    problem = clean_problem(run.clean)
+    problem = clean_problem(run.clean, metric_name(run.multi_token))
     if run.ablation == "denoising":
         code, why = "circuit.denoising", "circuits are not pruned under denoising (the base run is the corrupted one)"
     elif problem:

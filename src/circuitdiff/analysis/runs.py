@@ -65,6 +65,8 @@ class ModelTaskRun:
     """(n_layers, n, d_ff): each MLP's hidden activation (input of its down projection) at the read position."""
     token_spans: TokenSpans | None = field(default=None, repr=False)
     """Each token's character span in the prompt text: aligns attention across tokenisations (``analysis.token_alignment``)."""
+    multi_token: bool = False
+    """Some answer or distractor takes several tokens for this model: the metric is the log-prob difference."""
 
     @property
     def per_prompt_effects(self) -> np.ndarray:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from circuitdiff.interventions.choices import Ablation
-from circuitdiff.schema import Alignment, ControlResult, Results, Stat, TaskResult, note_lines
+from circuitdiff.schema import Alignment, ControlResult, Results, Stat, TaskResult, metric_name, note_lines
 
 
 
@@ -78,7 +78,7 @@ def _task_table(tr: TaskResult) -> Table:
     for col in ("", "teacher", "student"):
         table.add_column(col, justify="right" if col else "left")
     t, s = tr.teacher, tr.student
-    table.add_row("clean logit diff", _fmt(t.clean_metric), _fmt(s.clean_metric))
+    table.add_row(f"clean {metric_name(tr.multi_token)}", _fmt(t.clean_metric), _fmt(s.clean_metric))
     table.add_row("accuracy", _fmt(t.accuracy, ".1%"), _fmt(s.accuracy, ".1%"))
     ct, cs = tr.concentration["teacher"], tr.concentration["student"]
     basis = "% of gap" if Ablation(tr.ablation).needs_corrupted else "% of clean"

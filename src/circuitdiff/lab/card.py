@@ -26,17 +26,19 @@ def _note(r: dict[str, Any]) -> str:
         return brief(r["error"])
     if r.get("dropped"):
         return f"on the {r['n_prompts']} prompts kept ({r['dropped']} have an answer the tokenizer splits)"
+    if r.get("multi_token"):
+        return "answers of several tokens: the metric is the teacher-forced log-probability difference"
     return ""
 
 
 def _table(evaluation: dict[str, dict[str, Any]], teacher: dict[str, dict[str, Any]] | None) -> list[str]:
     """Task rows; with the teacher's figures beside the student's when known."""
     if teacher is None:
-        lines = ["| task | accuracy | mean logit diff | note |", "|---|---|---|---|"]
+        lines = ["| task | accuracy | mean metric | note |", "|---|---|---|---|"]
         for name, r in evaluation.items():
             lines.append(f"| {name} | {_cell(r, 'accuracy')} | {_cell(r, 'mean_logit_diff')} | {_note(r)} |")
         return lines
-    lines = ["| task | teacher accuracy | student accuracy | teacher logit diff | student logit diff | note |",
+    lines = ["| task | teacher accuracy | student accuracy | teacher metric | student metric | note |",
              "|---|---|---|---|---|---|"]
     for name, r in evaluation.items():
         t = teacher.get(name)
@@ -54,7 +56,9 @@ def _mix(data: dict[str, Any]) -> str:
 
 def _tokenizer_line(report: dict[str, Any]) -> str:
     if not report.get("lab_tokenizer", True):
-        return "- tokenizer: the teacher's own (answers that it splits into several tokens make a task n/a below)"
+        split = ("answers it splits into several tokens are teacher-forced, see the notes below" if report["kind"] == "causal"
+                 else "answers it splits into several word pieces make a task n/a below")
+        return f"- tokenizer: the teacher's own ({split})"
     kind = report["kind"]
     style = ("byte-level BPE (GPT-2 style, numbers split into 1-2 digit pieces)" if kind == "causal"
              else "uncased WordPiece (BERT style, [CLS] ... [SEP])")
@@ -115,7 +119,9 @@ def render_card(report: dict[str, Any]) -> str:
         *[f"- {key}: `{json.dumps(value)}`" for key, value in report["recipe"].items()],
         "", "## Measured task behaviour", "",
         f"Accuracy = share of prompts where the answer logit beats the distractor logit at the read "
-        f"position; {counted[0] if counted else 'no'} evaluation prompts per task "
+        f"position (for answers of several tokens: where the answer's teacher-forced summed log-probability "
+        f"beats the distractor's; the metric column is that difference); "
+        f"{counted[0] if counted else 'no'} evaluation prompts per task "
         f"(seed {report['eval_seed']}; training prompts come from a seed stream evaluation never uses). "
         f"{'Masked' if kind == 'masked' else 'Causal'} variants of the tasks.",
         "", *_table(ev, report.get("teacher_evaluation")), "",

@@ -74,7 +74,8 @@ def _print_eval(report: dict) -> None:
         if "error" in r:
             typer.echo(f"  {task:16s} n/a: {brief(r['error'])}")
             continue
-        line = f"accuracy {100 * r['accuracy']:5.1f}%  mean logit diff {r['mean_logit_diff']:6.2f}"
+        metric = "mean log-prob diff" if r.get("multi_token") else "mean logit diff"
+        line = f"accuracy {100 * r['accuracy']:5.1f}%  {metric} {r['mean_logit_diff']:6.2f}"
         if "accuracy" in teacher.get(task, {}):
             line += f"   (teacher {100 * teacher[task]['accuracy']:5.1f}%, {teacher[task]['mean_logit_diff']:6.2f})"
         typer.echo(f"  {task:16s} {line}")

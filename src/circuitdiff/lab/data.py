@@ -1,8 +1,10 @@
 """Training rows: corpus chunks plus task prompts, tokenised exactly as evaluation does.
 
-Task rows come from ``encode_task`` itself (prompt ids + answer id), so the model trains
-on the very token sequence it is scored on. One document per row, starting at position 0
-like an evaluation prompt; batches are right-padded to their longest row.
+Task rows come from ``encode_task`` itself (prompt ids + the answer's tokens), so the model
+trains on the very token sequence it is scored on: a causal model's answer of several tokens
+is the teacher-forced continuation the metric sums over, and every one of its tokens carries
+the answer weight. One document per row, starting at position 0 like an evaluation prompt;
+batches are right-padded to their longest row.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from circuitdiff.lab.errors import LabError
 from circuitdiff.lab.recipe import DataRecipe, Kind
 from circuitdiff.tasks import BUILTIN_TASKS, MASK, Task, encode_task, get_task, task_vocabulary, training_prompts
 from circuitdiff.tasks.base import TaskPrompt
-from circuitdiff.tasks.encode import drop_multi_token_items, refuse_multi_token
+from circuitdiff.tasks.encode import EncodedTask, drop_multi_token_items
 
 EVAL_SEEDS = range(10)
 EVAL_N = 256
@@ -31,11 +33,13 @@ REPEAT = "repeat"
 
 @dataclass
 class Row:
-    """One document: token ids and, for a task prompt, where its answer sits."""
+    """One document: token ids and, for a task prompt, where its answer sits
+    (``answer_len`` tokens from ``answer_pos``; a masked LM's answer is its one mask position)."""
 
     ids: list[int]
     answer_pos: int = -1
     task: str = ""
+    answer_len: int = 1
 
 
 @dataclass
@@ -101,10 +105,29 @@ def _dedupe(name: str, task: Task) -> tuple[Task, int]:
     return task.select(kept), 0
 
 
+def task_rows(enc: EncodedTask, name: str) -> list[Row]:
+    """One row per prompt: a causal prompt up to its read position followed by every token of its
+    answer (the continuation the metric teacher-forces), or a masked prompt with its answer in the
+    mask slot (``collate`` masks it again; it is the label)."""
+    rows = []
+    for r in range(enc.n):
+        length, pos, answer = int(enc.attention_mask[r].sum()), int(enc.read_pos[r]), enc.continuation(r).tolist()
+        ids = enc.input_ids[r, :length].tolist()
+        if enc.masked:
+            ids[pos] = answer[0]
+            rows.append(Row(ids, pos, name))
+        else:
+            rows.append(Row(ids[: pos + 1] + answer, pos + 1, name, len(answer)))
+    return rows
+
+
 def build_pool(kind: Kind, tokenizer: Any, data: DataRecipe, seed: int, context: int) -> Pool:
     """Task rows (deduplicated against evaluation where possible) and corpus chunk rows.
 
     Task rows longer than ``context`` are dropped (and counted); a task left with none is an error.
+    A causal row is the prompt followed by all of its answer's tokens. A masked LM scores one mask
+    position, so ``facts`` drops the items its tokenizer splits and ``encode_task`` refuses any other
+    split answer by name (as every analysis of a masked LM does).
     """
     masked = kind == "masked"
     if data.chunk_tokens > context:
@@ -114,20 +137,12 @@ def build_pool(kind: Kind, tokenizer: Any, data: DataRecipe, seed: int, context:
     for name in data.tasks:
         task, overlap = _dedupe(name, training_prompts(name, data.prompts_for(name), seed, masked))
         try:
-            (kept,), _ = drop_multi_token_items([task], [tokenizer])  # facts: what this tokenizer can answer
+            (kept,), _ = drop_multi_token_items([task], [tokenizer]) if masked else ((task,), None)
             enc = encode_task(kept, tokenizer)
-            refuse_multi_token(enc, "lab training")  # a training row is scored at one answer token
         except TaskEncodingError as exc:
             raise LabError(f"{exc}; leave '{name}' out of the training tasks") from None
         before = len(rows)
-        for r in range(enc.n):
-            length, pos, ans = int(enc.attention_mask[r].sum()), int(enc.read_pos[r]), int(enc.answer_ids[r])
-            ids = enc.input_ids[r, :length].tolist()
-            if masked:
-                ids[pos] = ans  # the input gets [MASK] back at collate time; this is the label
-            row = Row(ids, pos, name) if masked else Row(ids[: pos + 1] + [ans], pos + 1, name)
-            if len(row.ids) <= context:
-                rows.append(row)
+        rows.extend(row for row in task_rows(enc, name) if len(row.ids) <= context)
         if len(rows) == before:
             raise LabError(f"every '{name}' training prompt is longer than the model context ({context} tokens)")
         summary["tasks"][name] = {"rows": len(rows) - before, "too_long": enc.n - (len(rows) - before),
@@ -193,7 +208,7 @@ def _permutation(n: int, seed: int, epoch: int) -> Tensor:
 def collate(rows: list[Row], kind: Kind, tokenizer: Any, mlm_probability: float, generator: torch.Generator) -> dict[str, Tensor]:
     """Right-padded ``input_ids``/``attention_mask``/``labels``/``answer_mask``; MLM masking if masked.
 
-    ``answer_mask`` marks each task row's answer token (its label position), for loss weighting.
+    ``answer_mask`` marks each task row's answer tokens (their label positions), for loss weighting.
     """
     width = max(len(r.ids) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -205,7 +220,7 @@ def collate(rows: list[Row], kind: Kind, tokenizer: Any, mlm_probability: float,
     answer = torch.zeros_like(att, dtype=torch.bool)
     for i, r in enumerate(rows):
         if r.answer_pos >= 0:
-            answer[i, r.answer_pos] = True
+            answer[i, r.answer_pos : r.answer_pos + r.answer_len] = True
     if kind == "causal":
         return {"input_ids": ids, "attention_mask": att, "labels": ids.masked_fill(att == 0, -100), "answer_mask": answer}
     special = torch.tensor(sorted(tokenizer.all_special_ids))

@@ -43,7 +43,8 @@ class DataRecipe:
     """Masked LM only: share of ordinary tokens masked (80% [MASK], 10% random, 10% kept);
     the answer slot of a task prompt is always masked."""
     answer_weight: float = 5.0
-    """LM-loss weight of a task prompt's answer token relative to every other token."""
+    """LM-loss weight of each of a task prompt's answer tokens (all of them when the answer takes several)
+    relative to every other token."""
     repeat_fraction: float = 0.5
     """Share of corpus chunks shown as "half-chunk + the same again" (grows induction heads)."""
 

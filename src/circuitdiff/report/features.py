@@ -31,7 +31,7 @@ confirmed by Latent Scaling &nu; &lt; {{ s.thresholds.latent_scaling_nu_max }}).
 {{ histogram }}
 {% for task, t in s.tasks.items() %}
 <h3>{{ task }}</h3>
-<p>{{ t.headline.text }}. Metric (mean logit difference) clean / with the reconstruction spliced in:
+<p>{{ t.headline.text }}. Metric (mean logit difference, or log-prob difference for answers of several tokens) clean / with the reconstruction spliced in:
 teacher {{ '%.3f'|format(t.clean.teacher) }} / {{ '%.3f'|format(t.spliced.teacher) }},
 student {{ '%.3f'|format(t.clean.student) }} / {{ '%.3f'|format(t.spliced.student) }}.</p>
 {% for cls, rows in tops[task].items() %}

@@ -43,7 +43,7 @@ from circuitdiff.report.text import (
     overall_finding,
 )
 from circuitdiff.results import RESULTS_JSON, SIMILARITY_TABLE, atomic_write, load_results
-from circuitdiff.schema import Alignment, ControlResult, Results, TaskResult, note_lines
+from circuitdiff.schema import Alignment, ControlResult, Results, TaskResult, metric_name, note_lines
 
 REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"
@@ -110,7 +110,8 @@ def _numbers(task: TaskResult) -> list[dict[str, str]]:
     """Teacher-vs-student rows of the key-numbers table."""
     t, s = task.teacher, task.student
     rows = [
-        {"label": "clean logit difference", "teacher": fmt(t.clean_metric, ".3f"), "student": fmt(s.clean_metric, ".3f")},
+        {"label": f"clean {metric_name(task.multi_token)}", "teacher": fmt(t.clean_metric, ".3f"),
+         "student": fmt(s.clean_metric, ".3f")},
         {"label": "accuracy", "teacher": fmt(t.accuracy, ".0%"), "student": fmt(s.accuracy, ".0%")},
         {"label": "components", "teacher": str(len(t.components)), "student": str(len(s.components))},
     ]
@@ -139,7 +140,7 @@ def _drops_note(task: TaskResult) -> str | None:
     if _basis(task) == "gap":
         return ("n/a: drops in percent of the clean − corrupted gap are reported only when the gap is clearly "
                 f"positive: at least {MIN_CLEAN_METRIC:g} and two standard errors (see the notes).")
-    return (f"n/a: drops in percent of the clean metric are reported only when the clean logit difference is "
+    return (f"n/a: drops in percent of the clean metric are reported only when the clean {metric_name(task.multi_token)} is "
             f"clearly positive: at least {MIN_CLEAN_METRIC:g} and two standard errors (clean: {values}).")
 
 

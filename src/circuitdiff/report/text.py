@@ -43,8 +43,8 @@ GLOSSARY: list[tuple[str, str]] = [
      "study reports them."),
     ("Solved task",
      "Findings are claimed only for tasks both models solve: accuracy clearly above the 50% chance of choosing "
-     "between answer and distractor (one-sided binomial test, p < 0.05) and a clearly positive clean logit "
-     "difference. For other tasks the numbers are listed but no finding is drawn from them."),
+     "between answer and distractor (one-sided binomial test, p < 0.05) and a clearly positive clean metric "
+     "(the logit difference, or the log-prob difference where an answer takes several tokens). For other tasks the numbers are listed but no finding is drawn from them."),
     ("Linear CKA",
      "Similarity (0 to 1) of two components' outputs across the prompts, insensitive to rotation and scale: "
      "1 means one output is a rotated, rescaled copy of the other."),

@@ -71,6 +71,13 @@ class EncodedTask:
         """1 for a one-token task (one row per prompt), 2 for a multi-token one (answer and distractor rows)."""
         return 1 if self.answer_tokens is None else 2
 
+    def continuation(self, row: int, role: str = "answer") -> Tensor:
+        """Row ``row``'s answer (or ``role="distractor"``) tokens: one for a one-token encoding."""
+        table = self.answer_tokens if role == "answer" else self.distractor_tokens
+        if table is None:
+            return (self.answer_ids if role == "answer" else self.distractor_ids)[row:row + 1]
+        return table[row][table[row] >= 0]
+
     @property
     def has_corrupted(self) -> bool:
         return self.corrupted_input_ids is not None
