@@ -173,8 +173,6 @@ def task_example(task: Task, encoded: dict[str, tuple[LoadedModel, EncodedTask]]
     return out
 
 
-
-
 def truncation_notes(item: PreparedTask, models: tuple[LoadedModel, LoadedModel], options: CompareOptions) -> list[Note]:
     """With ``first_token``: which model's tokenizer cut which answers to their first token."""
     if not options.first_token:
