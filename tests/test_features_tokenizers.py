@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer
@@ -160,3 +161,22 @@ def test_a_model_against_itself_under_a_second_tokenizer_shares_its_latents(teac
     assert live["class"].isin(["teacher_only", "student_only"]).mean() <= 0.05
     assert min(result.summary["fve"].values()) > 0.5
 
+
+
+def test_cuts_move_back_to_a_common_start_and_groups_pair_by_rule() -> None:
+    from circuitdiff.features.pairing import cut_rows, pair_by_ends
+
+    text = "abcdefgh"
+    t_spans = np.array([(0, 2), (2, 4), (4, 6), (6, 8)])  # the student's (2, 5) and (5, 8) straddle the teacher's
+    s_spans = np.array([(0, 2), (2, 5), (5, 8)])  # cuts at 4 and 6: the 3-token row is cut back to where both start
+    rows = cut_rows(t_spans, s_spans, text, (3, 3))
+    assert rows == [(slice(0, 1), slice(0, 1), True), (slice(1, 4), slice(1, 3), True)]
+    assert pair_by_ends(t_spans[1:4], s_spans[1:3]) == [(2, 1)]  # only "h" ends both; 4 and 6 end inside (2, 5)
+    # no cut can align: the student's single token straddles every teacher start, so the next row pairs nothing
+    assert cut_rows(t_spans, np.array([(0, 8)]), text, (2, 2))[1][2] is False
+    # a word and a whitespace token ending with it against the word alone: the word pairs with the word
+    assert pair_by_ends(np.array([(0, 5), (5, 5)]), np.array([(0, 5)])) == [(0, 0)]
+    # as many tokens ending at one character on both sides (byte pieces of one emoji): paired in order
+    assert pair_by_ends(np.array([(0, 1), (0, 1)]), np.array([(0, 1), (0, 1)])) == [(0, 0), (1, 1)]
+    # special tokens and padding have no span; text past ``limit`` (after a [MASK]) is not paired
+    assert pair_by_ends(np.array([(-1, -1), (0, 3), (4, 9)]), np.array([(0, 3), (4, 9)]), limit=5) == [(1, 0)]

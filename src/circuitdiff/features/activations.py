@@ -146,6 +146,8 @@ def paired_text_rows(texts: Sequence[str], tokenizers: tuple, context: int | tup
     both tokenisations start a token (``features.pairing.cut_rows``), and their positions paired by common ends."""
     context = (context, context) if isinstance(context, int) else context
     if not all(getattr(tok, "is_fast", False) for tok in tokenizers):
+        if tokenizers[0] is tokenizers[1] and context[0] == context[1]:  # no offsets needed: every position pairs itself
+            return PairedRows.same(text_rows(texts, tokenizers[0], context[0], source))
         raise FeaturesError("pairing two tokenisations needs fast tokenizers (their offset mappings)")
     rows: tuple[list[list[int]], list[list[int]]] = ([], [])
     pairs: list[list[tuple[int, int]]] = []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from circuitdiff.features.activations import Normaliser, block_output, site_activations
+from circuitdiff.features.activations import Normaliser, PairedRows, block_output, site_activations
 from circuitdiff.features.crosscoder import CrossCoder
 from circuitdiff.interventions.forward import Batch
 from circuitdiff.interventions.readout import metric as read_out, read_metric
@@ -66,12 +66,11 @@ class Site:
         return (model.dec_t, model.b_t) if self.role == "teacher" else (model.dec_s, model.b_s)
 
 
-def batch_pairs(pairs: torch.Tensor, batches: tuple[Batch, Batch]) -> torch.Tensor:
-    """The prompt rows' pairs (row, teacher position, student position) on the batches' rows: a multi-token
-    task's batch repeats each prompt once per branch; positions padded in either batch are left out."""
+def batch_pairs(pairs: torch.Tensor, n_prompts: int, batches: tuple[Batch, Batch]) -> torch.Tensor:
+    """The ``n_prompts`` prompt rows' pairs (row, teacher position, student position) on the batches' rows: a
+    multi-token task's batch repeats each prompt once per branch; positions padded in either batch are left out."""
     n_rows = int(batches[0].input_ids.shape[0])
-    n_prompts = int(pairs[:, 0].max()) + 1 if len(pairs) else 1
-    copies = max(1, n_rows // n_prompts)
+    copies = max(1, n_rows // max(1, n_prompts))
     tiled = torch.cat([pairs + torch.tensor([c * n_prompts, 0, 0]) for c in range(copies)])
     tiled = tiled[tiled[:, 0] < n_rows]
     real = [b.attention_mask.cpu().bool() for b in batches]
@@ -95,13 +94,12 @@ def latent_codes(model: CrossCoder, sites: tuple[Site, Site], batches: tuple[Bat
     return codes, raw
 
 
-def task_relevance(model: CrossCoder, sites: tuple[Site, Site], batches: tuple[Batch, Batch], pairs: torch.Tensor,
+def task_relevance(model: CrossCoder, sites: tuple[Site, Site], batches: tuple[Batch, Batch], rows: PairedRows,
                    task: str, top: int = 20) -> TaskRelevance:
     """Attribution for every latent in each model; exact ablation for the ``top`` latents by |attribution|
-    in either model (the union, so that both models' effects exist for every ablated latent). ``pairs``: the
-    prompts' paired positions (row, teacher position, student position); each model's other positions keep
-    their own activation in every splice."""
-    pairs = batch_pairs(pairs, batches)
+    in either model (the union, so that both models' effects exist for every ablated latent). ``rows``: the
+    prompts with their paired positions; each model's other positions keep their own activation in every splice."""
+    pairs = batch_pairs(rows.pairs, len(rows), batches)
     codes, raw = latent_codes(model, sites, batches, pairs)
     out = TaskRelevance(task, {}, {}, {}, {}, {})
     for site, batch, x, f, col in zip(sites, batches, raw, codes, (1, 2), strict=True):

@@ -169,7 +169,7 @@ def features(
     relevance = []
     for item, rows in zip(prepared, prompt_rows, strict=True):
         pair = (batches(item.teacher[1], t_lm.device)[0], batches(item.student[1], s_lm.device)[0])
-        relevance.append(task_relevance(model, sites, pair, rows.pairs, item.name, top=options.top))
+        relevance.append(task_relevance(model, sites, pair, rows, item.name, top=options.top))
         say(f"{item.name}: relevance done")
     table = feature_table(latents, relevance)
     run_settings = dict(asdict(options), teacher=t_lm.name, student=s_lm.name, tasks=[p.name for p in prepared],
