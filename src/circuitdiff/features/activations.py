@@ -17,9 +17,9 @@ import torch
 
 from circuitdiff.analysis.cka import linear_cka
 from circuitdiff.errors import CircuitDiffError
+from circuitdiff.features.pairing import as_rows, cut_rows, pair_by_ends
 from circuitdiff.models.adapters.base import Adapter
 from circuitdiff.models.loading import LoadedModel
-from circuitdiff.features.pairing import as_rows, cut_rows, pair_by_ends
 from circuitdiff.tasks.encode import pad_id
 from circuitdiff.tasks.spans import text_spans
 
@@ -257,10 +257,12 @@ def match_student_layer(teacher: LoadedModel, student: LoadedModel, teacher_laye
     tokens (the layer-CKA of ``analysis.pair.layer_cka``, on corpus tokens instead of read positions)."""
     n_rows = max(1, min(len(rows), max_tokens // max(1, rows.teacher.input_ids.shape[1] // 2)))
     here = rows.pairs[rows.pairs[:, 0] < n_rows]
-    x = site_activations(teacher, teacher_layer, rows.teacher.input_ids[:n_rows],
-                         rows.teacher.attention_mask[:n_rows])[here[:, 0], here[:, 1]]
+    x = site_activations(teacher, teacher_layer, rows.teacher.input_ids[:n_rows], rows.teacher.attention_mask[:n_rows])
+    x = x[here[:, 0].to(x.device), here[:, 1].to(x.device)]
     pick = torch.from_numpy(np.random.default_rng(seed).permutation(len(x))[:max_tokens])
     xs = x[pick.to(x.device)].double().cpu().numpy()
-    scores = [float(linear_cka(xs, y[here[:, 0], here[:, 2]][pick.to(y.device)].double().cpu().numpy()))
-              for y in all_block_outputs(student, rows.student.input_ids[:n_rows], rows.student.attention_mask[:n_rows])]
+    scores = []
+    for y in all_block_outputs(student, rows.student.input_ids[:n_rows], rows.student.attention_mask[:n_rows]):
+        y = y[here[:, 0].to(y.device), here[:, 2].to(y.device)]
+        scores.append(float(linear_cka(xs, y[pick.to(y.device)].double().cpu().numpy())))
     return int(np.argmax(scores)), scores

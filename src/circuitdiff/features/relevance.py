@@ -83,13 +83,13 @@ def latent_codes(model: CrossCoder, sites: tuple[Site, Site], batches: tuple[Bat
     models' site activations there; and those activations (batch, seq_m, d_m)."""
     raw = [site_activations(s.lm, s.layer, b.input_ids, b.attention_mask) for s, b in zip(sites, batches, strict=True)]
     dev = next(model.parameters()).device
-    at = [(pairs[:, 0], pairs[:, col]) for col in (1, 2)]
+    at = [(pairs[:, 0].to(x.device), pairs[:, col].to(x.device)) for x, col in zip(raw, (1, 2), strict=True)]
     with torch.no_grad():
         f = model.encode(sites[0].norm(raw[0][at[0]].to(dev)), sites[1].norm(raw[1][at[1]].to(dev)))
     codes = []
     for x, where in zip(raw, at, strict=True):
         dense = torch.zeros(x.shape[:2] + (model.n_latents,), device=dev)
-        dense[where] = f
+        dense[tuple(w.to(dev) for w in where)] = f
         codes.append(dense)
     return codes, raw
 
@@ -107,7 +107,7 @@ def task_relevance(model: CrossCoder, sites: tuple[Site, Site], batches: tuple[B
         dec, bias = dec.detach().to(x.device), bias.detach().to(x.device)
         fd = f.to(x.device)
         on = torch.zeros(x.shape[:2] + (1,), dtype=torch.bool, device=x.device)
-        on[pairs[:, 0], pairs[:, col]] = True
+        on[pairs[:, 0].to(x.device), pairs[:, col].to(x.device)] = True
         recon = torch.where(on, site.norm.undo(fd @ dec + bias), x)
         err = x - recon
         clean = read_metric(site.lm.adapter, batch)

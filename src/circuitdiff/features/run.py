@@ -20,9 +20,9 @@ from circuitdiff.features.activations import (
     Chunk, FeaturesError, Normaliser, PairedRows, Rows, concat_paired, default_teacher_layer, match_student_layer,
     paired_text_rows, stream_pairs,
 )
-from circuitdiff.features.pairing import as_rows, prompt_pairs
 from circuitdiff.features.analysis import analyse
 from circuitdiff.features.crosscoder import CrossCoder
+from circuitdiff.features.pairing import as_rows, prompt_pairs
 from circuitdiff.features.relevance import Site, task_relevance
 from circuitdiff.features.results import FeatureResults, contexts_for, feature_table, headline, summary
 from circuitdiff.features.train import TrainSettings, train_crosscoder
