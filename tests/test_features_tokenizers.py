@@ -180,3 +180,15 @@ def test_cuts_move_back_to_a_common_start_and_groups_pair_by_rule() -> None:
     assert pair_by_ends(np.array([(0, 1), (0, 1)]), np.array([(0, 1), (0, 1)])) == [(0, 0), (1, 1)]
     # special tokens and padding have no span; text past ``limit`` (after a [MASK]) is not paired
     assert pair_by_ends(np.array([(-1, -1), (0, 3), (4, 9)]), np.array([(0, 3), (4, 9)]), limit=5) == [(1, 0)]
+
+
+def test_a_task_multi_token_for_one_tokenizer_only_splices_both_models(teacher: LoadedModel) -> None:
+    from circuitdiff.features.run import _task_rows
+
+    finer = from_hugging_face(teacher.model, _finer(teacher.tokenizer), "tiny-gpt2 (finer tokens)")
+    options = FeatureOptions(n_latents=32, k=4, n_tokens=5000, batch_size=256, context=32, analysis_tokens=1000,
+                             corpus_tokens=3000, n_prompts=8, top=4, seed=0, teacher_layer=3, student_layer=3)
+    prepared, _ = _task_rows(finer, teacher, ["facts"], options)
+    assert (prepared[0].teacher[1].branches, prepared[0].student[1].branches) == (2, 1)  # the premise
+    facts = features(finer, teacher, ["facts"], None, options).summary["tasks"]["facts"]
+    assert max(facts["identity_gap"].values()) < 1e-4

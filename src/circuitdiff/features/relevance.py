@@ -68,8 +68,10 @@ class Site:
 
 def batch_pairs(pairs: torch.Tensor, n_prompts: int, batches: tuple[Batch, Batch]) -> torch.Tensor:
     """The ``n_prompts`` prompt rows' pairs (row, teacher position, student position) on the batches' rows: a
-    multi-token task's batch repeats each prompt once per branch; positions padded in either batch are left out."""
-    n_rows = int(batches[0].input_ids.shape[0])
+    multi-token task's batch repeats each prompt once per branch; positions padded in either batch are left out.
+    When the task is multi-token for one tokenizer only, that model's distractor rows have no counterpart in the
+    other and keep their own activation."""
+    n_rows = min(int(b.input_ids.shape[0]) for b in batches)
     copies = max(1, n_rows // max(1, n_prompts))
     tiled = torch.cat([pairs + torch.tensor([c * n_prompts, 0, 0]) for c in range(copies)])
     tiled = tiled[tiled[:, 0] < n_rows]
