@@ -124,7 +124,8 @@ class Context:
 
 def contexts_for(latent_ids: list[int], latents: LatentTable, token_rows: np.ndarray, sources: tuple[str, ...],
                  tokenizer: Any, width: tuple[int, int] = (12, 3)) -> dict[int, list[dict[str, Any]]]:
-    """Top-activating contexts of the given latents from the analysis rows (corpus and prompts)."""
+    """Top-activating contexts of the given latents from the analysis rows (corpus and prompts), in the tokens
+    of ``token_rows`` (the teacher's: a pair's place is its teacher row and position)."""
     out: dict[int, list[dict[str, Any]]] = {}
     for j in latent_ids:
         items = []

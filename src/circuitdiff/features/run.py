@@ -17,17 +17,18 @@ import torch
 from safetensors.torch import save_file
 
 from circuitdiff.features.activations import (
-    Chunk, FeaturesError, Normaliser, Rows, check_same_tokenizer, concat_rows, default_teacher_layer,
-    match_student_layer, stream_pairs, text_rows,
+    Chunk, FeaturesError, Normaliser, PairedRows, Rows, concat_paired, default_teacher_layer, match_student_layer,
+    paired_text_rows, stream_pairs,
 )
 from circuitdiff.features.analysis import analyse
 from circuitdiff.features.crosscoder import CrossCoder
+from circuitdiff.features.pairing import as_rows, prompt_pairs
 from circuitdiff.features.relevance import Site, task_relevance
 from circuitdiff.features.results import FeatureResults, contexts_for, feature_table, headline, summary
 from circuitdiff.features.train import TrainSettings, train_crosscoder
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.options import CompareOptions
-from circuitdiff.pipeline import batches
+from circuitdiff.pipeline import batches, model_context
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,28 @@ def _check_layer(lm: LoadedModel, layer: int, role: str) -> int:
 
 
 def _task_rows(teacher: LoadedModel, student: LoadedModel, tasks: Sequence[str], options: FeatureOptions):  # noqa: ANN202
+    """Each task's prompts as both models encode them, paired position by position when the encodings are
+    identical, else at common token ends inside the text both read (``features.pairing.prompt_pairs``)."""
     from circuitdiff.compare import prepare_tasks, same_tokenisation
+    from circuitdiff.tasks.spans import token_spans
 
     prepared = prepare_tasks(teacher, student, tasks, CompareOptions(n_prompts=options.n_prompts, seed=options.seed))
+    rows = []
     for item in prepared:
-        if not same_tokenisation(item.teacher[1], item.student[1]):
-            raise FeaturesError(f"task '{item.name}' is tokenised differently by the two models")
-    rows = [Rows(item.teacher[1].input_ids, item.teacher[1].attention_mask, (item.name,) * item.teacher[1].input_ids.shape[0])
-            for item in prepared]
+        t_rows, s_rows = (Rows(enc.input_ids, enc.attention_mask, (item.name,) * enc.input_ids.shape[0])
+                          for enc in (item.teacher[1], item.student[1]))
+        if same_tokenisation(item.teacher[1], item.student[1]):
+            rows.append(PairedRows.same(t_rows))
+            continue
+        spans = [token_spans(task, enc, lm.tokenizer) for (task, enc), lm in
+                 ((item.teacher, teacher), (item.student, student))]
+        if spans[0] is None or spans[1] is None:
+            raise FeaturesError(f"task '{item.name}': the two tokenisations cannot be paired (a slow tokenizer, "
+                                "or prompts that do not re-tokenise to their encoding)")
+        pairs = torch.from_numpy(as_rows(prompt_pairs(spans[0], spans[1])))
+        if not len(pairs):
+            raise FeaturesError(f"task '{item.name}': the two tokenisations share no token boundary in the prompts")
+        rows.append(PairedRows(t_rows, s_rows, pairs))
     return prepared, rows
 
 
@@ -107,18 +122,19 @@ def features(
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     t_lm, s_lm = _load(teacher, device), _load(student, device)
-    check_same_tokenizer(t_lm, s_lm)
     prepared, prompt_rows = _task_rows(t_lm, s_lm, tasks, options)
     paragraphs = load_corpus(options.corpus)
-    corpus_rows = text_rows([p for i, p in enumerate(paragraphs) if i % 10], t_lm.tokenizer, options.context)
+    tokenizers = (t_lm.tokenizer, s_lm.tokenizer)
+    context = tuple(min(options.context, model_context(lm) or options.context) for lm in (t_lm, s_lm))
+    corpus_rows = paired_text_rows([p for i, p in enumerate(paragraphs) if i % 10], tokenizers, context)
     if options.corpus_tokens is not None:
-        n = max(1, options.corpus_tokens // options.context)
-        corpus_rows = Rows(corpus_rows.input_ids[:n], corpus_rows.attention_mask[:n], corpus_rows.source[:n])
-    train_rows = concat_rows([corpus_rows, *prompt_rows], t_lm.tokenizer)
-    held = text_rows([p for i, p in enumerate(paragraphs) if i % 10 == 0] or paragraphs, t_lm.tokenizer, options.context)
-    n_held = max(1, options.analysis_tokens // max(1, options.context))
-    eval_rows = concat_rows([Rows(held.input_ids[:n_held], held.attention_mask[:n_held], held.source[:n_held]),
-                             *prompt_rows], t_lm.tokenizer)
+        corpus_rows = corpus_rows.head(max(1, options.corpus_tokens // options.context))
+    if not len(corpus_rows.pairs):
+        raise FeaturesError(f"'{t_lm.name}' and '{s_lm.name}' tokenise the corpus with no token boundary in common")
+    train_rows = concat_paired([corpus_rows, *prompt_rows], tokenizers)
+    held = paired_text_rows([p for i, p in enumerate(paragraphs) if i % 10 == 0] or paragraphs, tokenizers, context)
+    eval_rows = concat_paired([held.head(max(1, options.analysis_tokens // max(1, options.context))), *prompt_rows],
+                              tokenizers)
 
     t_layer = _check_layer(t_lm, default_teacher_layer(t_lm.adapter.n_layers) if options.teacher_layer is None
                            else options.teacher_layer, "teacher")
@@ -151,9 +167,9 @@ def features(
 
     sites = (Site(t_lm, t_layer, norms[0], "teacher"), Site(s_lm, s_layer, norms[1], "student"))
     relevance = []
-    for item in prepared:
+    for item, rows in zip(prepared, prompt_rows, strict=True):
         pair = (batches(item.teacher[1], t_lm.device)[0], batches(item.student[1], s_lm.device)[0])
-        relevance.append(task_relevance(model, sites, pair, item.name, top=options.top))
+        relevance.append(task_relevance(model, sites, pair, rows, item.name, top=options.top))
         say(f"{item.name}: relevance done")
     table = feature_table(latents, relevance)
     run_settings = dict(asdict(options), teacher=t_lm.name, student=s_lm.name, tasks=[p.name for p in prepared],
@@ -162,7 +178,7 @@ def features(
                         train_seconds=log.seconds, final_mse=log.final_loss, seconds=0.0)
     info = summary(latents, relevance, table, run_settings)
     shown = _shown_latents(table, [p.name for p in prepared])
-    ctx = contexts_for(shown, latents, _token_rows(eval_rows), eval_rows.source, t_lm.tokenizer)
+    ctx = contexts_for(shown, latents, _token_rows(eval_rows.teacher), eval_rows.source, t_lm.tokenizer)
     info["settings"]["seconds"] = time.perf_counter() - started
     results = FeatureResults(table, info, ctx, model.dec_t.detach().cpu().numpy(), model.dec_s.detach().cpu().numpy())
     if out is not None:

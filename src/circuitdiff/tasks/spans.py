@@ -33,6 +33,17 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     return a, a + len(stripped)
 
 
+def text_spans(text: str, tokenizer: PreTrainedTokenizerBase, add_special_tokens: bool = True) -> tuple[list[int], np.ndarray]:
+    """One text's token ids and each token's (start, end) characters, whitespace trimmed; ``SPECIAL`` for special
+    tokens. Needs a fast tokenizer (its offset mapping)."""
+    enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True,
+                    return_special_tokens_mask=True, verbose=False)
+    spans = np.array([(SPECIAL, SPECIAL) if special else _trimmed(text, a, b)
+                      for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)],
+                     dtype=np.int64).reshape(-1, 2)
+    return list(enc["input_ids"]), spans
+
+
 def token_spans(task: Task, encoded: EncodedTask, tokenizer: PreTrainedTokenizerBase) -> TokenSpans | None:
     """The ``TokenSpans`` of ``encoded``, or None without a fast tokenizer or when a row does not re-tokenise
     to its encoded ids (a wrong span would align the wrong tokens; none is better)."""
@@ -47,12 +58,10 @@ def token_spans(task: Task, encoded: EncodedTask, tokenizer: PreTrainedTokenizer
         prompt = task.prompts[int(index)].prompt
         text = prompt.replace(MASK, tokenizer.mask_token) if task.masked else prompt
         contexts.append(prompt[:prompt.index(MASK)] if task.masked else prompt)
-        enc = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
-        tokens = list(enc["input_ids"])
+        tokens, row_spans = text_spans(text, tokenizer)
         # a multi-token task's row continues with the answer's tokens: those positions keep PAD spans
         row = ids[r][:len(tokens)] if encoded.branches > 1 else ids[r][real[r]]
         if tokens != list(row) or not real[r][:len(tokens)].all():
             return None
-        for i, ((a, b), special) in enumerate(zip(enc["offset_mapping"], enc["special_tokens_mask"])):
-            spans[r, i] = (SPECIAL, SPECIAL) if special else _trimmed(text, a, b)
+        spans[r, :len(tokens)] = row_spans
     return TokenSpans(tuple(contexts), spans)
