@@ -1,6 +1,6 @@
 """``circuitdiff features`` on SmolLM2-135M against a student (docs/features.md, "SmolLM2").
 
-    python scripts/features_smollm2.py STUDENT OUT [N_TOKENS] [CORPUS_TOKENS]
+    python scripts/features_smollm2.py STUDENT OUT [N_TOKENS] [CORPUS_TOKENS] [LR]
 
 STUDENT is a folder (e.g. from ``circuitdiff lab distil smollm2-135m``) or ``pruned``: the depth-pruned,
 untrained student built in memory (``lab.student_init.depth_pruned`` with the default layers). The dictionary
@@ -26,7 +26,8 @@ def main() -> None:
 
     student_arg, out = sys.argv[1], sys.argv[2]
     n_tokens = int(sys.argv[3]) if len(sys.argv) > 3 else 400_000
-    corpus_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    corpus_tokens = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] != "all" else None
+    lr = float(sys.argv[5]) if len(sys.argv) > 5 else FeatureOptions.lr
     wall, cpu = time.time(), time.process_time()
     teacher = load_model("smollm2-135m")
     if student_arg == "pruned":
@@ -36,7 +37,7 @@ def main() -> None:
     else:
         student = load_model(student_arg)
     options = FeatureOptions(n_latents=4 * teacher.adapter.d_model, k=32, n_tokens=n_tokens,
-                             corpus_tokens=corpus_tokens, n_prompts=32, top=10, cache_bytes=2 * 2**30)
+                             corpus_tokens=corpus_tokens, lr=lr, n_prompts=32, top=10, cache_bytes=2 * 2**30)
     summary = features(teacher, student, ["facts", "ioi"], out, options, progress=print).summary
     print(json.dumps({k: summary[k] for k in ("counts", "fve", "l0", "dead")}))
     for name, task in summary["tasks"].items():

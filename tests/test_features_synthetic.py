@@ -157,3 +157,13 @@ def test_auxk_revives_latents_a_crippled_init_killed(one_torch_thread) -> None: 
     assert dead[0.0] == set(crippled.tolist())  # without AuxK exactly the crippled latents stay dead
     assert len(dead[1 / 32]) <= 2, dead[1 / 32]
     assert fve[1 / 32] > fve[0.0] + 0.1, fve
+
+
+def test_a_dictionary_that_rebuilds_too_little_is_flagged_not_read() -> None:
+    from circuitdiff.features.results import MIN_FVE, reconstruction_problem
+
+    assert reconstruction_problem({"teacher": 0.95, "student": MIN_FVE}) is None
+    for fve in ({"teacher": -0.33, "student": 0.9}, {"teacher": 0.9, "student": float("nan")}):
+        why = reconstruction_problem(fve)
+        assert why is not None and "not findings" in why and "--lr" in why
+    assert "teacher -0.33" in reconstruction_problem({"teacher": -0.33, "student": 0.9})

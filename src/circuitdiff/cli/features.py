@@ -25,6 +25,8 @@ def features_cmd(
     n_latents: int = typer.Option(1024, min=8, help="Dictionary size."),
     k: int = typer.Option(16, min=1, help="Active latents per token (BatchTopK)."),
     n_tokens: int = typer.Option(400_000, min=1000, help="Training tokens (the corpus is reread when shorter)."),
+    lr: float = typer.Option(2e-3, min=0.0, help="Adam learning rate (2e-3 suits 128-wide streams; SmolLM2's "
+                             "576-wide stream needed 5e-4)."),
     n_prompts: int = typer.Option(64, min=4, help="Prompts per built-in task."),
     top: int = typer.Option(20, min=1, help="Latents per model and task that get exact ablations."),
     seed: int = typer.Option(0, help="Seed for the dictionary, the data order and the tasks."),
@@ -44,7 +46,7 @@ def features_cmd(
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     check_device(device, None)
     t_name, s_name, default_tasks = resolve_pair(pair, teacher, student)
-    options = FeatureOptions(n_latents=n_latents, k=min(k, n_latents), n_tokens=n_tokens, n_prompts=n_prompts,
+    options = FeatureOptions(n_latents=n_latents, k=min(k, n_latents), n_tokens=n_tokens, lr=lr, n_prompts=n_prompts,
                              top=top, seed=seed, corpus=corpus, teacher_layer=teacher_layer,
                              student_layer=student_layer)
     console = Console(stderr=True)
@@ -54,6 +56,8 @@ def features_cmd(
     show = Console()
     show.print(f"latents: {s['n_latents']}  " + "  ".join(f"{c}: {n}" for c, n in s["counts"].items()))
     show.print(f"FVE teacher {s['fve']['teacher']:.3f}, student {s['fve']['student']:.3f}; L0 {s['l0']:.1f}")
+    if s["reconstruction_problem"]:
+        console.print(f"warning: {s['reconstruction_problem']}")
     for name, t in s["tasks"].items():
         show.print(f"{name}: metric clean/spliced teacher {t['clean']['teacher']:.3f}/{t['spliced']['teacher']:.3f}, "
                    f"student {t['clean']['student']:.3f}/{t['spliced']['student']:.3f}")

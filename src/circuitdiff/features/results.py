@@ -15,6 +15,19 @@ from circuitdiff.features.relevance import TaskRelevance
 from circuitdiff.results import atomic_write
 
 HEADLINE_TOP = 20
+MIN_FVE = 0.5
+"""Below this fraction of variance explained in either model the dictionary is not a description of the
+activations, so its classes and effects are flagged as no finding (a diverged run read FVE -0.33 on SmolLM2)."""
+
+
+def reconstruction_problem(fve: dict[str, float]) -> str | None:
+    """Why the classes cannot be read as findings (the dictionary rebuilds too little), or None."""
+    low = {m: v for m, v in fve.items() if not v >= MIN_FVE}  # NaN counts as low
+    if not low:
+        return None
+    told = ", ".join(f"{m} {v:.2f}" for m, v in low.items())
+    return (f"the dictionary explains too little of the activations (FVE {told}; below {MIN_FVE}): its classes and "
+            "effects are not findings; train with a lower --lr or more --n-tokens")
 
 
 @dataclass
@@ -99,6 +112,7 @@ def summary(latents: LatentTable, relevance: list[TaskRelevance], table: pd.Data
         "n_latents": int(len(latents.cls)),
         "counts": counts,
         "fve": latents.fve,
+        "reconstruction_problem": reconstruction_problem(latents.fve),
         "l0": latents.l0,
         "dead": counts["dead"] / max(1, len(latents.cls)),
         "analysis_tokens": latents.tokens,

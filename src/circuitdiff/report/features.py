@@ -28,6 +28,7 @@ L0 {{ '%.1f'|format(s.l0) }}; dead {{ '%.1f'|format(100 * s.dead) }}%.
 Classes: {% for c, n in s.counts.items() %}{{ c }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}
 (exclusive: relative decoder norm &le; {{ '%.3f'|format(s.thresholds.exclusive_relative_norm) }} or &ge; {{ '%.3f'|format(1 - s.thresholds.exclusive_relative_norm) }},
 confirmed by Latent Scaling &nu; &lt; {{ s.thresholds.latent_scaling_nu_max }}).</p>
+{% if s.reconstruction_problem %}<p class="warning"><strong>No finding:</strong> {{ s.reconstruction_problem }}.</p>{% endif %}
 {{ histogram }}
 {% for task, t in s.tasks.items() %}
 <h3>{{ task }}</h3>
