@@ -167,3 +167,11 @@ def test_a_dictionary_that_rebuilds_too_little_is_flagged_not_read() -> None:
         why = reconstruction_problem(fve)
         assert why is not None and "not findings" in why and "--lr" in why
     assert "teacher -0.33" in reconstruction_problem({"teacher": -0.33, "student": 0.9})
+
+
+def test_the_default_learning_rate_falls_with_the_stream_width_above_128() -> None:
+    from circuitdiff.features.train import TrainSettings, default_lr
+
+    assert default_lr(64) == default_lr(128) == TrainSettings.lr  # the shipped pairs' streams: as measured
+    assert default_lr(576) == pytest.approx(TrainSettings.lr * 128 / 576)  # SmolLM2: 4.4e-4, near the 5e-4 that trained
+    assert default_lr(4096) < default_lr(576)

@@ -25,8 +25,8 @@ def features_cmd(
     n_latents: int = typer.Option(1024, min=8, help="Dictionary size."),
     k: int = typer.Option(16, min=1, help="Active latents per token (BatchTopK)."),
     n_tokens: int = typer.Option(400_000, min=1000, help="Training tokens (the corpus is reread when shorter)."),
-    lr: float = typer.Option(2e-3, min=0.0, help="Adam learning rate (2e-3 suits 128-wide streams; SmolLM2's "
-                             "576-wide stream needed 5e-4)."),
+    lr: Optional[float] = typer.Option(None, min=0.0, help="Adam learning rate; default 2e-3 up to 128-wide "
+                                       "streams, falling as 1/width above (4.4e-4 for SmolLM2's 576)."),
     n_prompts: int = typer.Option(64, min=4, help="Prompts per built-in task."),
     top: int = typer.Option(20, min=1, help="Latents per model and task that get exact ablations."),
     seed: int = typer.Option(0, help="Seed for the dictionary, the data order and the tasks."),

@@ -25,7 +25,7 @@ from circuitdiff.features.crosscoder import CrossCoder
 from circuitdiff.features.pairing import as_rows, prompt_pairs
 from circuitdiff.features.relevance import Site, task_relevance
 from circuitdiff.features.results import FeatureResults, contexts_for, feature_table, headline, summary
-from circuitdiff.features.train import TrainSettings, train_crosscoder
+from circuitdiff.features.train import TrainSettings, default_lr, train_crosscoder
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.options import CompareOptions
 from circuitdiff.pipeline import batches, model_context
@@ -39,7 +39,8 @@ class FeatureOptions:
     k: int = TrainSettings.k
     n_tokens: int = TrainSettings.n_tokens
     batch_size: int = TrainSettings.batch_size
-    lr: float = TrainSettings.lr
+    lr: float | None = None
+    """Adam's learning rate; None: ``train.default_lr`` of the wider of the two streams."""
     k_aux: int | None = TrainSettings.k_aux
     dead_after_tokens: int = TrainSettings.dead_after_tokens
     context: int = 64
@@ -156,8 +157,9 @@ def features(
         return gen
 
     model = CrossCoder(t_lm.adapter.d_model, s_lm.adapter.d_model, options.n_latents, options.k, seed=options.seed)
+    lr = options.lr if options.lr is not None else default_lr(max(t_lm.adapter.d_model, s_lm.adapter.d_model))
     settings = TrainSettings(n_latents=options.n_latents, k=options.k, n_tokens=options.n_tokens,
-                             batch_size=options.batch_size, lr=options.lr, k_aux=options.k_aux,
+                             batch_size=options.batch_size, lr=lr, k_aux=options.k_aux,
                              dead_after_tokens=options.dead_after_tokens, seed=options.seed)
     torch.manual_seed(options.seed)
     log = train_crosscoder(model, kept(normalised(train_rows), options.cache_bytes), settings, device=t_lm.device)
@@ -174,7 +176,7 @@ def features(
     table = feature_table(latents, relevance)
     run_settings = dict(asdict(options), teacher=t_lm.name, student=s_lm.name, tasks=[p.name for p in prepared],
                         site={"teacher": t_layer, "student": s_layer}, student_layer_cka=cka,
-                        device=str(t_lm.device), train_steps=log.steps, train_tokens=log.tokens,
+                        device=str(t_lm.device), lr_used=lr, train_steps=log.steps, train_tokens=log.tokens,
                         train_seconds=log.seconds, final_mse=log.final_loss, seconds=0.0)
     info = summary(latents, relevance, table, run_settings)
     shown = _shown_latents(table, [p.name for p in prepared])
