@@ -16,12 +16,11 @@ defaults and for a cheap setting (fewer prompts, attribution, no circuits, fewer
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import common  # noqa: F401  (puts src/ on the path)
+import common  # puts src/ on the path; one_thread_scratch
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "defaults (32 prompts, exact, circuits, 10 random students, 1000 resamples)": {},
@@ -60,14 +59,11 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--tasks", default="ioi")
     args = parser.parse_args()
-    import torch
-
     from circuitdiff.compare import compare
     from circuitdiff.integrations import CircuitDiffCallback
 
-    torch.set_num_threads(1)
     tasks = args.tasks.split(",")
-    work = Path(tempfile.mkdtemp(prefix="circuitdiff-bench-callback-"))
+    work = common.one_thread_scratch("callback")
     bare = train(work / "bare", args.steps)
     print(f"training alone: {args.steps} steps in {bare:.1f} s ({1000 * bare / args.steps:.0f} ms/step)")
     for label, options in SETTINGS.items():

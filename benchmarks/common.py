@@ -21,6 +21,14 @@ TOKENIZER_DIR = ROOT / "tests" / "assets" / "gpt2-tokenizer"
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a clean checkout without installing
 
 
+def one_thread_scratch(name: str) -> Path:
+    """One torch thread (the benchmarks compare costs on a shared machine) and a fresh scratch folder."""
+    import torch
+
+    torch.set_num_threads(1)
+    return Path(tempfile.mkdtemp(prefix=f"circuitdiff-bench-{name}-"))
+
+
 def gpt2_tokenizer_dir() -> Path:
     """The GPT-2 BPE tokenizer, built by scripts/fetch_test_assets.sh when missing."""
     if not (TOKENIZER_DIR / "tokenizer.json").is_file():

@@ -12,12 +12,10 @@ thresholds, 10 random students, 1000 resamples) and must give the same numbers.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
-import common  # noqa: F401  (puts src/ on the path)
+import common  # puts src/ on the path; one_thread_scratch
 
 
 def main() -> None:
@@ -25,8 +23,6 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=5)
     parser.add_argument("--tasks", default="ioi,numerals")
     args = parser.parse_args()
-    import torch
-
     from circuitdiff.compare import compare
     from circuitdiff.lab.build import distil
     from circuitdiff.lab.card import read_report
@@ -36,9 +32,8 @@ def main() -> None:
     from circuitdiff.options import CompareOptions
     from circuitdiff.trajectory import find_checkpoints, run_trajectory
 
-    torch.set_num_threads(1)
     tasks = args.tasks.split(",")
-    work = Path(tempfile.mkdtemp(prefix="circuitdiff-bench-trajectory-"))
+    work = common.one_thread_scratch("trajectory")
     shipped = distill_from_dict(read_report(PAIRS_DIR / "tiny-distilgpt2")["recipe"])
     steps = 10 * (args.checkpoints - 1)
     recipe = replace(shipped, optim=replace(shipped.optim, steps=steps, warmup_steps=1, save_every=10))
