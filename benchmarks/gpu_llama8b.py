@@ -68,22 +68,9 @@ def build_pair(shape: dict, folder: Path, device: str, seed: int) -> tuple[Path,
     return paths
 
 
-def sweep_flops(lm: object, base: object, components: list, budget: int) -> float:
-    """Matmul FLOPs of the exact sweep as planned: each chunk's clean prefix pass plus each group from its layer on."""
-    from sweep import block_flops
-
-    from circuitdiff.interventions.exact import plan_sweep
-
-    total, per_width = 0.0, {}
-    for chunk in plan_sweep(lm.adapter, base, components, budget):  # type: ignore[attr-defined]
-        per_block = per_width.setdefault(chunk.width, block_flops(lm, base, chunk.width))  # type: ignore[arg-type]
-        m, layers = len(chunk.prompts), [layer for layer, _ in chunk.groups]
-        total += m * sum(per_block[: max(layers)])
-        total += sum(len(idx) * m * sum(per_block[layer:]) for layer, idx in chunk.groups)
-    return total
-
-
 def measure_sweep(teacher: Path, args: argparse.Namespace) -> None:
+    from sweep import exact_flops  # the sweep's FLOPs as exact_sweep plans it, read-out included
+
     from circuitdiff.interventions.ablation import Ablation, Replacement
     from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep, record_activations
     from circuitdiff.models.loading import load_model
@@ -105,7 +92,7 @@ def measure_sweep(teacher: Path, args: argparse.Namespace) -> None:
     exact_sweep(lm.adapter, clean, replacement, components, memory_budget=budget)
     sync()
     seconds = time.perf_counter() - t0
-    flops = sweep_flops(lm, clean, components, budget)
+    flops = exact_flops(lm, clean, components, budget)
     rate = flops / seconds
     print(f"node sweep: {len(components)} components x {len(clean)} prompts (width {clean.input_ids.shape[1]}), "
           f"budget {budget / 2**30:.1f} GiB: {seconds:.2f} s, {flops / 1e12:.1f} TFLOP of matmuls, "

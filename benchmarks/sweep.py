@@ -39,7 +39,7 @@ from circuitdiff.interventions.kernels import fast_kernels
 from circuitdiff.interventions.methods import Method, ablated_metrics
 from circuitdiff.interventions.prefix import trim
 from circuitdiff.interventions.readout import read_metric
-from circuitdiff.interventions.exact import exact_sweep, plan_sweep, record_activations
+from circuitdiff.interventions.exact import DEFAULT_MEMORY_BUDGET, exact_sweep, plan_sweep, record_activations
 from circuitdiff.models.components import Component
 from circuitdiff.models.loading import LoadedModel, load_model
 from circuitdiff.pipeline import batches
@@ -103,16 +103,12 @@ def pass_flops(lm: LoadedModel, base: Batch, width: int) -> tuple[list[float], f
     return blocks, float(sum(counts["Global"].values())) - sum(blocks)
 
 
-def block_flops(lm: LoadedModel, base: Batch, width: int) -> list[float]:
-    """Matmul FLOPs of each block for one prompt trimmed to ``width`` (``pass_flops``)."""
-    return pass_flops(lm, base, width)[0]
-
-
-def exact_flops(lm: LoadedModel, base: Batch, components: Sequence[Component]) -> float:
-    """Matmul FLOPs of the exact sweep as planned: clean prefix passes plus each group from its layer on,
-    each variant's pass ending in the metric's read-out."""
+def exact_flops(lm: LoadedModel, base: Batch, components: Sequence[Component],
+                memory_budget: int = DEFAULT_MEMORY_BUDGET) -> float:
+    """Matmul FLOPs of the exact sweep as planned (under ``memory_budget``, as ``exact_sweep`` plans it): clean
+    prefix passes plus each group from its layer on, each variant's pass ending in the metric's read-out."""
     total, cache = 0.0, {}
-    for chunk in plan_sweep(lm.adapter, base, components):
+    for chunk in plan_sweep(lm.adapter, base, components, memory_budget):
         per_block, readout = cache.setdefault(chunk.width, pass_flops(lm, base, chunk.width))
         m = len(chunk.prompts)
         layers = [layer for layer, _ in chunk.groups]
